@@ -1,0 +1,170 @@
+import ArgumentParser
+import Foundation
+import H2Transport
+import Logging
+import Metrics
+import MetricsCore
+import NIOCore
+import NIOPosix
+import Prometheus
+import ServiceLifecycle
+
+/// `dashboard-server`: configuration and wiring only. Every option has an environment variable.
+@main
+struct DashboardServerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "dashboard-server",
+        abstract: "RealtimeDashboard: HTTP/2 metrics ingestion, live aggregation and a live dashboard.",
+        discussion: "Every option can also be set by the environment variable named in its help (RTD_...). Flags win.")
+
+    @Option(help: "Address to bind (RTD_HOST).")
+    var host: String = env("RTD_HOST") ?? "0.0.0.0"
+
+    @Option(help: "Cleartext port: HTTP/1.1 and h2c prior knowledge; 0 picks a free port (RTD_PORT).")
+    var port: Int = env("RTD_PORT").flatMap(Int.init) ?? 4002
+
+    @Option(help: "TLS port, ALPN h2 and http/1.1; used with --tls-cert/--tls-key or --tls-self-signed (RTD_TLS_PORT).")
+    var tlsPort: Int = env("RTD_TLS_PORT").flatMap(Int.init) ?? 4443
+
+    @Option(help: "PEM certificate chain for TLS (RTD_TLS_CERT).")
+    var tlsCert: String?
+
+    @Option(help: "PEM private key for TLS (RTD_TLS_KEY).")
+    var tlsKey: String?
+
+    @Flag(help: "Generate a self-signed development certificate at start (needs openssl) (RTD_TLS_SELF_SIGNED=1).")
+    var tlsSelfSigned: Bool = env("RTD_TLS_SELF_SIGNED") == "1"
+
+    @Option(help: "Storage backend: 'memory' (default, embedded and bounded) (RTD_STORE).")
+    var store: String = env("RTD_STORE") ?? "memory"
+
+    @Option(help: "Dashboard tick in milliseconds (RTD_TICK_MS).")
+    var tickMs: Int = env("RTD_TICK_MS").flatMap(Int.init) ?? 1000
+
+    @Option(help: "Longest accepted NDJSON/line-protocol line in bytes (RTD_MAX_LINE_LENGTH).")
+    var maxLineLength: Int = env("RTD_MAX_LINE_LENGTH").flatMap(Int.init) ?? 65_536
+
+    @Option(help: "Bound on samples buffered before the store; beyond it clients are paused (RTD_BUFFER_CAPACITY).")
+    var bufferCapacity: Int = env("RTD_BUFFER_CAPACITY").flatMap(Int.init) ?? 1_048_576
+
+    @Option(help: "Largest batch handed to the store, samples (RTD_MAX_BATCH).")
+    var maxBatch: Int = env("RTD_MAX_BATCH").flatMap(Int.init) ?? 65_536
+
+    @Option(help: "Most live series; samples of further new series are rejected and counted (RTD_MAX_SERIES).")
+    var maxSeries: Int = env("RTD_MAX_SERIES").flatMap(Int.init) ?? 1_000_000
+
+    @Option(help: "Memory store: raw samples kept in its ring (RTD_MEMORY_SAMPLES).")
+    var memorySamples: Int = env("RTD_MEMORY_SAMPLES").flatMap(Int.init) ?? 1_000_000
+
+    @Option(help: "Memory store: minutes of rollups kept per series (RTD_RETENTION_MINUTES).")
+    var retentionMinutes: Int = env("RTD_RETENTION_MINUTES").flatMap(Int.init) ?? 1_440
+
+    @Option(help: "Seconds shutdown waits for open streams before closing them (RTD_DRAIN_TIMEOUT).")
+    var drainTimeout: Int = env("RTD_DRAIN_TIMEOUT").flatMap(Int.init) ?? 10
+
+    @Option(help: "Event-loop threads; default one per core (RTD_THREADS).")
+    var threads: Int = env("RTD_THREADS").flatMap(Int.init) ?? System.coreCount
+
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical (RTD_LOG_LEVEL).")
+    var logLevel: String = env("RTD_LOG_LEVEL") ?? "info"
+
+    private var certPath: String? { tlsCert ?? env("RTD_TLS_CERT") }
+    private var keyPath: String? { tlsKey ?? env("RTD_TLS_KEY") }
+
+    func validate() throws {
+        guard (0...65_535).contains(port), (0...65_535).contains(tlsPort) else { throw ValidationError("ports must be in 0...65535") }
+        guard (certPath == nil) == (keyPath == nil) else { throw ValidationError("--tls-cert and --tls-key go together") }
+        guard tickMs >= 10 else { throw ValidationError("--tick-ms must be at least 10") }
+        guard maxLineLength >= 256 else { throw ValidationError("--max-line-length must be at least 256") }
+        guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level \(logLevel)") }
+        guard store == "memory" else { throw ValidationError("unknown --store '\(store)'; this build supports 'memory'") }
+    }
+
+    func run() async throws {
+        let level = Logger.Level(rawValue: logLevel) ?? .info
+        LoggingSystem.bootstrap { label in
+            var h = StreamLogHandler.standardError(label: label)
+            h.logLevel = level
+            return h
+        }
+        let logger = Logger(label: "dashboard-server")
+        let registry = PrometheusCollectorRegistry()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+
+        var tls: HTTPServerConfiguration.TLSFiles? = nil
+        if let certPath, let keyPath {
+            tls = .init(certificatePath: certPath, keyPath: keyPath)
+        } else if tlsSelfSigned {
+            let dir = NSTemporaryDirectory() + "rtd-devcert-\(getpid())"
+            tls = try DevelopmentCertificate.generate(in: dir)
+            logger.warning("TLS uses a self-signed development certificate", metadata: ["cert": "\(tls!.certificatePath)"])
+        }
+
+        let memory = MemoryStore(configuration: .init(maxSamples: memorySamples, retentionMinutes: retentionMinutes))
+        let engine = MetricsEngine(store: memory, configuration: .init(
+            aggregator: .init(maxSeries: maxSeries),
+            writer: .init(maxBatchSamples: maxBatch, bufferCapacity: bufferCapacity),
+            broadcaster: .init(tickMilliseconds: tickMs)))
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads))
+        let exporter = PrometheusExporter(registry: registry, engine: engine)
+        let server = HTTPServer(
+            engine: engine,
+            configuration: HTTPServerConfiguration(host: host, port: port, tlsPort: tls == nil ? nil : tlsPort, tls: tls,
+                                                   maxLineLength: maxLineLength, drainTimeoutSeconds: drainTimeout),
+            group: group, logger: logger, prometheusText: { exporter.render() })
+        exporter.server = server
+
+        let serviceGroup = ServiceGroup(
+            services: [EngineService(engine: engine), HTTPService(server: server, logger: logger, host: host)],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger)
+        try await serviceGroup.run()
+        try await group.shutdownGracefully()
+        logger.info("stopped cleanly")
+    }
+}
+
+func env(_ name: String) -> String? {
+    ProcessInfo.processInfo.environment[name].flatMap { $0.isEmpty ? nil : $0 }
+}
+
+/// Runs the engine's flush and tick loops; on shutdown (after the HTTP service drained) flushes everything to the store.
+struct EngineService: Service {
+    let engine: MetricsEngine
+
+    func run() async throws {
+        await withGracefulShutdownHandler {
+            await engine.run()
+        } onGracefulShutdown: {
+            engine.shutdown()
+        }
+    }
+}
+
+/// Listens until graceful shutdown, then stops accepting and drains open streams.
+struct HTTPService: Service {
+    let server: HTTPServer
+    let logger: Logger
+    let host: String
+
+    func run() async throws {
+        let ports = try await server.start()
+        let shown = host == "0.0.0.0" || host == "::" ? "127.0.0.1" : host
+        var lines = [
+            "RealtimeDashboard is running (memory store)",
+            "  dashboard     http://\(shown):\(ports.cleartext)/",
+            "  ingest        POST http://\(shown):\(ports.cleartext)/api/metrics/stream   (NDJSON; HTTP/1.1 or h2c prior knowledge)",
+            "  influx        POST http://\(shown):\(ports.cleartext)/write                (line protocol, Telegraf [[outputs.influxdb]])",
+            "  live (SSE)    http://\(shown):\(ports.cleartext)/api/dashboard/stream",
+            "  history       http://\(shown):\(ports.cleartext)/api/history?server_id=&metric_name=",
+            "  stats         http://\(shown):\(ports.cleartext)/api/stats   health /health   prometheus /metrics",
+        ]
+        if let tls = ports.tls { lines.append("  TLS           https://\(shown):\(tls)/   (ALPN h2, http/1.1)") }
+        print(lines.joined(separator: "\n"))
+        print("listening cleartext=\(ports.cleartext) tls=\(ports.tls.map(String.init) ?? "none")")
+        fflush(nil)
+        try? await gracefulShutdown()
+        logger.info("shutting down: draining connections")
+        await server.shutdown()
+    }
+}

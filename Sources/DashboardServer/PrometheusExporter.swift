@@ -1,0 +1,60 @@
+import H2Transport
+import Metrics
+import MetricsCore
+import Prometheus
+import Synchronization
+
+/// Renders `/metrics`: refreshes swift-metrics gauges and counters from the server's own state at
+/// scrape time, then lets swift-prometheus write the exposition text.
+final class PrometheusExporter: Sendable {
+    private let registry: PrometheusCollectorRegistry
+    private let engine: MetricsEngine
+    private let state = Mutex<(last: [String: Int], server: HTTPServer?)>(([:], nil))
+    /// Set once during wiring, before the server starts.
+    var server: HTTPServer? {
+        get { state.withLock { $0.server } }
+        set { state.withLock { $0.server = newValue } }
+    }
+
+    init(registry: PrometheusCollectorRegistry, engine: MetricsEngine) {
+        self.registry = registry
+        self.engine = engine
+    }
+
+    func render() -> String {
+        state.withLock { st in
+            let w = engine.writer.statistics
+            gauge("rtd_writer_buffered_samples", w.bufferedSamples)
+            gauge("rtd_writer_buffer_capacity_samples", w.bufferCapacity)
+            gauge("rtd_writer_parked_samples", w.parkedSamples)
+            gauge("rtd_writer_flush_lag_seconds", w.lastFlushLagSeconds)
+            gauge("rtd_sse_clients", engine.broadcaster.subscriberCount)
+            gauge("rtd_series", engine.broadcaster.seriesCount)
+            gauge("rtd_resident_memory_bytes", ProcessInfoLite.residentBytes())
+            counter(&st.last, "rtd_samples_written_total", w.samplesWritten)
+            counter(&st.last, "rtd_store_write_failures_total", w.writeFailures)
+            counter(&st.last, "rtd_backpressure_events_total", w.backpressureEvents)
+            if let server = st.server {
+                let t = server.ingestTotals
+                counter(&st.last, "rtd_ingest_samples_total", t.samples)
+                counter(&st.last, "rtd_ingest_bytes_total", t.bytes)
+                for (code, n) in t.rejectionsByCode { counter(&st.last, "rtd_ingest_rejected_lines_total", n, [("reason", code)]) }
+                gauge("rtd_http1_connections", server.statistics.http1Connections)
+                gauge("rtd_http2_connections", server.statistics.http2Connections)
+                counter(&st.last, "rtd_http_requests_total", server.statistics.requestCount)
+            }
+            return registry.emitToString()
+        }
+    }
+
+    private func gauge(_ name: String, _ value: some BinaryInteger) { Gauge(label: name).record(value) }
+    private func gauge(_ name: String, _ value: Double) { Gauge(label: name).record(value) }
+
+    /// Counters only go up: add what changed since the last scrape.
+    private func counter(_ last: inout [String: Int], _ name: String, _ total: Int, _ dims: [(String, String)] = []) {
+        let key = name + dims.map { "|\($0.0)=\($0.1)" }.joined()
+        let delta = total - (last[key] ?? 0)
+        last[key] = total
+        if delta > 0 { Counter(label: name, dimensions: dims).increment(by: delta) }
+    }
+}

@@ -1,0 +1,144 @@
+import NIOCore
+
+/// The parts of a request head the handlers use, protocol-independent.
+///
+/// Only a small set of headers is kept (see ``keptHeaders``): the ingestion hot path should not
+/// allocate strings for headers nobody reads.
+struct RequestHead {
+    var method: String
+    /// The path without the query string.
+    var path: String
+    /// The raw query string (after `?`), empty when none.
+    var query: Substring
+    /// Kept headers, lower-cased names.
+    var headers: [(String, String)]
+    /// The remote address, for logs.
+    var remote: String = ""
+
+    /// Header names the handlers read; every other header is dropped at parse time.
+    static let keptHeaders: Set<String> = [
+        "content-type", "content-encoding", "content-length", "x-server-id", "last-event-id",
+        "authorization", "accept", "accept-encoding",
+    ]
+
+    init(method: String, target: String, headers: [(String, String)]) {
+        self.method = method
+        if let q = target.firstIndex(of: "?") {
+            self.path = String(target[..<q])
+            self.query = target[target.index(after: q)...]
+        } else {
+            self.path = target
+            self.query = ""
+        }
+        self.headers = headers
+    }
+
+    /// The first value of a header (name in lower case).
+    func header(_ name: String) -> String? {
+        headers.first { $0.0 == name }?.1
+    }
+
+    /// Decoded query parameters in order (`+` is a space, `%XX` decoded; invalid escapes kept as is).
+    var queryItems: [(String, String)] {
+        query.split(separator: "&").map { part in
+            if let eq = part.firstIndex(of: "=") {
+                return (Self.percentDecode(part[..<eq]), Self.percentDecode(part[part.index(after: eq)...]))
+            }
+            return (Self.percentDecode(part), "")
+        }
+    }
+
+    /// The first value of a query parameter.
+    func queryValue(_ name: String) -> String? {
+        queryItems.first { $0.0 == name }?.1
+    }
+
+    static func percentDecode(_ s: Substring) -> String {
+        guard s.contains(where: { $0 == "%" || $0 == "+" }) else { return String(s) }
+        var out: [UInt8] = []
+        out.reserveCapacity(s.utf8.count)
+        var it = Array(s.utf8)[...]
+        while let b = it.popFirst() {
+            if b == UInt8(ascii: "+") {
+                out.append(0x20)
+            } else if b == UInt8(ascii: "%"), it.count >= 2, let h = hex(it[it.startIndex]), let l = hex(it[it.startIndex + 1]) {
+                out.append(h << 4 | l)
+                it = it.dropFirst(2)
+            } else {
+                out.append(b)
+            }
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    private static func hex(_ b: UInt8) -> UInt8? {
+        switch b {
+        case 0x30...0x39: return b - 0x30
+        case 0x41...0x46: return b - 0x41 + 10
+        case 0x61...0x66: return b - 0x61 + 10
+        default: return nil
+        }
+    }
+}
+
+/// The transport side of one exchange, implemented by the HTTP/2 stream and the HTTP/1.1
+/// connection. Every method must be called on ``eventLoop``.
+protocol ResponseWriter: AnyObject {
+    /// The loop that owns the connection.
+    var eventLoop: any EventLoop { get }
+    /// Whether HTTP/2 is used (for logs and tests).
+    var isHTTP2: Bool { get }
+    /// Starts the response. Call once.
+    func writeHead(status: Int, headers: [(String, String)])
+    /// Queues body bytes.
+    func writeBody(_ bytes: ByteBuffer)
+    /// Ends the response. When the request body is still being received, the transport tells the
+    /// peer to stop sending (HTTP/2: RST_STREAM NO_ERROR; HTTP/1.1: the connection closes).
+    func end()
+    /// Response bytes queued but not yet handed to the socket.
+    var pendingResponseBytes: Int { get }
+    /// Tells the transport that `count` bytes of request body were processed, so the peer may
+    /// send that many more (HTTP/2 WINDOW_UPDATE via `nghttp2_session_consume`; HTTP/1.1 resumes reading).
+    func releaseRequestBytes(_ count: Int)
+}
+
+/// The application side of one exchange. Called on the connection's event loop.
+protocol RequestHandler: AnyObject {
+    /// A chunk of request body. Bytes are valid only during the call. Release them with
+    /// ``ResponseWriter/releaseRequestBytes(_:)`` when processed.
+    func requestBody(_ bytes: UnsafeRawBufferPointer)
+    /// The request body is complete.
+    func requestEnd()
+    /// The peer reset the stream or the connection closed: stop, release nothing more.
+    func cancelled()
+    /// The transport can take more response bytes (pending bytes fell below the low-water mark).
+    func responseWritable()
+    /// The server is shutting down: finish promptly (final acks, end streams).
+    func drain()
+}
+
+extension RequestHandler {
+    func responseWritable() {}
+    func drain() {}
+}
+
+/// Creates handlers for new requests; the router implements it.
+protocol RequestHandlerFactory: AnyObject {
+    /// Returns the handler for a request. It may write the whole response right away.
+    func makeHandler(for head: RequestHead, writer: any ResponseWriter, connection: ConnectionContext) -> any RequestHandler
+}
+
+/// Per-connection services the handlers share (ingest batching, flush scheduling).
+final class ConnectionContext {
+    let eventLoop: any EventLoop
+    let ingest: IngestBatcher
+    /// Handlers that want ``RequestHandler/drain()`` at shutdown.
+    var drainables: [ObjectIdentifier: any RequestHandler] = [:]
+    /// Set by the connection: flushes pending output (HTTP/2: mem_send).
+    var flush: () -> Void = {}
+
+    init(eventLoop: any EventLoop, ingest: IngestBatcher) {
+        self.eventLoop = eventLoop
+        self.ingest = ingest
+    }
+}

@@ -1,0 +1,208 @@
+import Logging
+import NIOCore
+import NIOHTTP1
+
+/// Serves HTTP/1.1 (after NIOHTTP1's decoder and pipelining helper) with the same handlers as
+/// HTTP/2. One exchange at a time; request-body backpressure pauses reading from the socket.
+final class HTTP1ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundIn = HTTPServerResponsePart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    /// Stop reading when this many request-body bytes are unprocessed.
+    static let pauseThreshold = 1 << 20
+
+    private let router: Router
+    private let registry: ConnectionRegistry
+    private let logger: Logger
+    private var context: ChannelHandlerContext?
+    private var connectionContext: ConnectionContext?
+    private var exchange: HTTP1Exchange?
+    private var registration: ConnectionRegistry.Token?
+    fileprivate var unreleased = 0
+    private var readPending = false
+    private var shuttingDown = false
+
+    init(router: Router, registry: ConnectionRegistry, logger: Logger) {
+        self.router = router
+        self.registry = registry
+        self.logger = logger
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        let batcher = IngestBatcher(writer: router.engine.writer, eventLoop: context.eventLoop)
+        let cc = ConnectionContext(eventLoop: context.eventLoop, ingest: batcher)
+        batcher.context = cc
+        cc.flush = { [weak context] in context?.flush() }
+        connectionContext = cc
+        router.statistics.h1Connections.wrappingAdd(1, ordering: .relaxed)
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let channel = context.channel
+        registration = registry.register(eventLoop: context.eventLoop, shutdown: { bound.value.shutdown() },
+                                         forceClose: { channel.close(promise: nil) })
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) { finish() }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        finish()
+        context.fireChannelInactive()
+    }
+
+    private func finish() {
+        guard let registration else { return }
+        self.registration = nil
+        connectionContext?.ingest.submit()
+        exchange?.handler?.cancelled()
+        exchange?.handler = nil
+        exchange = nil
+        router.statistics.h1Connections.wrappingAdd(-1, ordering: .relaxed)
+        registry.unregister(registration)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            var headers: [(String, String)] = []
+            for (name, value) in head.headers {
+                let lower = name.lowercased()
+                if RequestHead.keptHeaders.contains(lower) { headers.append((lower, value)) }
+            }
+            let request = RequestHead(method: head.method.rawValue, target: head.uri, headers: headers)
+            let ex = HTTP1Exchange(connection: self, context: context, keepAlive: head.isKeepAlive && !shuttingDown,
+                                   isHead: head.method == .HEAD)
+            exchange = ex
+            ex.handler = router.makeHandler(for: request, writer: ex, connection: connectionContext!)
+        case .body(let buffer):
+            guard let ex = exchange else { return }
+            guard let handler = ex.handler else {
+                // The response already ended: discard the rest of the body, within a bound.
+                ex.discarded += buffer.readableBytes
+                if ex.discarded > Self.pauseThreshold { context.close(promise: nil) }
+                return
+            }
+            unreleased += buffer.readableBytes
+            buffer.withUnsafeReadableBytes { handler.requestBody($0) }
+        case .end:
+            guard let ex = exchange else { return }
+            ex.requestEnded = true
+            if let handler = ex.handler {
+                handler.requestEnd()
+            } else {
+                exchangeEnded(ex)
+            }
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        connectionContext?.ingest.submit()
+        context.flush()
+        context.fireChannelReadComplete()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable { exchange?.handler?.responseWritable() }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if unreleased >= Self.pauseThreshold {
+            readPending = true
+            return
+        }
+        context.read()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        logger.debug("HTTP/1.1 connection error", metadata: ["error": "\(error)"])
+        context.close(promise: nil)
+    }
+
+    fileprivate func released(_ n: Int) {
+        unreleased -= n
+        if readPending && unreleased < Self.pauseThreshold / 2, let context {
+            readPending = false
+            context.read()
+        }
+    }
+
+    /// Called when the response ended, and again when a request that outlived its response ends.
+    fileprivate func exchangeEnded(_ ex: HTTP1Exchange) {
+        guard exchange === ex else { return }
+        if !ex.requestEnded && ex.keepAlive && !shuttingDown {
+            return  // keep the exchange to discard the rest of the body, then reuse the connection
+        }
+        exchange = nil
+        unreleased = 0
+        if readPending, let context {
+            readPending = false
+            context.read()
+        }
+        if !ex.keepAlive || !ex.requestEnded || shuttingDown, let context {
+            context.close(promise: nil)
+        }
+    }
+
+    private func shutdown() {
+        shuttingDown = true
+        if let ex = exchange {
+            ex.keepAlive = false
+            ex.handler?.drain()
+        } else {
+            context?.close(promise: nil)
+        }
+    }
+}
+
+/// One HTTP/1.1 request/response, the ``ResponseWriter`` its handler writes to.
+final class HTTP1Exchange: ResponseWriter, FlushingWriter {
+    private unowned let connection: HTTP1ConnectionHandler
+    private let context: ChannelHandlerContext
+    var handler: (any RequestHandler)?
+    var keepAlive: Bool
+    let isHead: Bool
+    var requestEnded = false
+    var discarded = 0
+    private var headWritten = false
+    private var ended = false
+
+    init(connection: HTTP1ConnectionHandler, context: ChannelHandlerContext, keepAlive: Bool, isHead: Bool) {
+        self.connection = connection
+        self.context = context
+        self.keepAlive = keepAlive
+        self.isHead = isHead
+    }
+
+    var eventLoop: any EventLoop { context.eventLoop }
+    var isHTTP2: Bool { false }
+
+    func writeHead(status: Int, headers: [(String, String)]) {
+        guard !headWritten, !ended else { return }
+        headWritten = true
+        var h = HTTPHeaders(headers)
+        if !keepAlive { h.replaceOrAdd(name: "connection", value: "close") }
+        let head = HTTPResponseHead(version: .http1_1, status: HTTPResponseStatus(statusCode: status), headers: h)
+        context.write(NIOAny(HTTPServerResponsePart.head(head)), promise: nil)
+    }
+
+    func writeBody(_ bytes: ByteBuffer) {
+        guard headWritten, !ended, !isHead else { return }
+        context.writeAndFlush(NIOAny(HTTPServerResponsePart.body(.byteBuffer(bytes))), promise: nil)
+    }
+
+    func end() {
+        guard !ended else { return }
+        if !headWritten { writeHead(status: 200, headers: [("content-length", "0")]) }
+        ended = true
+        handler = nil
+        context.writeAndFlush(NIOAny(HTTPServerResponsePart.end(nil)), promise: nil)
+        connection.exchangeEnded(self)
+    }
+
+    var pendingResponseBytes: Int { context.channel.isWritable ? 0 : Int.max / 2 }
+
+    func releaseRequestBytes(_ count: Int) { connection.released(count) }
+
+    func flushConnection() { context.flush() }
+}

@@ -1,0 +1,362 @@
+import CNGHTTP2
+import Logging
+import MetricsCore
+import NIOCore
+
+/// One HTTP/2 connection: owns the `nghttp2_session` and its streams, feeds it the bytes read
+/// from the channel and writes what it produces. Event-loop confined.
+///
+/// - Reads go to `nghttp2_session_mem_recv`; output is drained with `mem_send` once per read
+///   batch (and after asynchronous events such as acks or SSE ticks), never per frame.
+/// - Automatic WINDOW_UPDATE is off: request body bytes are credited back with
+///   `nghttp2_session_consume` only when the handler has processed them (for ingestion: when the
+///   batch writer has taken the samples), so a slow store slows the sender.
+/// - Streamed response bodies use a deferred data provider resumed with `resume_data`.
+/// - Output is only pulled from nghttp2 while the channel is writable.
+final class HTTP2Connection {
+    private var session: OpaquePointer?
+    private var streams: [Int32: HTTP2Stream] = [:]
+    let eventLoop: any EventLoop
+    private let router: Router
+    private let channelContext: ChannelHandlerContext
+    let connectionContext: ConnectionContext
+    private let logger: Logger
+    private var outbound: ByteBuffer
+    private var inRead = false
+    private var flushScheduled = false
+    private var closed = false
+    private var shuttingDown = false
+    /// Streams whose handlers may want to write more once their pending bytes drop.
+    private var writableWaiters: Set<Int32> = []
+    static let responseLowWater = 64 << 10
+
+    init(context: ChannelHandlerContext, router: Router, logger: Logger) {
+        self.channelContext = context
+        self.eventLoop = context.eventLoop
+        self.router = router
+        self.logger = logger
+        self.outbound = context.channel.allocator.buffer(capacity: 16 << 10)
+        let batcher = IngestBatcher(writer: router.engine.writer, eventLoop: context.eventLoop)
+        self.connectionContext = ConnectionContext(eventLoop: context.eventLoop, ingest: batcher)
+        batcher.context = connectionContext
+
+        let callbacks = NGHTTP2Callbacks.make()
+        defer { nghttp2_session_callbacks_del(callbacks) }
+        var option: OpaquePointer?
+        nghttp2_option_new(&option)
+        defer { nghttp2_option_del(option) }
+        nghttp2_option_set_no_auto_window_update(option, 1)
+        // Debian's 1.52 carries the rapid-reset guard (CVE-2023-44487): at most 1000 RST_STREAMs
+        // per burst, refilled at 33 per second.
+        nghttp2_option_set_stream_reset_rate_limit(option, 1000, 33)
+        nghttp2_option_set_max_settings(option, 32)
+        var s: OpaquePointer?
+        let rv = nghttp2_session_server_new2(&s, callbacks, Unmanaged.passUnretained(self).toOpaque(), option)
+        precondition(rv == 0, "nghttp2_session_server_new2 failed: \(NGHTTP2Error(rv))")
+        session = s
+        let cfg = router.configuration
+        var settings = [
+            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS.rawValue), value: UInt32(cfg.maxConcurrentStreams)),
+            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE.rawValue), value: UInt32(cfg.streamWindow)),
+            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE.rawValue), value: 64 << 10),
+        ]
+        nghttp2_submit_settings(s, UInt8(NGHTTP2_FLAG_NONE.rawValue), &settings, settings.count)
+        nghttp2_session_set_local_window_size(s, UInt8(NGHTTP2_FLAG_NONE.rawValue), 0, Int32(cfg.connectionWindow))
+        connectionContext.flush = { [unowned self] in self.flush() }
+    }
+
+    deinit {
+        if let session { nghttp2_session_del(session) }
+    }
+
+    // MARK: - Channel events
+
+    func read(_ buffer: ByteBuffer) {
+        guard let session, !closed else { return }
+        inRead = true
+        defer { inRead = false }
+        let rv = buffer.withUnsafeReadableBytes { bytes in
+            nghttp2_session_mem_recv(session, bytes.baseAddress?.assumingMemoryBound(to: UInt8.self), bytes.count)
+        }
+        if rv < 0 {
+            let error = NGHTTP2Error(rv)
+            router.statistics.protocolErrors.wrappingAdd(1, ordering: .relaxed)
+            logger.debug("HTTP/2 session error, closing", metadata: ["error": "\(error)"])
+            flush()  // GOAWAY, if nghttp2 queued one
+            closeChannel()
+        }
+    }
+
+    func readComplete() {
+        connectionContext.ingest.submit()
+        flush()
+    }
+
+    func writabilityChanged() {
+        if channelContext.channel.isWritable { flush() }
+    }
+
+    /// The channel closed: cancel every handler and free the session (no callback can follow).
+    func close() {
+        guard !closed else { return }
+        closed = true
+        connectionContext.ingest.submit()
+        let all = streams.values
+        streams.removeAll()
+        for s in all {
+            s.closed = true
+            s.handler?.cancelled()
+            s.handler = nil
+        }
+        connectionContext.drainables.removeAll()
+        if let session { nghttp2_session_del(session) }
+        session = nil
+    }
+
+    /// Graceful shutdown: refuse new streams (GOAWAY), ask handlers to finish, close when idle.
+    func shutdown() {
+        guard let session, !closed, !shuttingDown else { return }
+        shuttingDown = true
+        nghttp2_submit_goaway(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), nghttp2_session_get_last_proc_stream_id(session),
+                              UInt32(NGHTTP2_NO_ERROR.rawValue), nil, 0)
+        for s in Array(streams.values) { s.handler?.drain() }
+        connectionContext.ingest.submit()
+        flush()
+    }
+
+    private func closeChannel() {
+        channelContext.close(promise: nil)
+    }
+
+    // MARK: - Output
+
+    /// Drains nghttp2's output into the channel (only while it is writable).
+    func flush() {
+        guard let session, !closed else { return }
+        if inRead { return }  // readComplete flushes
+        var wrote = false
+        while channelContext.channel.isWritable {
+            var ptr: UnsafePointer<UInt8>? = nil
+            let n = nghttp2_session_mem_send(session, &ptr)
+            if n < 0 {
+                logger.debug("nghttp2_session_mem_send failed", metadata: ["error": "\(NGHTTP2Error(n))"])
+                closeChannel()
+                return
+            }
+            if n == 0 { break }
+            outbound.writeBytes(UnsafeRawBufferPointer(start: ptr, count: n))
+            if outbound.readableBytes >= 256 << 10 {
+                channelContext.write(NIOAny(outbound), promise: nil)
+                outbound = channelContext.channel.allocator.buffer(capacity: 16 << 10)
+                wrote = true
+            }
+        }
+        if outbound.readableBytes > 0 {
+            channelContext.write(NIOAny(outbound), promise: nil)
+            outbound = channelContext.channel.allocator.buffer(capacity: 16 << 10)
+            wrote = true
+        }
+        if wrote { channelContext.flush() }
+        notifyWritable()
+        if nghttp2_session_want_read(session) == 0 && nghttp2_session_want_write(session) == 0 {
+            closeChannel()
+        }
+    }
+
+    private func notifyWritable() {
+        guard !writableWaiters.isEmpty else { return }
+        let ids = writableWaiters
+        writableWaiters.removeAll()
+        var again = false
+        for id in ids {
+            guard let s = streams[id], !s.closed, !s.responseEnded else { continue }
+            if s.out.readableBytes < Self.responseLowWater {
+                let before = s.out.readableBytes
+                s.handler?.responseWritable()
+                if s.out.readableBytes > before { again = true }
+            } else {
+                writableWaiters.insert(id)
+            }
+        }
+        if again && !flushScheduled {
+            flushScheduled = true
+            eventLoop.assumeIsolated().execute { [self] in
+                flushScheduled = false
+                flush()
+            }
+        }
+    }
+
+    // MARK: - Called by streams
+
+    func submitResponse(_ stream: HTTP2Stream, status: Int, headers: [(String, String)]) {
+        guard let session, !stream.closed else { return }
+        var all: [(String, String)] = [(":status", String(status))]
+        all.append(contentsOf: headers)
+        // nghttp2 copies names and values during the call; build them in one contiguous buffer.
+        var storage: [UInt8] = []
+        storage.reserveCapacity(all.reduce(0) { $0 + $1.0.utf8.count + $1.1.utf8.count })
+        var ranges: [(Int, Int, Int, Int)] = []
+        for (n, v) in all {
+            let ns = storage.count
+            storage.append(contentsOf: n.lowercased().utf8)
+            let vs = storage.count
+            storage.append(contentsOf: v.utf8)
+            ranges.append((ns, vs - ns, vs, storage.count - vs))
+        }
+        let noBody = status == 204 || status == 304 || (stream.method == "HEAD")
+        let rv: Int32 = storage.withUnsafeMutableBufferPointer { buf in
+            let base = buf.baseAddress!
+            var nva = ranges.map { r in
+                nghttp2_nv(name: base + r.0, value: base + r.2, namelen: r.1, valuelen: r.3, flags: UInt8(NGHTTP2_NV_FLAG_NONE.rawValue))
+            }
+            if noBody {
+                stream.responseEnded = true
+                return nghttp2_submit_response(session, stream.id, &nva, nva.count, nil)
+            }
+            var provider = nghttp2_data_provider(source: nghttp2_data_source(ptr: nil), read_callback: NGHTTP2Callbacks.readBody)
+            return nghttp2_submit_response(session, stream.id, &nva, nva.count, &provider)
+        }
+        if rv != 0 { logger.debug("nghttp2_submit_response failed", metadata: ["error": "\(NGHTTP2Error(rv))"]) }
+        scheduleFlush()
+    }
+
+    func resumeIfDeferred(_ stream: HTTP2Stream) {
+        guard let session, stream.headSubmitted, stream.dataDeferred else {
+            scheduleFlush()
+            return
+        }
+        stream.dataDeferred = false
+        nghttp2_session_resume_data(session, stream.id)
+        scheduleFlush()
+    }
+
+    func consume(stream: HTTP2Stream, count: Int) {
+        guard let session else { return }
+        if stream.closed {
+            nghttp2_session_consume_connection(session, count)
+        } else {
+            nghttp2_session_consume(session, stream.id, count)
+        }
+        scheduleFlush()
+    }
+
+    /// Flush at the end of the current event-loop task (coalesces many writes into one mem_send).
+    private func scheduleFlush() {
+        guard !inRead, !flushScheduled, !closed else { return }
+        flushScheduled = true
+        eventLoop.assumeIsolated().execute { [self] in
+            flushScheduled = false
+            flush()
+        }
+    }
+
+    // MARK: - Called from nghttp2 callbacks
+
+    func beginStream(_ id: Int32) {
+        streams[id] = HTTP2Stream(id: id, connection: self)
+    }
+
+    func header(stream id: Int32, name: UnsafeBufferPointer<UInt8>, value: UnsafeBufferPointer<UInt8>) {
+        guard let s = streams[id] else { return }
+        if name.first == UInt8(ascii: ":") {
+            if HeaderName.equals(name, HeaderName.method) {
+                s.method = String(decoding: value, as: UTF8.self)
+            } else if HeaderName.equals(name, HeaderName.path) {
+                s.path = String(decoding: value, as: UTF8.self)
+            }
+            return
+        }
+        if let kept = HeaderName.kept(name) {
+            s.headers.append((kept, String(decoding: value, as: UTF8.self)))
+        }
+    }
+
+    func headersComplete(_ id: Int32) {
+        guard let s = streams[id], s.handler == nil else { return }
+        if shuttingDown {
+            if let session { nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), id, UInt32(NGHTTP2_REFUSED_STREAM.rawValue)) }
+            return
+        }
+        let head = RequestHead(method: s.method, target: s.path, headers: s.headers)
+        s.headers = []
+        s.handler = router.makeHandler(for: head, writer: s, connection: connectionContext)
+    }
+
+    func requestEnded(_ id: Int32) {
+        guard let s = streams[id], !s.requestEnded else { return }
+        s.requestEnded = true
+        s.handler?.requestEnd()
+    }
+
+    func data(stream id: Int32, _ bytes: UnsafeRawBufferPointer) {
+        guard let s = streams[id], let handler = s.handler else {
+            if let session { nghttp2_session_consume_connection(session, bytes.count) }
+            return
+        }
+        s.unreleased += bytes.count
+        handler.requestBody(bytes)
+    }
+
+    func streamClosed(_ id: Int32, errorCode: UInt32) {
+        guard let s = streams.removeValue(forKey: id) else { return }
+        s.closed = true
+        writableWaiters.remove(id)
+        if let session, s.unreleased > 0 { nghttp2_session_consume_connection(session, s.unreleased) }
+        if !(s.responseEnded && s.out.readableBytes == 0) || errorCode != 0 {
+            s.handler?.cancelled()
+        }
+        s.handler = nil
+    }
+
+    func responseSent(_ id: Int32) {
+        // The response is complete while the peer is still sending: tell it to stop (RFC 9113 §8.1).
+        guard let session, let s = streams[id], !s.requestEnded else { return }
+        nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), id, UInt32(NGHTTP2_NO_ERROR.rawValue))
+    }
+
+    func readBody(stream id: Int32, into buf: UnsafeMutableRawBufferPointer, flags: UnsafeMutablePointer<UInt32>) -> Int {
+        guard let s = streams[id] else { return Int(NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE.rawValue) }
+        let n = min(buf.count, s.out.readableBytes)
+        if n > 0 {
+            s.out.withUnsafeReadableBytes { src in
+                buf.baseAddress!.copyMemory(from: src.baseAddress!, byteCount: n)
+            }
+            s.out.moveReaderIndex(forwardBy: n)
+            if s.out.readableBytes == 0 { s.out.clear() }
+        }
+        if s.out.readableBytes == 0 {
+            if s.responseEnded {
+                flags.pointee |= UInt32(NGHTTP2_DATA_FLAG_EOF.rawValue)
+            } else if n == 0 {
+                s.dataDeferred = true
+                if s.wantsWritable { writableWaiters.insert(id) }
+                return Int(NGHTTP2_ERR_DEFERRED.rawValue)
+            }
+        }
+        if s.wantsWritable && !s.responseEnded && s.out.readableBytes < Self.responseLowWater { writableWaiters.insert(id) }
+        return n
+    }
+}
+
+/// Header-name matching on raw bytes, so unneeded headers never become Strings.
+enum HeaderName {
+    static let method: [UInt8] = Array(":method".utf8)
+    static let path: [UInt8] = Array(":path".utf8)
+    static let kept: [([UInt8], String)] = RequestHead.keptHeaders.map { (Array($0.utf8), $0) }
+
+    @inline(__always)
+    static func equals(_ a: UnsafeBufferPointer<UInt8>, _ b: [UInt8]) -> Bool {
+        a.count == b.count && b.withUnsafeBufferPointer { memcmp(a.baseAddress!, $0.baseAddress!, a.count) == 0 }
+    }
+
+    /// The kept header's name if `name` (already lower case, as HTTP/2 requires) is one of them.
+    static func kept(_ name: UnsafeBufferPointer<UInt8>) -> String? {
+        for (bytes, s) in kept where equals(name, bytes) { return s }
+        return nil
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif

@@ -1,0 +1,65 @@
+import CNGHTTP2
+import NIOCore
+
+/// One HTTP/2 stream: request head accumulation, its handler, and its pending response body.
+/// Event-loop confined; owned by its ``HTTP2Connection``.
+final class HTTP2Stream: ResponseWriter, FlushingWriter {
+    let id: Int32
+    unowned let connection: HTTP2Connection
+
+    var method = ""
+    var path = ""
+    var headers: [(String, String)] = []
+    var handler: (any RequestHandler)?
+
+    /// Response body bytes not yet taken by nghttp2.
+    var out = ByteBuffer()
+    var headSubmitted = false
+    var responseEnded = false
+    /// The data provider returned NGHTTP2_ERR_DEFERRED and waits for `resume_data`.
+    var dataDeferred = false
+    var requestEnded = false
+    var closed = false
+    /// Request body bytes received and not yet released (consumed) by the handler.
+    var unreleased = 0
+    /// Whether the handler wants ``RequestHandler/responseWritable()`` calls.
+    var wantsWritable = false
+
+    init(id: Int32, connection: HTTP2Connection) {
+        self.id = id
+        self.connection = connection
+    }
+
+    var eventLoop: any EventLoop { connection.eventLoop }
+    var isHTTP2: Bool { true }
+
+    func writeHead(status: Int, headers: [(String, String)]) {
+        guard !headSubmitted, !closed else { return }
+        headSubmitted = true
+        connection.submitResponse(self, status: status, headers: headers)
+    }
+
+    func writeBody(_ bytes: ByteBuffer) {
+        guard !closed, !responseEnded else { return }
+        wantsWritable = true
+        out.writeImmutableBuffer(bytes)
+        connection.resumeIfDeferred(self)
+    }
+
+    func end() {
+        guard !closed, !responseEnded else { return }
+        responseEnded = true
+        if !headSubmitted { writeHead(status: 200, headers: []) }
+        connection.resumeIfDeferred(self)
+    }
+
+    var pendingResponseBytes: Int { out.readableBytes }
+
+    func releaseRequestBytes(_ count: Int) {
+        guard count > 0 else { return }
+        unreleased -= count
+        connection.consume(stream: self, count: count)
+    }
+
+    func flushConnection() { connection.flush() }
+}

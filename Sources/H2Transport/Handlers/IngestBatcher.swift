@@ -1,0 +1,65 @@
+import MetricsCore
+import NIOCore
+
+/// Collects the samples parsed from every ingest stream of one connection during one read batch
+/// and hands them to the ``BatchWriter`` as a single submission.
+///
+/// Thousands of tiny requests per second on one connection thus cost one writer submission and
+/// one hop back to the event loop per read batch, not per request. Event-loop confined.
+final class IngestBatcher {
+    struct Part {
+        let handler: IngestHandler
+        let samples: Int
+        let bytes: Int
+        let lastLine: Int
+    }
+
+    /// Samples are parsed straight into this output by the handlers.
+    var output = ParseOutput()
+    private var parts: [Part] = []
+    private let writer: BatchWriter
+    let eventLoop: any EventLoop
+    weak var context: ConnectionContext?
+    /// Submit early when a read batch grows this large (keeps submissions bounded).
+    static let maxSamplesPerSubmission = 16_384
+
+    init(writer: BatchWriter, eventLoop: any EventLoop) {
+        self.writer = writer
+        self.eventLoop = eventLoop
+    }
+
+    /// Records what one handler just parsed into ``output``.
+    func record(handler: IngestHandler, samples: Int, bytes: Int, lastLine: Int) {
+        parts.append(Part(handler: handler, samples: samples, bytes: bytes, lastLine: lastLine))
+        if output.samples.count >= Self.maxSamplesPerSubmission { submit() }
+    }
+
+    /// Submits everything recorded since the last call (called at the end of each read batch).
+    func submit() {
+        guard !parts.isEmpty else { return }
+        var samples: [MetricSample] = []
+        swap(&samples, &output.samples)
+        output.samples.reserveCapacity(min(samples.count, Self.maxSamplesPerSubmission))
+        let parts = self.parts
+        self.parts = []
+        let loop = eventLoop
+        let bound = NIOLoopBound((parts, self), eventLoop: loop)
+        let acceptedNow = writer.submit(
+            samples,
+            onAccepted: {
+                loop.execute {
+                    for p in bound.value.0 { p.handler.accepted(p) }
+                    bound.value.1.context?.flush()
+                }
+            },
+            onDurable: { outcome in
+                loop.execute {
+                    for p in bound.value.0 { p.handler.durable(p, outcome: outcome) }
+                    bound.value.1.context?.flush()
+                }
+            })
+        if acceptedNow {
+            for p in parts { p.handler.accepted(p) }
+        }
+    }
+}

@@ -1,0 +1,245 @@
+import MetricsCore
+import NIOCore
+
+/// One ingestion request: NDJSON or Influx line protocol, streamed through the parser into the
+/// connection's ``IngestBatcher``.
+///
+/// Two reply styles:
+/// - ``Style/stream`` (`POST /api/metrics/stream`): a 200 head at once, then NDJSON reply lines
+///   while the request is still open: `{"ack":L,"samples":S}` when every line up to `L` is durable
+///   or rejected, `{"error":{"line":N,"code":"…","reason":"…"}}` per rejected line (the first
+///   ``maxRejectionDetails``), and at the end one `{"summary":{…}}` line.
+/// - ``Style/influx`` (`POST /write`): the Influx v1 contract, one reply when everything is
+///   durable: 204, or 400 `{"error":"partial write: …"}` naming the rejected lines (the good ones
+///   are kept, as InfluxDB does).
+///
+/// Flow control: bytes are released to the peer only when the batch writer has taken the samples
+/// parsed from them, so a slow store slows the agent instead of growing memory.
+final class IngestHandler: RequestHandler {
+    enum Style { case stream, influx }
+    enum Parser {
+        case ndjson(NDJSONParser)
+        case lineProtocol(LineProtocolParser)
+    }
+    // Kept as two optionals so the parser is mutated in place (no copy of its carry buffer).
+    private var ndjson: NDJSONParser?
+    private var lineProtocol: LineProtocolParser?
+
+    static let maxRejectionDetails = 100
+
+    private let writer: any ResponseWriter
+    private let batcher: IngestBatcher
+    private let style: Style
+    private let counters: IngestCounters
+    private let gzip: GzipBody?
+
+    private var samplesParsed = 0
+    private var rejected = 0
+    private var heartbeats = 0
+    private var skippedFields = 0
+    private var rejectionDetails: [LineRejection] = []
+    private var partsInFlight = 0
+    private var ackedLines = 0
+    private var ackedSamples = 0
+    private var requestEnded = false
+    private var finished = false
+    private var draining = false
+    private var failed: String? = nil
+
+    init(head: RequestHead, writer: any ResponseWriter, context: ConnectionContext, style: Style,
+         parser: Parser, counters: IngestCounters, gzip: GzipBody?) {
+        self.writer = writer
+        self.batcher = context.ingest
+        self.style = style
+        switch parser {
+        case .ndjson(let p): ndjson = p
+        case .lineProtocol(let p): lineProtocol = p
+        }
+        self.counters = counters
+        self.gzip = gzip
+        if style == .stream {
+            writer.writeHead(status: 200, headers: [("content-type", "application/x-ndjson"), ("cache-control", "no-store")])
+        }
+    }
+
+    // MARK: RequestHandler
+
+    func requestBody(_ bytes: UnsafeRawBufferPointer) {
+        guard !finished else {
+            writer.releaseRequestBytes(bytes.count)
+            return
+        }
+        counters.addBytes(bytes.count)
+        if let gzip {
+            // Compressed bodies are buffered (bounded) and parsed at the end.
+            if !gzip.append(bytes) {
+                fail(status: 413, message: "compressed body larger than \(gzip.maxCompressed) bytes")
+            }
+            writer.releaseRequestBytes(bytes.count)
+            return
+        }
+        parse(bytes, releasing: bytes.count)
+    }
+
+    func requestEnd() {
+        guard !finished else { return }
+        requestEnded = true
+        if let gzip {
+            switch gzip.decompress() {
+            case .success(let plain):
+                plain.withUnsafeReadableBytes { parse($0, releasing: 0) }
+            case .failure(let message):
+                fail(status: 400, message: message)
+                return
+            }
+        }
+        let before = batcher.output.samples.count
+        let now = ProcessInfoLite.nowMilliseconds()
+        if ndjson != nil { ndjson!.finish(now: now, into: &batcher.output) }
+        if lineProtocol != nil { lineProtocol!.finish(now: now, into: &batcher.output) }
+        collect(samplesBefore: before, bytes: 0, force: true)
+        maybeFinish()
+    }
+
+    func cancelled() {
+        finished = true
+    }
+
+    func drain() {
+        guard !finished else { return }
+        draining = true
+        // Everything received so far is already recorded; finish once it is durable.
+        maybeFinish()
+    }
+
+    // MARK: Parsing
+
+    private var lineCount: Int {
+        ndjson?.lineCount ?? lineProtocol?.lineCount ?? 0
+    }
+
+    private func parse(_ bytes: UnsafeRawBufferPointer, releasing: Int) {
+        let before = batcher.output.samples.count
+        let now = ProcessInfoLite.nowMilliseconds()
+        if ndjson != nil { ndjson!.parse(bytes, now: now, into: &batcher.output) }
+        if lineProtocol != nil { lineProtocol!.parse(bytes, now: now, into: &batcher.output) }
+        collect(samplesBefore: before, bytes: releasing, force: false)
+    }
+
+    /// Moves this handler's rejections out of the shared output and records its part of the batch.
+    private func collect(samplesBefore: Int, bytes: Int, force: Bool) {
+        let out = batcher.output
+        let added = out.samples.count - samplesBefore
+        samplesParsed += added
+        heartbeats += out.heartbeats
+        skippedFields += out.skippedFields
+        batcher.output.heartbeats = 0
+        batcher.output.skippedFields = 0
+        if !out.rejections.isEmpty {
+            rejected += out.rejections.count
+            counters.addRejections(out.rejections)
+            for r in out.rejections {
+                if rejectionDetails.count < Self.maxRejectionDetails { rejectionDetails.append(r) }
+                if style == .stream && rejected - out.rejections.count + 1 <= Self.maxRejectionDetails {
+                    writeLine(Self.rejectionLine(r))
+                }
+            }
+            batcher.output.rejections.removeAll(keepingCapacity: true)
+        }
+        counters.addSamples(added)
+        if added > 0 || bytes > 0 || force {
+            partsInFlight += 1
+            batcher.record(handler: self, samples: added, bytes: bytes, lastLine: lineCount)
+        }
+    }
+
+    // MARK: Writer callbacks (event loop)
+
+    func accepted(_ part: IngestBatcher.Part) {
+        if part.bytes > 0 { writer.releaseRequestBytes(part.bytes) }
+    }
+
+    func durable(_ part: IngestBatcher.Part, outcome: BatchWriter.Outcome) {
+        partsInFlight -= 1
+        guard !finished else { return }
+        if outcome == .closed {
+            failed = "server shutting down; samples after line \(ackedLines) were not accepted"
+        } else {
+            ackedLines = max(ackedLines, part.lastLine)
+            ackedSamples += part.samples
+            if style == .stream && !(requestEnded && partsInFlight == 0) {
+                writeLine("{\"ack\":\(ackedLines),\"samples\":\(ackedSamples)}\n")
+            }
+        }
+        maybeFinish()
+    }
+
+    private func maybeFinish() {
+        guard !finished, partsInFlight == 0, requestEnded || draining || failed != nil else { return }
+        finished = true
+        switch style {
+        case .stream:
+            var w = JSONWriter(capacity: 200)
+            w.raw("{\"summary\":{\"lines\":\(lineCount),\"samples\":\(samplesParsed),\"acked_lines\":\(ackedLines),")
+            w.raw("\"acked_samples\":\(ackedSamples),\"rejected\":\(rejected),\"heartbeats\":\(heartbeats)")
+            if skippedFields > 0 { w.raw(",\"skipped_fields\":\(skippedFields)") }
+            if let failed { w.raw(",\"error\":"); w.string(failed) } else if draining && !requestEnded {
+                w.raw(",\"error\":\"server shutting down: reconnect and resend lines after acked_lines\"")
+            }
+            w.raw("}}\n")
+            writeLine(w.bytes)
+            writer.end()
+        case .influx:
+            if let failed {
+                respondInflux(status: 503, error: failed)
+            } else if rejected == 0 {
+                writer.writeHead(status: 204, headers: [])
+                writer.end()
+            } else {
+                var msg = "partial write: \(rejected) of \(lineCount) lines rejected"
+                for r in rejectionDetails.prefix(10) { msg += "; line \(r.line): \(r.error.code.rawValue): \(r.error.message)" }
+                respondInflux(status: 400, error: msg)
+            }
+        }
+    }
+
+    private func fail(status: Int, message: String) {
+        guard !finished else { return }
+        if style == .influx && partsInFlight == 0 {
+            finished = true
+            respondInflux(status: status, error: message)
+        } else {
+            failed = message
+            maybeFinish()
+        }
+    }
+
+    private func respondInflux(status: Int, error: String) {
+        var w = JSONWriter(capacity: 128 + error.utf8.count)
+        w.raw("{\"error\":")
+        w.string(error)
+        w.raw("}\n")
+        var buf = ByteBufferAllocator().buffer(capacity: w.bytes.count)
+        buf.writeBytes(w.bytes)
+        writer.writeHead(status: status, headers: [("content-type", "application/json"), ("content-length", String(buf.readableBytes)),
+                                                   ("x-influxdb-error", error.count > 200 ? String(error.prefix(200)) : error)])
+        writer.writeBody(buf)
+        writer.end()
+    }
+
+    private func writeLine(_ s: String) { writeLine(Array(s.utf8)) }
+
+    private func writeLine(_ bytes: [UInt8]) {
+        var buf = ByteBufferAllocator().buffer(capacity: bytes.count)
+        buf.writeBytes(bytes)
+        writer.writeBody(buf)
+    }
+
+    static func rejectionLine(_ r: LineRejection) -> [UInt8] {
+        var w = JSONWriter(capacity: 96 + r.error.message.utf8.count)
+        w.raw("{\"error\":{\"line\":\(r.line),\"code\":\"\(r.error.code.rawValue)\",\"reason\":")
+        w.string(r.error.message)
+        w.raw("}}\n")
+        return w.bytes
+    }
+}

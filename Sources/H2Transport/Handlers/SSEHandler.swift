@@ -1,0 +1,100 @@
+import MetricsCore
+import NIOCore
+
+/// `GET /api/dashboard/stream`: Server-Sent Events from the ``Broadcaster``.
+///
+/// Events are pulled from the subscription only while the connection keeps up (fewer than
+/// ``highWater`` response bytes pending); otherwise they wait in the subscription's bounded queue,
+/// where a client that falls too far behind is coalesced into a fresh snapshot.
+/// A `: heartbeat` comment goes out every ``heartbeatInterval`` of silence.
+final class SSEHandler: RequestHandler {
+    static let highWater = 256 << 10
+    static let heartbeatInterval = TimeAmount.seconds(15)
+
+    private let writer: any ResponseWriter
+    private let context: ConnectionContext
+    private var subscription: Subscription?
+    private var heartbeat: RepeatedTask?
+    private var wroteSinceHeartbeat = false
+    private var ended = false
+
+    init(head: RequestHead, writer: any ResponseWriter, context: ConnectionContext, broadcaster: Broadcaster) {
+        self.writer = writer
+        self.context = context
+        let filter: SubscriptionFilter
+        do {
+            filter = try SubscriptionFilter(query: head.queryItems, tickMilliseconds: broadcaster.configuration.tickMilliseconds)
+        } catch {
+            ended = true
+            HTTPResponse.error(400, String(describing: error)).write(to: writer)
+            return
+        }
+        let lastEventID = head.header("last-event-id") ?? head.queryValue("lastEventId")
+        let loop = writer.eventLoop
+        let bound = NIOLoopBound(WeakBox(self), eventLoop: loop)
+        do {
+            subscription = try broadcaster.subscribe(filter: filter, lastEventID: lastEventID) {
+                loop.execute {
+                    guard let me = bound.value.value else { return }
+                    me.pump()
+                    me.context.flush()
+                }
+            }
+        } catch {
+            ended = true
+            HTTPResponse.error(503, "too many dashboard subscribers").write(to: writer)
+            return
+        }
+        writer.writeHead(status: 200, headers: [
+            ("content-type", "text/event-stream; charset=utf-8"), ("cache-control", "no-cache, no-store"),
+            ("x-accel-buffering", "no"),
+        ])
+        context.drainables[ObjectIdentifier(self)] = self
+        pump()
+        heartbeat = loop.scheduleRepeatedTask(initialDelay: Self.heartbeatInterval, delay: Self.heartbeatInterval) { _ in
+            guard let me = bound.value.value, !me.ended else { return }
+            if !me.wroteSinceHeartbeat {
+                me.writer.writeBody(ByteBuffer(string: ": heartbeat\n\n"))
+                me.context.flush()
+            }
+            me.wroteSinceHeartbeat = false
+        }
+    }
+
+    private func pump() {
+        guard !ended, let subscription else { return }
+        while writer.pendingResponseBytes < Self.highWater, let event = subscription.next() {
+            var buf = ByteBufferAllocator().buffer(capacity: event.count)
+            buf.writeBytes(event)
+            writer.writeBody(buf)
+            wroteSinceHeartbeat = true
+        }
+    }
+
+    func requestBody(_ bytes: UnsafeRawBufferPointer) { writer.releaseRequestBytes(bytes.count) }
+    func requestEnd() {}
+    func responseWritable() { pump() }
+
+    func cancelled() { stop() }
+
+    func drain() {
+        guard !ended else { return }
+        stop()
+        writer.end()
+    }
+
+    private func stop() {
+        ended = true
+        subscription?.cancel()
+        subscription = nil
+        heartbeat?.cancel()
+        heartbeat = nil
+        context.drainables[ObjectIdentifier(self)] = nil
+    }
+}
+
+/// A weak reference, so timers and broadcaster callbacks never keep a finished handler alive.
+final class WeakBox<T: AnyObject> {
+    weak var value: T?
+    init(_ value: T) { self.value = value }
+}

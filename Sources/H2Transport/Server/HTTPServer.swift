@@ -1,0 +1,166 @@
+import Logging
+import MetricsCore
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import NIOSSL
+import NIOTLS
+import Synchronization
+
+/// The HTTP server: a cleartext port speaking HTTP/1.1 and h2c prior knowledge, and optionally a
+/// TLS port negotiating `h2` or `http/1.1` by ALPN. HTTP/2 is served by nghttp2 inside a NIO
+/// channel handler, HTTP/1.1 by NIOHTTP1; both reach the same handlers.
+///
+/// ```swift
+/// let server = HTTPServer(engine: engine, configuration: .init(port: 4002), group: group, logger: logger)
+/// let ports = try await server.start()
+/// ...
+/// await server.shutdown()   // stop accepting, drain streams, close
+/// ```
+public final class HTTPServer: Sendable {
+    /// The ports actually bound (useful with port 0).
+    public struct BoundPorts: Sendable {
+        /// The cleartext port.
+        public var cleartext: Int
+        /// The TLS port, if any.
+        public var tls: Int?
+    }
+
+    private let router: Router
+    private let registry = ConnectionRegistry()
+    private let group: any EventLoopGroup
+    private let logger: Logger
+    private let configuration: HTTPServerConfiguration
+    private let listeners = Mutex<[any Channel]>([])
+    private let meterTask = Mutex<RepeatedTask?>(nil)
+
+    /// Creates a server (not yet listening).
+    /// - Parameters:
+    ///   - engine: the metrics engine the handlers feed and read.
+    ///   - configuration: ports, TLS and limits.
+    ///   - group: the event loops (one per core is right).
+    ///   - logger: for connection-level events.
+    ///   - prometheusText: renders `/metrics`.
+    public init(engine: MetricsEngine, configuration: HTTPServerConfiguration, group: any EventLoopGroup,
+                logger: Logger, prometheusText: @escaping @Sendable () -> String = { "" }) {
+        self.router = Router(engine: engine, configuration: configuration, prometheusText: prometheusText)
+        self.group = group
+        self.logger = logger
+        self.configuration = configuration
+    }
+
+    /// Server-wide counters.
+    public var statistics: ServerStatistics { router.statistics }
+
+    /// Binds the listeners.
+    public func start() async throws -> BoundPorts {
+        let router = self.router, registry = self.registry, logger = self.logger
+        let http2: @Sendable (Channel) throws -> Void = { channel in
+            try channel.pipeline.syncOperations.addHandler(HTTP2ServerHandler(router: router, registry: registry, logger: logger))
+        }
+        let http1: @Sendable (Channel) throws -> Void = { channel in
+            try channel.pipeline.syncOperations.configureHTTPServerPipeline(withPipeliningAssistance: true, withErrorHandling: true)
+            try channel.pipeline.syncOperations.addHandler(HTTP1ConnectionHandler(router: router, registry: registry, logger: logger))
+        }
+        let cleartext = try await bootstrap { channel in
+            try channel.pipeline.syncOperations.addHandler(ProtocolDetector(http2: http2, http1: http1))
+        }.bind(host: configuration.host, port: configuration.port).get()
+        var channels = [cleartext]
+        var tlsPort: Int? = nil
+        if let tls = configuration.tls, let port = configuration.tlsPort {
+            let context = try Self.makeTLSContext(tls)
+            let tlsChannel = try await bootstrap { channel in
+                try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: context))
+                try channel.pipeline.syncOperations.addHandler(ApplicationProtocolNegotiationHandler { result, channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        switch result {
+                        case .negotiated("h2"): try http2(channel)
+                        default: try http1(channel)
+                        }
+                    }
+                })
+            }.bind(host: configuration.host, port: port).get()
+            channels.append(tlsChannel)
+            tlsPort = tlsChannel.localAddress?.port
+        }
+        listeners.withLock { $0 = channels }
+        let counters = router.counters, stats = router.statistics, rates = router.rates
+        meterTask.withLock {
+            $0 = group.next().scheduleRepeatedTask(initialDelay: .zero, delay: .seconds(1)) { _ in
+                rates.sample(samples: counters.samplesParsed, bytes: counters.bytesReceived,
+                             rejected: counters.linesRejected, requests: stats.requestCount)
+            }
+        }
+        return BoundPorts(cleartext: cleartext.localAddress?.port ?? configuration.port, tls: tlsPort)
+    }
+
+    private func bootstrap(_ initializer: @escaping @Sendable (Channel) throws -> Void) -> ServerBootstrap {
+        ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 4096)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.maxMessagesPerRead, value: 16)
+            .childChannelOption(.writeBufferWaterMark, value: .init(low: 256 << 10, high: 1 << 20))
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture { try initializer(channel) }
+            }
+    }
+
+    static func makeTLSContext(_ files: HTTPServerConfiguration.TLSFiles) throws -> NIOSSLContext {
+        let chain = try NIOSSLCertificate.fromPEMFile(files.certificatePath).map { NIOSSLCertificateSource.certificate($0) }
+        let key = try NIOSSLPrivateKey(file: files.keyPath, format: .pem)
+        var tls = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(key))
+        tls.minimumTLSVersion = .tlsv12
+        tls.applicationProtocols = ["h2", "http/1.1"]
+        return try NIOSSLContext(configuration: tls)
+    }
+
+    /// Graceful shutdown: closes the listeners, asks every connection to drain (HTTP/2 GOAWAY,
+    /// ingest streams send their final acks and summary, SSE streams end), waits up to
+    /// ``HTTPServerConfiguration/drainTimeoutSeconds`` and then closes what is left.
+    public func shutdown() async {
+        let channels = listeners.withLock { l in
+            let c = l
+            l = []
+            return c
+        }
+        for c in channels { try? await c.close() }
+        meterTask.withLock { $0?.cancel() }
+        registry.shutdownAll()
+        let registry = self.registry
+        let timeout = configuration.drainTimeoutSeconds
+        let drained = await withTaskGroup(of: Bool.self) { group in
+            group.addTask { await registry.waitUntilEmpty(); return true }
+            group.addTask {
+                try? await Task.sleep(for: .seconds(timeout))
+                return false
+            }
+            let first = await group.next()!
+            if !first {
+                registry.forceCloseAll()
+                await registry.waitUntilEmpty()
+            }
+            group.cancelAll()
+            return first
+        }
+        if !drained { logger.warning("drain timeout: closed \(timeout) s after shutdown began") }
+    }
+}
+
+extension HTTPServer {
+    /// Ingestion totals since start.
+    public struct IngestTotals: Sendable {
+        /// Samples parsed and submitted.
+        public var samples: Int
+        /// Request-body bytes received on ingest routes.
+        public var bytes: Int
+        /// Rejected lines by reason code.
+        public var rejectionsByCode: [String: Int]
+    }
+
+    /// Ingestion totals since start.
+    public var ingestTotals: IngestTotals {
+        IngestTotals(samples: router.counters.samplesParsed, bytes: router.counters.bytesReceived,
+                     rejectionsByCode: router.counters.rejectionsByCode)
+    }
+}

@@ -1,0 +1,230 @@
+import MetricsCore
+import NIOCore
+
+/// Maps requests to handlers. Hand-written: a dozen fixed routes need a `switch`, not a framework.
+///
+/// | method | path | handler |
+/// |---|---|---|
+/// | POST | /api/metrics/stream, /api/metrics | ``IngestHandler`` NDJSON (or line protocol with `format=influx`), streamed acks |
+/// | POST | /write, /api/v2/write | ``IngestHandler`` Influx line protocol, Influx reply |
+/// | GET, POST | /query | Influx v1 compatibility (`CREATE DATABASE` succeeds) |
+/// | GET, HEAD | /ping | Influx compatibility, 204 |
+/// | GET | /api/dashboard/stream | ``SSEHandler`` |
+/// | GET | /api/history | store history |
+/// | GET | /api/stats, /health, /metrics | server state |
+/// | GET | / and static files | the dashboard |
+final class Router: Sendable {
+    let engine: MetricsEngine
+    let configuration: HTTPServerConfiguration
+    let counters = IngestCounters()
+    let statistics = ServerStatistics()
+    let rates = RateMeter()
+    let staticFiles: StaticFiles
+    let prometheusText: @Sendable () -> String
+    let startedAt = ProcessInfoLite.nowMilliseconds()
+
+    init(engine: MetricsEngine, configuration: HTTPServerConfiguration, prometheusText: @escaping @Sendable () -> String) {
+        self.engine = engine
+        self.configuration = configuration
+        self.prometheusText = prometheusText
+        self.staticFiles = StaticFiles.load()
+    }
+
+    func makeHandler(for head: RequestHead, writer: any ResponseWriter, connection: ConnectionContext) -> any RequestHandler {
+        statistics.requests.wrappingAdd(1, ordering: .relaxed)
+        let method = head.method
+        switch head.path {
+        case "/api/metrics/stream", "/api/metrics":
+            guard method == "POST" else { return methodNotAllowed(writer, "POST") }
+            let influx = head.queryValue("format") == "influx" || (head.header("content-type") ?? "").contains("influx")
+            let parser: IngestHandler.Parser = influx
+                ? .lineProtocol(LineProtocolParser(precision: TimestampPrecision(query: head.queryValue("precision") ?? "ms") ?? .milliseconds,
+                                                   defaultServerID: defaultServerID(head), limits: limits))
+                : .ndjson(NDJSONParser(defaultServerID: defaultServerID(head), limits: limits))
+            return ingest(head, writer, connection, style: .stream, parser: parser)
+        case "/write", "/api/v2/write":
+            guard method == "POST" else { return methodNotAllowed(writer, "POST") }
+            let precisionText = head.queryValue("precision") ?? (head.path == "/write" ? "ns" : "ns")
+            guard let precision = TimestampPrecision(query: precisionText) else {
+                return FixedResponseHandler(.error(400, "unknown precision '\(precisionText)'"), writer: writer)
+            }
+            let parser = IngestHandler.Parser.lineProtocol(LineProtocolParser(precision: precision, defaultServerID: defaultServerID(head), limits: limits))
+            return ingest(head, writer, connection, style: .influx, parser: parser)
+        case "/query":
+            // Telegraf's influxdb output sends `CREATE DATABASE "telegraf"` at start; accept it.
+            let body: [UInt8] = Array("{\"results\":[{\"statement_id\":0}]}\n".utf8)
+            return FixedResponseHandler(.json(200, body), writer: writer)
+        case "/ping":
+            return FixedResponseHandler(HTTPResponse(status: 204, headers: [("x-influxdb-version", "1.8-compatible")]), writer: writer)
+        case "/api/dashboard/stream":
+            guard method == "GET" else { return methodNotAllowed(writer, "GET") }
+            return SSEHandler(head: head, writer: writer, context: connection, broadcaster: engine.broadcaster)
+        case "/api/history":
+            guard method == "GET" || method == "HEAD" else { return methodNotAllowed(writer, "GET") }
+            return history(head, writer)
+        case "/api/stats":
+            guard method == "GET" || method == "HEAD" else { return methodNotAllowed(writer, "GET") }
+            return AsyncResponseHandler(writer: writer, headOnly: method == "HEAD") { [self] in .json(200, await statsJSON()) }
+        case "/health":
+            guard method == "GET" || method == "HEAD" else { return methodNotAllowed(writer, "GET") }
+            return AsyncResponseHandler(writer: writer, headOnly: method == "HEAD") { [self] in await health() }
+        case "/metrics":
+            guard method == "GET" || method == "HEAD" else { return methodNotAllowed(writer, "GET") }
+            let text = prometheusText()
+            return FixedResponseHandler(.text(200, text, contentType: "text/plain; version=0.0.4; charset=utf-8"), writer: writer,
+                                        headOnly: method == "HEAD")
+        default:
+            if method == "GET" || method == "HEAD", let file = staticFiles.files[head.path] {
+                return FixedResponseHandler(HTTPResponse(status: 200, contentType: file.contentType, body: file.body,
+                                                         headers: [("cache-control", "no-cache")]), writer: writer, headOnly: method == "HEAD")
+            }
+            return FixedResponseHandler(.error(404, "no route for \(method) \(head.path)"), writer: writer)
+        }
+    }
+
+    private var limits: ParseLimits { ParseLimits(maxLineLength: configuration.maxLineLength) }
+
+    private func defaultServerID(_ head: RequestHead) -> String? {
+        guard let id = head.header("x-server-id"), NameRules.isValidName(id) else { return nil }
+        return id
+    }
+
+    private func methodNotAllowed(_ writer: any ResponseWriter, _ allowed: String) -> any RequestHandler {
+        var r = HTTPResponse.error(405, "method not allowed; use \(allowed)")
+        r.headers.append(("allow", allowed))
+        return FixedResponseHandler(r, writer: writer)
+    }
+
+    private func ingest(_ head: RequestHead, _ writer: any ResponseWriter, _ connection: ConnectionContext,
+                        style: IngestHandler.Style, parser: IngestHandler.Parser) -> any RequestHandler {
+        var gzip: GzipBody? = nil
+        switch (head.header("content-encoding") ?? "identity").lowercased() {
+        case "identity", "": break
+        case "gzip", "x-gzip":
+            gzip = GzipBody(maxCompressed: configuration.maxCompressedBody, maxDecompressed: configuration.maxDecompressedBody)
+        case let other:
+            return FixedResponseHandler(.error(415, "unsupported content-encoding '\(other)'; use gzip or identity"), writer: writer)
+        }
+        if let id = head.header("x-server-id"), !NameRules.isValidName(id) {
+            return FixedResponseHandler(.error(400, "invalid x-server-id header"), writer: writer)
+        }
+        return IngestHandler(head: head, writer: writer, context: connection, style: style, parser: parser,
+                             counters: counters, gzip: gzip)
+    }
+
+    private func history(_ head: RequestHead, _ writer: any ResponseWriter) -> any RequestHandler {
+        let q = head.queryItems
+        func value(_ n: String) -> String? { q.first { $0.0 == n }?.1 }
+        guard let server = value("server_id"), NameRules.isValidName(server) else {
+            return FixedResponseHandler(.error(400, "server_id is required and must be a valid server id"), writer: writer)
+        }
+        guard let metric = value("metric_name"), NameRules.isValidName(metric) else {
+            return FixedResponseHandler(.error(400, "metric_name is required and must be a valid metric name"), writer: writer)
+        }
+        let now = ProcessInfoLite.nowMilliseconds()
+        func time(_ n: String, _ def: Int64) -> Int64? {
+            guard let v = value(n), !v.isEmpty else { return def }
+            return Self.parseTime(v, now: now)
+        }
+        guard let from = time("from", now - 3_600_000), let to = time("to", now), from < to else {
+            return FixedResponseHandler(.error(400, "from/to must be epoch milliseconds or relative like -1h, with from < to"), writer: writer)
+        }
+        let maxPoints = Int(value("max_points") ?? "") ?? 1_440
+        guard (1...100_000).contains(maxPoints) else {
+            return FixedResponseHandler(.error(400, "max_points must be in 1...100000"), writer: writer)
+        }
+        let labels = value("labels")
+        let query = HistoryQuery(serverID: server, metricName: metric, labels: labels, from: from, to: to, maxPoints: maxPoints)
+        let store = engine.store
+        return AsyncResponseHandler(writer: writer) {
+            do {
+                let result = try await store.history(query)
+                var w = JSONWriter(capacity: 128 + result.points.count * 120)
+                w.raw("{\"server_id\":"); w.string(server)
+                w.raw(",\"metric_name\":"); w.string(metric)
+                if let labels { w.raw(",\"labels\":"); w.string(labels) }
+                w.raw(",\"from\":\(from),\"to\":\(to),\"resolution_ms\":\(result.resolution),\"points\":[")
+                for (i, p) in result.points.enumerated() {
+                    if i > 0 { w.byte(UInt8(ascii: ",")) }
+                    w.raw("{\"ts\":\(p.timestamp),\"count\":\(p.count),\"avg\":"); w.number(p.avg)
+                    w.raw(",\"min\":"); w.number(p.min)
+                    w.raw(",\"max\":"); w.number(p.max)
+                    w.raw(",\"p50\":"); w.number(p.p50)
+                    w.raw(",\"p95\":"); w.number(p.p95)
+                    w.raw(",\"p99\":"); w.number(p.p99)
+                    w.byte(UInt8(ascii: "}"))
+                }
+                w.raw("]}\n")
+                return .json(200, w.bytes)
+            } catch {
+                return .error(503, "store error: \(error)")
+            }
+        }
+    }
+
+    /// Epoch ms, or relative to now: `-15m`, `-1h`, `-2d`, `-30s`, `now`.
+    static func parseTime(_ s: String, now: Int64) -> Int64? {
+        if s == "now" { return now }
+        if let n = Int64(s) { return n }
+        guard s.hasPrefix("-"), let unit = s.last, let n = Int64(s.dropFirst().dropLast()), n >= 0 else { return nil }
+        switch unit {
+        case "s": return now - n * 1000
+        case "m": return now - n * 60_000
+        case "h": return now - n * 3_600_000
+        case "d": return now - n * 86_400_000
+        default: return nil
+        }
+    }
+
+    func health() async -> HTTPResponse {
+        let store = await engine.store.health()
+        let w = engine.writer.statistics
+        let fill = Double(w.bufferedSamples) / Double(max(1, w.bufferCapacity))
+        let ok = store.healthy && fill < 0.95
+        var j = JSONWriter(capacity: 256)
+        j.raw("{\"status\":\(ok ? "\"ok\"" : "\"degraded\""),\"store\":{\"backend\":"); j.string(store.backend)
+        j.raw(",\"healthy\":\(store.healthy),\"detail\":"); j.string(store.detail)
+        j.raw("},\"buffer_fill\":"); j.number(fill)
+        j.raw(",\"uptime_ms\":\(ProcessInfoLite.nowMilliseconds() - startedAt)}\n")
+        return .json(ok ? 200 : 503, j.bytes)
+    }
+
+    func statsJSON() async -> [UInt8] {
+        let w = engine.writer.statistics
+        let store = await engine.store.health()
+        let series = await engine.aggregator.seriesCount()
+        let rejectedSeries = await engine.aggregator.rejectedNewSeries()
+        let r1 = rates.rates(span: 1), r10 = rates.rates(span: 10)
+        let (events, coalesced) = engine.broadcaster.counters
+        var j = JSONWriter(capacity: 1024)
+        j.raw("{\"uptime_ms\":\(ProcessInfoLite.nowMilliseconds() - startedAt)")
+        j.raw(",\"ingest\":{\"samples_total\":\(counters.samplesParsed),\"bytes_total\":\(counters.bytesReceived)")
+        j.raw(",\"rejected_lines_total\":\(counters.linesRejected),\"samples_per_s\":"); j.number(r1.samples.rounded())
+        j.raw(",\"samples_per_s_10s\":"); j.number(r10.samples.rounded())
+        j.raw(",\"bytes_per_s\":"); j.number(r1.bytes.rounded())
+        j.raw(",\"requests_per_s\":"); j.number(r1.requests.rounded())
+        j.raw(",\"rejections\":{")
+        for (i, (k, v)) in counters.rejectionsByCode.sorted(by: { $0.key < $1.key }).enumerated() {
+            if i > 0 { j.byte(UInt8(ascii: ",")) }
+            j.string(k); j.raw(":\(v)")
+        }
+        j.raw("},\"open_streams\":\(statistics.openIngestStreams)}")
+        j.raw(",\"series\":{\"count\":\(series),\"rejected_new_series_samples\":\(rejectedSeries),\"max\":\(engine.aggregator.configuration.maxSeries)}")
+        j.raw(",\"sse\":{\"clients\":\(engine.broadcaster.subscriberCount),\"events_total\":\(events),\"coalesced_total\":\(coalesced),\"seq\":\(engine.broadcaster.currentSequence)}")
+        j.raw(",\"connections\":{\"http1\":\(statistics.http1Connections),\"http2\":\(statistics.http2Connections),\"requests_total\":\(statistics.requestCount),\"protocol_errors_total\":\(statistics.protocolErrorCount)}")
+        j.raw(",\"writer\":{\"buffered_samples\":\(w.bufferedSamples),\"buffer_capacity\":\(w.bufferCapacity),\"buffer_fill\":")
+        j.number(Double(w.bufferedSamples) / Double(max(1, w.bufferCapacity)))
+        j.raw(",\"parked_samples\":\(w.parkedSamples),\"backpressure_events_total\":\(w.backpressureEvents)")
+        j.raw(",\"samples_written_total\":\(w.samplesWritten),\"rollups_written_total\":\(w.rollupsWritten),\"batches_written_total\":\(w.batchesWritten)")
+        j.raw(",\"write_failures_total\":\(w.writeFailures),\"last_write_s\":"); j.number(w.lastWriteSeconds)
+        j.raw(",\"flush_lag_s\":"); j.number(w.lastFlushLagSeconds)
+        j.raw(",\"max_flush_lag_s\":"); j.number(w.maxFlushLagSeconds)
+        j.raw(",\"last_error\":"); j.string(w.lastError)
+        j.raw("},\"store\":{\"backend\":"); j.string(store.backend)
+        j.raw(",\"healthy\":\(store.healthy),\"detail\":"); j.string(store.detail)
+        if let n = store.storedSamples { j.raw(",\"stored_samples\":\(n)") }
+        if let n = store.storedRollups { j.raw(",\"stored_rollups\":\(n)") }
+        j.raw("},\"memory\":{\"rss_bytes\":\(ProcessInfoLite.residentBytes())}}\n")
+        return j.bytes
+    }
+}

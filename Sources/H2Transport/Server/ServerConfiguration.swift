@@ -1,0 +1,61 @@
+import MetricsCore
+
+/// Everything the HTTP layer needs to know, with documented defaults.
+public struct HTTPServerConfiguration: Sendable {
+    /// Address to bind. Default `0.0.0.0`.
+    public var host: String
+    /// Cleartext port (HTTP/1.1 and h2c prior knowledge on the same port). Default 4002; 0 picks a free port.
+    public var port: Int
+    /// TLS port (ALPN `h2` and `http/1.1`); `nil` = no TLS listener.
+    public var tlsPort: Int?
+    /// PEM certificate chain and key for TLS.
+    public var tls: TLSFiles?
+    /// Longest NDJSON / line-protocol line, bytes. Default 65,536.
+    public var maxLineLength: Int
+    /// Largest buffered (non-streaming) request body, bytes. Default 1 MiB.
+    public var maxBufferedBody: Int
+    /// Largest gzip-compressed `/write` body, bytes. Default 32 MiB.
+    public var maxCompressedBody: Int
+    /// Largest inflated `/write` body, bytes. Default 256 MiB.
+    public var maxDecompressedBody: Int
+    /// HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS. Default 1,000.
+    public var maxConcurrentStreams: Int
+    /// HTTP/2 per-stream receive window, bytes. Default 1 MiB.
+    public var streamWindow: Int
+    /// HTTP/2 per-connection receive window, bytes. Default 4 MiB.
+    public var connectionWindow: Int
+    /// How long shutdown waits for open streams before closing connections, seconds. Default 10.
+    public var drainTimeoutSeconds: Int
+
+    /// PEM files for TLS.
+    public struct TLSFiles: Sendable {
+        /// Certificate chain (PEM).
+        public var certificatePath: String
+        /// Private key (PEM).
+        public var keyPath: String
+        /// Creates the pair.
+        public init(certificatePath: String, keyPath: String) {
+            self.certificatePath = certificatePath
+            self.keyPath = keyPath
+        }
+    }
+
+    /// Creates a configuration.
+    public init(host: String = "0.0.0.0", port: Int = 4002, tlsPort: Int? = nil, tls: TLSFiles? = nil,
+                maxLineLength: Int = 65_536, maxBufferedBody: Int = 1 << 20, maxCompressedBody: Int = 32 << 20,
+                maxDecompressedBody: Int = 256 << 20, maxConcurrentStreams: Int = 1_000,
+                streamWindow: Int = 1 << 20, connectionWindow: Int = 4 << 20, drainTimeoutSeconds: Int = 10) {
+        self.host = host
+        self.port = port
+        self.tlsPort = tlsPort
+        self.tls = tls
+        self.maxLineLength = maxLineLength
+        self.maxBufferedBody = maxBufferedBody
+        self.maxCompressedBody = maxCompressedBody
+        self.maxDecompressedBody = maxDecompressedBody
+        self.maxConcurrentStreams = maxConcurrentStreams
+        self.streamWindow = streamWindow
+        self.connectionWindow = connectionWindow
+        self.drainTimeoutSeconds = drainTimeoutSeconds
+    }
+}

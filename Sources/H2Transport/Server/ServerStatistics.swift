@@ -1,0 +1,24 @@
+import Synchronization
+
+/// Connection and request counters for `/api/stats` and `/metrics`.
+public final class ServerStatistics: Sendable {
+    let h1Connections = Atomic<Int>(0)
+    let h2Connections = Atomic<Int>(0)
+    let tlsConnections = Atomic<Int>(0)
+    let requests = Atomic<Int>(0)
+    let protocolErrors = Atomic<Int>(0)
+    let ingestStreamsOpen = Atomic<Int>(0)
+
+    init() {}
+
+    /// Open HTTP/1.1 connections.
+    public var http1Connections: Int { h1Connections.load(ordering: .relaxed) }
+    /// Open HTTP/2 connections.
+    public var http2Connections: Int { h2Connections.load(ordering: .relaxed) }
+    /// Requests since start.
+    public var requestCount: Int { requests.load(ordering: .relaxed) }
+    /// Connections closed for protocol errors since start.
+    public var protocolErrorCount: Int { protocolErrors.load(ordering: .relaxed) }
+    /// Ingest requests open now.
+    public var openIngestStreams: Int { ingestStreamsOpen.load(ordering: .relaxed) }
+}

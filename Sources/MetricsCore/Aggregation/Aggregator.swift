@@ -1,0 +1,125 @@
+/// The sharded live aggregator.
+///
+/// Series are spread over ``shards`` by a hash of their server id, so all series of one server
+/// live in one shard and the shards fold in parallel. Feed it whole batches with ``ingest(_:)``:
+/// the batch is split once and each shard is entered once per batch.
+///
+/// ```swift
+/// let aggregator = Aggregator()
+/// await aggregator.ingest([MetricSample(serverID: "web-01", metricName: "cpu", value: 42, timestamp: now)])
+/// let all = await aggregator.snapshotAll(now: now)
+/// ```
+public final class Aggregator: Sendable {
+    /// Sizing and accuracy.
+    public struct Configuration: Sendable {
+        /// Number of shards; default: twice the number of active processors (at least 2).
+        public var shardCount: Int
+        /// Relative accuracy of the quantile sketches; default 0.01.
+        public var relativeAccuracy: Double
+        /// Most live series in total; new series beyond it are rejected and counted. Default 1,000,000.
+        public var maxSeries: Int
+        /// Creates a configuration.
+        public init(shardCount: Int? = nil, relativeAccuracy: Double = 0.01, maxSeries: Int = 1_000_000) {
+            self.shardCount = max(1, shardCount ?? max(2, 2 * ProcessInfoLite.activeProcessorCount))
+            self.relativeAccuracy = relativeAccuracy
+            self.maxSeries = maxSeries
+        }
+    }
+
+    /// The shards, in hash order.
+    public let shards: [AggregatorShard]
+    /// The configuration in force.
+    public let configuration: Configuration
+
+    /// Creates an empty aggregator.
+    public init(configuration: Configuration = Configuration()) {
+        self.configuration = configuration
+        let perShard = (configuration.maxSeries + configuration.shardCount - 1) / configuration.shardCount
+        shards = (0..<configuration.shardCount).map { _ in
+            AggregatorShard(relativeAccuracy: configuration.relativeAccuracy, maxSeries: perShard)
+        }
+    }
+
+    /// The shard index for a server id (FNV-1a over its UTF-8 bytes).
+    @inlinable
+    public func shardIndex(for serverID: String) -> Int {
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        for b in serverID.utf8 {
+            h ^= UInt64(b)
+            h &*= 0x100_0000_01b3
+        }
+        return Int(h % UInt64(shards.count))
+    }
+
+    /// Folds a batch: one split, one hop per shard that has samples, shards in parallel.
+    public func ingest(_ samples: [MetricSample]) async {
+        if shards.count == 1 {
+            await shards[0].ingest(samples)
+            return
+        }
+        var parts = [[MetricSample]](repeating: [], count: shards.count)
+        let expected = samples.count / shards.count + 16
+        for i in parts.indices { parts[i].reserveCapacity(expected) }
+        for s in samples { parts[shardIndex(for: s.serverID)].append(s) }
+        await withTaskGroup(of: Void.self) { group in
+            for (i, part) in parts.enumerated() where !part.isEmpty {
+                let shard = shards[i]
+                group.addTask { await shard.ingest(part) }
+            }
+        }
+    }
+
+    /// Loads stored rollups so windows and quantiles survive a restart.
+    public func warm(with rollups: [MinuteRollup]) async {
+        var parts = [[MinuteRollup]](repeating: [], count: shards.count)
+        for r in rollups { parts[shardIndex(for: r.key.serverID)].append(r) }
+        for (i, part) in parts.enumerated() where !part.isEmpty { await shards[i].warm(part) }
+    }
+
+    /// What changed since the last call, for the broadcaster; see ``AggregatorShard``.
+    public func collect(now: Int64, seq: UInt64, sealAfter: Int64 = 5_000) async -> (changed: [SeriesSnapshot], sealed: [MinuteRollup]) {
+        await withTaskGroup(of: (changed: [SeriesSnapshot], sealed: [MinuteRollup]).self) { group in
+            for shard in shards { group.addTask { await shard.collect(now: now, seq: seq, sealAfter: sealAfter) } }
+            var changed: [SeriesSnapshot] = []
+            var sealed: [MinuteRollup] = []
+            for await part in group {
+                changed.append(contentsOf: part.changed)
+                sealed.append(contentsOf: part.sealed)
+            }
+            return (changed, sealed)
+        }
+    }
+
+    /// Seals every open minute and returns the rollups (call at shutdown before the last flush).
+    public func sealAll() async -> [MinuteRollup] {
+        var out: [MinuteRollup] = []
+        for shard in shards { out.append(contentsOf: await shard.sealAll()) }
+        return out
+    }
+
+    /// Every series' snapshot.
+    public func snapshotAll(now: Int64) async -> [SeriesSnapshot] {
+        var out: [SeriesSnapshot] = []
+        for shard in shards { out.append(contentsOf: await shard.snapshotAll(now: now)) }
+        return out
+    }
+
+    /// One series' snapshot, if known.
+    public func snapshot(of key: SeriesKey, now: Int64) async -> SeriesSnapshot? {
+        await shards[shardIndex(for: key.serverID)].snapshot(of: key, now: now)
+    }
+
+    /// Live series across shards.
+    public func seriesCount() async -> Int {
+        var n = 0
+        for shard in shards { n += await shard.seriesCount }
+        return n
+    }
+
+    /// Samples of new series rejected because the series cap was reached.
+    public func rejectedNewSeries() async -> Int {
+        var n = 0
+        for shard in shards { n += await shard.rejectedNewSeries }
+        return n
+    }
+}

@@ -1,0 +1,197 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A mergeable quantile sketch with a guaranteed relative error (DDSketch, Masson et al., VLDB 2019).
+///
+/// Every value `v` is counted in the bucket `ceil(log_γ |v|)` with `γ = (1 + α) / (1 − α)`;
+/// a quantile query returns the bucket's representative `2 γ^i / (γ + 1)`, which is within
+/// a relative error of `α` of *some* value whose rank is the requested rank, as long as no
+/// bucket was collapsed. With the default `α = 0.01` (1 %) a value range of 1e-9 ... 1e12 needs
+/// about 2,400 buckets; when more than ``maxBuckets`` are used the lowest buckets are collapsed
+/// (so only the lowest quantiles lose accuracy), the strategy of the paper's bounded variant.
+///
+/// Sketches with the same `α` merge exactly: merging the sketches of two sets gives the sketch
+/// of their union. This is what lets minute rollups, shards and instances combine without raw data.
+///
+/// Storage is a dense count array per sign with an index offset, so a series whose values stay
+/// within ±20 % uses about 20 buckets (80 bytes).
+public struct QuantileSketch: Sendable, Equatable {
+    /// The relative accuracy α.
+    public let relativeAccuracy: Double
+    /// The largest number of buckets per sign kept before the lowest are collapsed.
+    public let maxBuckets: Int
+    @usableFromInline let gamma: Double
+    @usableFromInline let inverseLogGamma: Double
+
+    @usableFromInline var positive = DenseBuckets()
+    @usableFromInline var negative = DenseBuckets()
+    /// Values whose magnitude is below ``minIndexableValue`` count as zero.
+    @usableFromInline var zeroCount: UInt64 = 0
+    /// Number of values added.
+    public internal(set) var count: UInt64 = 0
+    /// Exact smallest value added (`+inf` when empty).
+    public internal(set) var min: Double = .infinity
+    /// Exact largest value added (`-inf` when empty).
+    public internal(set) var max: Double = -.infinity
+    /// Exact sum of the values added.
+    public internal(set) var sum: Double = 0
+
+    /// Magnitudes below this are counted in the zero bucket.
+    public static let minIndexableValue = 1e-9
+
+    /// Creates an empty sketch.
+    /// - Parameters:
+    ///   - relativeAccuracy: α in (0, 1); default 0.01.
+    ///   - maxBuckets: bound on buckets per sign; default 2048.
+    public init(relativeAccuracy: Double = 0.01, maxBuckets: Int = 2048) {
+        precondition(relativeAccuracy > 0 && relativeAccuracy < 1, "relativeAccuracy must be in (0, 1)")
+        self.relativeAccuracy = relativeAccuracy
+        self.maxBuckets = maxBuckets
+        self.gamma = (1 + relativeAccuracy) / (1 - relativeAccuracy)
+        self.inverseLogGamma = 1 / log(gamma)
+    }
+
+    /// Whether nothing was added.
+    @inlinable public var isEmpty: Bool { count == 0 }
+
+    /// Adds a finite value.
+    public mutating func add(_ value: Double) {
+        count &+= 1
+        sum += value
+        if value < min { min = value }
+        if value > max { max = value }
+        if value > Self.minIndexableValue {
+            positive.increment(index(value), by: 1, maxBuckets: maxBuckets)
+        } else if value < -Self.minIndexableValue {
+            negative.increment(index(-value), by: 1, maxBuckets: maxBuckets)
+        } else {
+            zeroCount &+= 1
+        }
+    }
+
+    @inlinable
+    func index(_ magnitude: Double) -> Int32 {
+        Int32((log(magnitude) * inverseLogGamma).rounded(.up))
+    }
+
+    @inlinable
+    func value(at index: Int32) -> Double {
+        2 * pow(gamma, Double(index)) / (gamma + 1)
+    }
+
+    /// Merges another sketch with the same relative accuracy into this one.
+    public mutating func merge(_ other: QuantileSketch) {
+        precondition(other.relativeAccuracy == relativeAccuracy, "sketches must share relativeAccuracy")
+        guard other.count > 0 else { return }
+        count &+= other.count
+        sum += other.sum
+        min = Swift.min(min, other.min)
+        max = Swift.max(max, other.max)
+        zeroCount &+= other.zeroCount
+        positive.merge(other.positive, maxBuckets: maxBuckets)
+        negative.merge(other.negative, maxBuckets: maxBuckets)
+    }
+
+    /// The value at quantile `q` in [0, 1], or `nil` when empty. Results are clamped to the
+    /// exact min/max, so `quantile(0)` and `quantile(1)` are exact.
+    public func quantile(_ q: Double) -> Double? {
+        guard count > 0 else { return nil }
+        if q <= 0 { return min }
+        if q >= 1 { return max }
+        let rank = UInt64((q * Double(count - 1)).rounded(.down))
+        var seen: UInt64 = 0
+        // Negative values, from the most negative (largest magnitude index) upwards.
+        var result: Double? = nil
+        negative.forEachDescending { idx, c in
+            seen &+= UInt64(c)
+            if seen > rank { result = -value(at: idx); return false }
+            return true
+        }
+        if result == nil {
+            seen &+= zeroCount
+            if seen > rank { result = 0 }
+        }
+        if result == nil {
+            positive.forEachAscending { idx, c in
+                seen &+= UInt64(c)
+                if seen > rank { result = value(at: idx); return false }
+                return true
+            }
+        }
+        let r = result ?? max
+        return Swift.min(Swift.max(r, min), max)
+    }
+
+    /// Approximate bytes of heap used by the bucket arrays.
+    public var bucketBytes: Int { (positive.counts.capacity + negative.counts.capacity) * MemoryLayout<UInt32>.stride }
+}
+
+/// Contiguous bucket counts starting at `offset`.
+@usableFromInline
+struct DenseBuckets: Sendable, Equatable {
+    @usableFromInline var offset: Int32 = 0
+    @usableFromInline var counts: [UInt32] = []
+
+    @usableFromInline init() {}
+
+    @inlinable
+    mutating func increment(_ index: Int32, by n: UInt32, maxBuckets: Int) {
+        if counts.isEmpty {
+            offset = index
+            counts.append(n)
+            return
+        }
+        var i = index
+        if i < offset {
+            let grow = Int(offset - i)
+            if counts.count + grow > maxBuckets {
+                // Collapse: the lowest index the bounded range allows absorbs everything below it.
+                let lowest = offset + Int32(counts.count) - Int32(maxBuckets)
+                if i < lowest { i = lowest }
+                if i >= offset {
+                    counts[Int(i - offset)] &+= n
+                    return
+                }
+            }
+            counts.insert(contentsOf: repeatElement(0, count: Int(offset - i)), at: 0)
+            offset = i
+        } else if Int(i - offset) >= counts.count {
+            let needed = Int(i - offset) + 1
+            if needed > maxBuckets {
+                // Shift the window up: fold the lowest buckets into the new lowest one.
+                let drop = needed - maxBuckets
+                let folded = counts.prefix(drop).reduce(0, &+)
+                counts.removeFirst(Swift.min(drop, counts.count))
+                offset += Int32(drop)
+                if counts.isEmpty { counts.append(0) }
+                counts[0] &+= folded
+            }
+            let need = Int(i - offset) + 1
+            if need > counts.count {
+                counts.append(contentsOf: repeatElement(0, count: need - counts.count))
+            }
+        }
+        counts[Int(i - offset)] &+= n
+    }
+
+    mutating func merge(_ other: DenseBuckets, maxBuckets: Int) {
+        for (k, c) in other.counts.enumerated() where c > 0 {
+            increment(other.offset + Int32(k), by: c, maxBuckets: maxBuckets)
+        }
+    }
+
+    func forEachAscending(_ body: (Int32, UInt32) -> Bool) {
+        for (k, c) in counts.enumerated() where c > 0 {
+            if !body(offset + Int32(k), c) { return }
+        }
+    }
+
+    func forEachDescending(_ body: (Int32, UInt32) -> Bool) {
+        for k in counts.indices.reversed() where counts[k] > 0 {
+            if !body(offset + Int32(k), counts[k]) { return }
+        }
+    }
+}

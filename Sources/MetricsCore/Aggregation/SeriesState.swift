@@ -1,0 +1,110 @@
+/// The live state of one series inside an ``AggregatorShard``.
+///
+/// Windows are driven by sample timestamps:
+/// - the 1-minute window is six 10-second slots (so "last minute" is exact to 10 s);
+/// - the 5-minute window is the current minute plus the four before it, from the minute ring;
+/// - quantiles come from the sketches of the current and the previous minute.
+struct SeriesState {
+    static let slotWidth: Int64 = 10_000
+    static let slotCount = 6
+    static let minuteSlots = 5
+
+    var last: Double = 0
+    var lastTimestamp: Int64 = .min
+    var total = WindowStats()
+    /// 10 s slots, indexed by (slot start / 10 s) % 6; `slotStarts` tells which period each holds.
+    var slots = [WindowStats](repeating: WindowStats(), count: slotCount)
+    var slotStarts = [Int64](repeating: .min, count: slotCount)
+    /// Completed minutes before `currentMinute` (newest last), at most `minuteSlots - 1`.
+    var pastMinutes: [(minute: Int64, stats: WindowStats)] = []
+    var currentMinute: Int64 = .min
+    var current: QuantileSketch
+    var previousSketch: QuantileSketch?
+    /// Tick sequence number when this series last changed.
+    var changedSeq: UInt64 = 0
+    var dirty = false
+
+    init(relativeAccuracy: Double) {
+        current = QuantileSketch(relativeAccuracy: relativeAccuracy)
+    }
+
+    /// Folds one sample. Returns a sealed rollup when the sample starts a newer minute.
+    mutating func add(value: Double, timestamp: Int64, key: SeriesKey) -> MinuteRollup? {
+        dirty = true
+        if timestamp >= lastTimestamp {
+            last = value
+            lastTimestamp = timestamp
+        }
+        total.add(value)
+        let slotStart = timestamp - ((timestamp % Self.slotWidth) + Self.slotWidth) % Self.slotWidth
+        let idx = Int((slotStart / Self.slotWidth) % Int64(Self.slotCount) + Int64(Self.slotCount)) % Self.slotCount
+        if slotStarts[idx] != slotStart {
+            if slotStart > slotStarts[idx] {
+                slotStarts[idx] = slotStart
+                slots[idx] = WindowStats()
+                slots[idx].add(value)
+            }
+            // else: older than the window; it only reaches total and the rollups.
+        } else {
+            slots[idx].add(value)
+        }
+        let minute = MinuteRollup.minute(of: timestamp)
+        var sealed: MinuteRollup? = nil
+        if minute > currentMinute {
+            sealed = seal(key: key, newMinute: minute)
+        } else if minute < currentMinute {
+            // Late sample for a minute already sealed: emit a one-sample rollup for the store to merge.
+            var late = MinuteRollup(key: key, minute: minute, sketch: QuantileSketch(relativeAccuracy: current.relativeAccuracy))
+            late.sketch.add(value)
+            if let i = pastMinutes.firstIndex(where: { $0.minute == minute }) { pastMinutes[i].stats.add(value) }
+            return late
+        }
+        current.add(value)
+        return sealed
+    }
+
+    /// Closes the current minute and starts `newMinute`; returns the closed minute's rollup.
+    mutating func seal(key: SeriesKey, newMinute: Int64) -> MinuteRollup? {
+        var out: MinuteRollup? = nil
+        if currentMinute != .min && !current.isEmpty {
+            out = MinuteRollup(key: key, minute: currentMinute, sketch: current)
+            pastMinutes.append((currentMinute, WindowStats(count: current.count, sum: current.sum, min: current.min, max: current.max)))
+            if pastMinutes.count > Self.minuteSlots - 1 { pastMinutes.removeFirst(pastMinutes.count - (Self.minuteSlots - 1)) }
+            previousSketch = (currentMinute == newMinute - 60_000) ? current : nil
+        } else {
+            previousSketch = nil
+        }
+        currentMinute = newMinute
+        current = QuantileSketch(relativeAccuracy: current.relativeAccuracy)
+        return out
+    }
+
+    /// Stats of the 10 s slots that cover `[now - 60 s, now]`.
+    func window1m(now: Int64) -> WindowStats {
+        var w = WindowStats()
+        let horizon = now - 60_000
+        for i in 0..<Self.slotCount where slotStarts[i] != .min && slotStarts[i] + Self.slotWidth > horizon && slotStarts[i] <= now {
+            w.merge(slots[i])
+        }
+        return w
+    }
+
+    /// Stats of the current minute and the up to four completed minutes before it that lie within 5 minutes of `now`.
+    func window5m(now: Int64) -> WindowStats {
+        var w = WindowStats()
+        let horizon = MinuteRollup.minute(of: now) - 4 * 60_000
+        if currentMinute >= horizon && !current.isEmpty {
+            w.merge(WindowStats(count: current.count, sum: current.sum, min: current.min, max: current.max))
+        }
+        for m in pastMinutes where m.minute >= horizon { w.merge(m.stats) }
+        return w
+    }
+
+    /// Quantiles over the current and previous minute.
+    func quantiles() -> (p50: Double, p95: Double, p99: Double)? {
+        var sk = current
+        if let p = previousSketch { sk.merge(p) }
+        guard let p50 = sk.quantile(0.5), let p95 = sk.quantile(0.95), let p99 = sk.quantile(0.99) else { return nil }
+        return (p50, p95, p99)
+    }
+}

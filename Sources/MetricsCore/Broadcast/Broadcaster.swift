@@ -1,0 +1,315 @@
+import DequeModule
+import Synchronization
+
+/// Turns each tick's changed series into per-subscriber Server-Sent Events.
+///
+/// - Every tick has a sequence number; every event carries `id: <epoch>-<seq>`, where the epoch
+///   is random per process so a client reconnecting after a restart gets a fresh snapshot.
+/// - A new subscriber gets `event: init` (a snapshot of what its ``SubscriptionFilter`` selects),
+///   then `event: update` each tick (or every `every` ticks) with only the series that changed.
+/// - Resuming with `Last-Event-ID` from the same epoch sends one `update` with every selected
+///   series that changed after that sequence number, so the client ends up exactly current.
+/// - Each series' JSON row is encoded once per change and shared by every subscriber.
+/// - Each subscriber has a bounded queue (``Configuration/subscriberQueueEvents`` events,
+///   ``Configuration/subscriberQueueBytes`` bytes). A subscriber that falls behind is coalesced:
+///   its queue is dropped and the next event it reads is a fresh `init` snapshot. Ingestion and
+///   other subscribers never wait for it.
+public final class Broadcaster: Sendable {
+    /// Sizes and defaults.
+    public struct Configuration: Sendable {
+        /// Tick interval in milliseconds (also sent to clients). Default 1000.
+        public var tickMilliseconds: Int
+        /// How many top series each fleet rollup lists. Default 10.
+        public var fleetTopN: Int
+        /// Events a subscriber may have queued before it is coalesced. Default 32.
+        public var subscriberQueueEvents: Int
+        /// Bytes a subscriber may have queued before it is coalesced. Default 8 MiB.
+        public var subscriberQueueBytes: Int
+        /// The `retry:` hint sent to clients, ms. Default 2000.
+        public var retryMilliseconds: Int
+        /// Most subscribers at once. Default 10,000.
+        public var maxSubscribers: Int
+        /// Creates a configuration.
+        public init(tickMilliseconds: Int = 1000, fleetTopN: Int = 10, subscriberQueueEvents: Int = 32,
+                    subscriberQueueBytes: Int = 8 << 20, retryMilliseconds: Int = 2000, maxSubscribers: Int = 10_000) {
+            self.tickMilliseconds = max(10, tickMilliseconds)
+            self.fleetTopN = fleetTopN
+            self.subscriberQueueEvents = max(2, subscriberQueueEvents)
+            self.subscriberQueueBytes = max(64 << 10, subscriberQueueBytes)
+            self.retryMilliseconds = retryMilliseconds
+            self.maxSubscribers = maxSubscribers
+        }
+    }
+
+    struct Entry {
+        var snapshot: SeriesSnapshot
+        var row: [UInt8]
+    }
+
+    struct State {
+        var seq: UInt64 = 0
+        var lastTickTimestamp: Int64 = 0
+        var entries: [SeriesKey: Entry] = [:]
+        var byMetric: [String: Set<SeriesKey>] = [:]
+        var byServer: [String: Set<SeriesKey>] = [:]
+        var fleet: [String: FleetRollup] = [:]
+        var fleetRows: [String: [UInt8]] = [:]
+        var subscriptions: [ObjectIdentifier: Subscription] = [:]
+        var eventsSent = 0
+        var coalesced = 0
+    }
+
+    /// Random per process; part of every event id.
+    public let epoch: String
+    /// The configuration in force.
+    public let configuration: Configuration
+    let state = Mutex(State())
+
+    /// Creates a broadcaster.
+    public init(configuration: Configuration = Configuration()) {
+        self.configuration = configuration
+        var rng = SystemRandomNumberGenerator()
+        let r: UInt64 = rng.next()
+        self.epoch = String(r & 0xFFFF_FFFF, radix: 16)
+    }
+
+    /// The sequence number the next tick will have.
+    public var nextSequence: UInt64 { state.withLock { $0.seq + 1 } }
+
+    /// The last published sequence number.
+    public var currentSequence: UInt64 { state.withLock { $0.seq } }
+
+    /// Subscribers connected now.
+    public var subscriberCount: Int { state.withLock { $0.subscriptions.count } }
+
+    /// Series known to the broadcaster.
+    public var seriesCount: Int { state.withLock { $0.entries.count } }
+
+    /// Events queued since start, and subscribers coalesced since start.
+    public var counters: (events: Int, coalesced: Int) { state.withLock { ($0.eventsSent, $0.coalesced) } }
+
+    /// The current fleet rollups, by metric.
+    public var fleet: [String: FleetRollup] { state.withLock { $0.fleet } }
+
+    // MARK: - Ticks
+
+    /// Publishes one tick: stores the changed series, recomputes fleet rollups of the metrics that
+    /// changed, and queues an event for every subscriber due this tick.
+    /// - Parameters:
+    ///   - changed: snapshots of the series that changed (stamped with `seq`).
+    ///   - seq: the tick's sequence number (``nextSequence`` when the snapshots were collected).
+    ///   - timestamp: wall-clock time of the tick, epoch ms.
+    public func publish(changed: [SeriesSnapshot], seq: UInt64, timestamp: Int64) {
+        // Encode rows outside the lock.
+        let rows = changed.map { Self.encodeRow($0) }
+        var ready: [Subscription] = []
+        state.withLock { s in
+            s.seq = max(s.seq, seq)
+            s.lastTickTimestamp = timestamp
+            var touchedMetrics = Set<String>()
+            for (snap, row) in zip(changed, rows) {
+                let key = snap.key
+                if s.entries.updateValue(Entry(snapshot: snap, row: row), forKey: key) == nil {
+                    s.byMetric[key.metricName, default: []].insert(key)
+                    s.byServer[key.serverID, default: []].insert(key)
+                }
+                touchedMetrics.insert(key.metricName)
+            }
+            let topN = s.subscriptions.values.reduce(configuration.fleetTopN) { max($0, $1.filter.top ?? 0) }
+            for m in touchedMetrics {
+                let keys = s.byMetric[m] ?? []
+                var values: [(key: SeriesKey, value: Double)] = []
+                values.reserveCapacity(keys.count)
+                for k in keys { if let e = s.entries[k] { values.append((k, e.snapshot.last)) } }
+                let f = FleetRollup.compute(metricName: m, values: values, topN: topN)
+                s.fleet[m] = f
+                s.fleetRows[m] = Self.encodeFleet(f, limit: configuration.fleetTopN)
+            }
+            // Index this tick's changes by metric so filtered subscribers skip the rest.
+            var changedByMetric: [String: [Int]] = [:]
+            for (i, snap) in changed.enumerated() { changedByMetric[snap.key.metricName, default: []].append(i) }
+            for sub in s.subscriptions.values {
+                if sub.deliverTick(seq: seq, timestamp: timestamp, changed: changed, rows: rows,
+                                   changedByMetric: changedByMetric, state: s, broadcaster: self) {
+                    ready.append(sub)
+                }
+            }
+            s.eventsSent += ready.count
+        }
+        for sub in ready { sub.notify() }
+    }
+
+    // MARK: - Subscribers
+
+    /// Why a subscription was refused.
+    public enum SubscribeError: Error, Sendable {
+        /// ``Configuration/maxSubscribers`` reached.
+        case tooManySubscribers
+    }
+
+    /// Registers a subscriber and queues its first event (`init`, or a resume `update`).
+    /// - Parameters:
+    ///   - filter: what it wants.
+    ///   - lastEventID: the `Last-Event-ID` it sent, if any.
+    ///   - onReady: called (from any thread) when events are waiting in ``Subscription/next()``.
+    ///     Not called for the first event: read it right away.
+    /// - Returns: the subscription; call ``Subscription/cancel()`` when the client goes away.
+    public func subscribe(filter: SubscriptionFilter, lastEventID: String?,
+                          onReady: @escaping @Sendable () -> Void) throws -> Subscription {
+        let sub = Subscription(filter: filter, broadcaster: self, onReady: onReady)
+        try state.withLock { s in
+            guard s.subscriptions.count < configuration.maxSubscribers else { throw SubscribeError.tooManySubscribers }
+            s.subscriptions[ObjectIdentifier(sub)] = sub
+            var resumeFrom: UInt64? = nil
+            if let id = lastEventID, let dash = id.lastIndex(of: "-"), id[..<dash] == epoch,
+               let n = UInt64(id[id.index(after: dash)...]), n <= s.seq {
+                resumeFrom = n
+            }
+            let event: [UInt8]
+            if let from = resumeFrom {
+                event = buildEvent(type: "update", seq: s.seq, timestamp: s.lastTickTimestamp, filter: filter,
+                                   state: s, retry: true) { $0.snapshot.changedSeq > from }
+            } else {
+                event = buildEvent(type: "init", seq: s.seq, timestamp: s.lastTickTimestamp, filter: filter, state: s, retry: true) { _ in true }
+            }
+            sub.enqueueInitial(event, seq: s.seq)
+        }
+        return sub
+    }
+
+    func remove(_ sub: Subscription) {
+        _ = state.withLock { $0.subscriptions.removeValue(forKey: ObjectIdentifier(sub)) }
+    }
+
+    func snapshotEvent(for filter: SubscriptionFilter) -> (event: [UInt8], seq: UInt64) {
+        state.withLock { s in
+            s.coalesced += 1
+            return (buildEvent(type: "init", seq: s.seq, timestamp: s.lastTickTimestamp, filter: filter, state: s, retry: false) { _ in true }, s.seq)
+        }
+    }
+
+    /// Builds a full event from the stored entries that pass `filter` and `include`.
+    func buildEvent(type: String, seq: UInt64, timestamp: Int64, filter: SubscriptionFilter, state s: State,
+                    retry: Bool, include: (Entry) -> Bool) -> [UInt8] {
+        var rows: [[UInt8]] = []
+        var truncated = false
+        if filter.series {
+            if let top = filter.top {
+                for key in topKeys(filter: filter, top: top, state: s) {
+                    if let e = s.entries[key], include(e) { rows.append(e.row) }
+                }
+            } else {
+                var candidates: [SeriesKey] = []
+                if !filter.metrics.isEmpty {
+                    for m in filter.metrics { candidates.append(contentsOf: s.byMetric[m] ?? []) }
+                } else if !filter.servers.isEmpty {
+                    for srv in filter.servers { candidates.append(contentsOf: s.byServer[srv] ?? []) }
+                } else {
+                    candidates = Array(s.entries.keys)
+                }
+                candidates.sort()
+                for key in candidates where filter.matches(key) {
+                    guard let e = s.entries[key], include(e) else { continue }
+                    if rows.count >= filter.limit { truncated = true; break }
+                    rows.append(e.row)
+                }
+            }
+        }
+        return Self.frame(type: type, seq: seq, timestamp: timestamp, epoch: epoch, rows: rows,
+                          fleet: fleetRows(filter: filter, state: s), truncated: truncated,
+                          tickMilliseconds: configuration.tickMilliseconds,
+                          retry: retry ? configuration.retryMilliseconds : nil)
+    }
+
+    func topKeys(filter: SubscriptionFilter, top: Int, state s: State) -> [SeriesKey] {
+        var out: [SeriesKey] = []
+        let metrics = filter.metrics.isEmpty ? Array(s.fleet.keys).sorted() : filter.metrics.sorted()
+        for m in metrics {
+            guard let f = s.fleet[m] else { continue }
+            var n = 0
+            for t in f.top where filter.matches(t.key) {
+                if n >= top { break }
+                out.append(t.key)
+                n += 1
+            }
+        }
+        return out
+    }
+
+    func fleetRows(filter: SubscriptionFilter, state s: State) -> [[UInt8]] {
+        guard filter.fleet else { return [] }
+        if filter.metrics.isEmpty { return s.fleetRows.sorted { $0.key < $1.key }.map(\.value) }
+        return filter.metrics.sorted().compactMap { s.fleetRows[$0] }
+    }
+
+    // MARK: - Encoding
+
+    /// The JSON row of one series (shared by every subscriber).
+    public static func encodeRow(_ s: SeriesSnapshot) -> [UInt8] {
+        var w = JSONWriter(capacity: 320)
+        w.raw("{\"server_id\":"); w.string(s.key.serverID)
+        w.raw(",\"metric_name\":"); w.string(s.key.metricName)
+        if !s.key.labels.isEmpty { w.raw(",\"labels\":"); w.string(s.key.labels) }
+        w.raw(",\"last\":"); w.number(s.last)
+        w.raw(",\"lastUpdate\":"); w.number(s.lastTimestamp)
+        w.raw(",\"count\":"); w.number(s.total.count)
+        w.raw(",\"avg\":"); w.number(s.window1m.mean)
+        w.raw(",\"min\":"); w.number(s.window1m.count > 0 ? s.window1m.min : nil)
+        w.raw(",\"max\":"); w.number(s.window1m.count > 0 ? s.window1m.max : nil)
+        w.raw(",\"count1m\":"); w.number(s.window1m.count)
+        w.raw(",\"avg5m\":"); w.number(s.window5m.mean)
+        w.raw(",\"min5m\":"); w.number(s.window5m.count > 0 ? s.window5m.min : nil)
+        w.raw(",\"max5m\":"); w.number(s.window5m.count > 0 ? s.window5m.max : nil)
+        w.raw(",\"p50\":"); w.number(s.p50)
+        w.raw(",\"p95\":"); w.number(s.p95)
+        w.raw(",\"p99\":"); w.number(s.p99)
+        w.raw(",\"seq\":"); w.number(s.changedSeq)
+        w.byte(UInt8(ascii: "}"))
+        return w.bytes
+    }
+
+    /// The JSON object of one fleet rollup.
+    public static func encodeFleet(_ f: FleetRollup, limit: Int) -> [UInt8] {
+        var w = JSONWriter(capacity: 512)
+        w.raw("{\"metric_name\":"); w.string(f.metricName)
+        w.raw(",\"series\":"); w.number(f.series)
+        w.raw(",\"servers\":"); w.number(f.servers)
+        w.raw(",\"mean\":"); w.number(f.mean)
+        w.raw(",\"min\":"); w.number(f.min)
+        w.raw(",\"p50\":"); w.number(f.p50)
+        w.raw(",\"p95\":"); w.number(f.p95)
+        w.raw(",\"p99\":"); w.number(f.p99)
+        w.raw(",\"max\":"); w.number(f.max)
+        w.raw(",\"top\":[")
+        for (i, t) in f.top.prefix(limit).enumerated() {
+            if i > 0 { w.byte(UInt8(ascii: ",")) }
+            w.raw("{\"server_id\":"); w.string(t.key.serverID)
+            if !t.key.labels.isEmpty { w.raw(",\"labels\":"); w.string(t.key.labels) }
+            w.raw(",\"value\":"); w.number(t.value)
+            w.byte(UInt8(ascii: "}"))
+        }
+        w.raw("]}")
+        return w.bytes
+    }
+
+    /// Frames one SSE event: `id`, `event`, optional `retry`, and a single `data:` line.
+    static func frame(type: String, seq: UInt64, timestamp: Int64, epoch: String, rows: [[UInt8]],
+                      fleet: [[UInt8]], truncated: Bool, tickMilliseconds: Int, retry: Int?) -> [UInt8] {
+        var w = JSONWriter(capacity: 128 + rows.reduce(0) { $0 + $1.count + 1 } + fleet.reduce(0) { $0 + $1.count + 1 })
+        if let retry { w.raw("retry: \(retry)\n") }
+        w.raw("id: \(epoch)-\(seq)\nevent: \(type)\ndata: {\"type\":\"\(type)\",\"seq\":\(seq),\"timestamp\":\(timestamp),\"tick_ms\":\(tickMilliseconds),\"data\":[")
+        for (i, r) in rows.enumerated() {
+            if i > 0 { w.byte(UInt8(ascii: ",")) }
+            w.raw(r)
+        }
+        w.raw("],\"fleet\":[")
+        for (i, r) in fleet.enumerated() {
+            if i > 0 { w.byte(UInt8(ascii: ",")) }
+            w.raw(r)
+        }
+        w.raw("]")
+        if truncated { w.raw(",\"truncated\":true") }
+        w.raw("}\n\n")
+        return w.bytes
+    }
+}

@@ -1,0 +1,144 @@
+import DequeModule
+import Synchronization
+
+/// One dashboard client's place in the ``Broadcaster``: its filter and its bounded event queue.
+///
+/// The transport reads events with ``next()`` whenever its connection can take more bytes, and is
+/// told by the `onReady` callback given to ``Broadcaster/subscribe(filter:lastEventID:onReady:)``
+/// when new events are waiting. Events are complete SSE frames (UTF-8 bytes).
+public final class Subscription: Sendable {
+    /// What this subscriber asked for.
+    public let filter: SubscriptionFilter
+    private let onReady: @Sendable () -> Void
+    private let broadcaster: Broadcaster
+
+    struct State {
+        var queue = Deque<[UInt8]>()
+        var queuedBytes = 0
+        var needsSnapshot = false
+        var cancelled = false
+        var ticks = 0
+        var pending: Set<SeriesKey> = []
+        var coalescedCount = 0
+    }
+
+    private let state = Mutex(State())
+
+    init(filter: SubscriptionFilter, broadcaster: Broadcaster, onReady: @escaping @Sendable () -> Void) {
+        self.filter = filter
+        self.broadcaster = broadcaster
+        self.onReady = onReady
+    }
+
+    /// The next queued event, or `nil` when none is waiting. When this subscriber was coalesced,
+    /// the next event is a fresh `init` snapshot.
+    public func next() -> [UInt8]? {
+        let snapshot: Bool = state.withLock { s in
+            if s.cancelled { return false }
+            if s.needsSnapshot {
+                s.needsSnapshot = false
+                return true
+            }
+            return false
+        }
+        if snapshot {
+            let (event, _) = broadcaster.snapshotEvent(for: filter)
+            return event
+        }
+        return state.withLock { s in
+            guard let e = s.queue.popFirst() else { return nil }
+            s.queuedBytes -= e.count
+            return e
+        }
+    }
+
+    /// Times this subscriber fell behind and was coalesced into a snapshot.
+    public var coalescedCount: Int { state.withLock { $0.coalescedCount } }
+
+    /// Events and bytes waiting.
+    public var backlog: (events: Int, bytes: Int) { state.withLock { ($0.queue.count, $0.queuedBytes) } }
+
+    /// Leaves the broadcaster; no further callbacks after this returns (one already running may finish).
+    public func cancel() {
+        state.withLock { s in
+            s.cancelled = true
+            s.queue.removeAll()
+            s.queuedBytes = 0
+        }
+        broadcaster.remove(self)
+    }
+
+    func notify() { onReady() }
+
+    func enqueueInitial(_ event: [UInt8], seq: UInt64) {
+        state.withLock { s in
+            s.queue.append(event)
+            s.queuedBytes += event.count
+        }
+    }
+
+    /// Called with the broadcaster's lock held. Returns whether an event was queued.
+    func deliverTick(seq: UInt64, timestamp: Int64, changed: [SeriesSnapshot], rows: [[UInt8]],
+                     changedByMetric: [String: [Int]], state b: Broadcaster.State, broadcaster: Broadcaster) -> Bool {
+        state.withLock { s in
+            if s.cancelled { return false }
+            s.ticks += 1
+            let due = s.ticks % filter.every == 0
+            var selected: [[UInt8]] = []
+            var truncated = false
+            if filter.series {
+                if let top = filter.top {
+                    if due {
+                        for key in broadcaster.topKeys(filter: filter, top: top, state: b) {
+                            if let e = b.entries[key] { selected.append(e.row) }
+                        }
+                    }
+                } else if filter.every == 1 {
+                    func take(_ i: Int) {
+                        guard filter.matches(changed[i].key) else { return }
+                        if selected.count >= filter.limit { truncated = true; return }
+                        selected.append(rows[i])
+                    }
+                    if !filter.metrics.isEmpty {
+                        for m in filter.metrics { for i in changedByMetric[m] ?? [] { take(i) } }
+                    } else {
+                        for i in changed.indices { take(i) }
+                    }
+                } else {
+                    if !filter.metrics.isEmpty {
+                        for m in filter.metrics {
+                            for i in changedByMetric[m] ?? [] where filter.matches(changed[i].key) { s.pending.insert(changed[i].key) }
+                        }
+                    } else {
+                        for c in changed where filter.matches(c.key) { s.pending.insert(c.key) }
+                    }
+                    if due {
+                        for key in s.pending.sorted() {
+                            if selected.count >= filter.limit { truncated = true; break }
+                            if let e = b.entries[key] { selected.append(e.row) }
+                        }
+                        s.pending.removeAll(keepingCapacity: true)
+                    }
+                }
+            }
+            guard due else { return false }
+            if s.needsSnapshot { return true }  // the snapshot it will read covers this tick
+            let event = Broadcaster.frame(type: "update", seq: seq, timestamp: timestamp, epoch: broadcaster.epoch,
+                                          rows: selected, fleet: broadcaster.fleetRows(filter: filter, state: b),
+                                          truncated: truncated, tickMilliseconds: broadcaster.configuration.tickMilliseconds,
+                                          retry: nil)
+            let cfg = broadcaster.configuration
+            if s.queue.count + 1 > cfg.subscriberQueueEvents || s.queuedBytes + event.count > cfg.subscriberQueueBytes {
+                // Fall-behind: drop the backlog; the next read is a fresh snapshot.
+                s.queue.removeAll()
+                s.queuedBytes = 0
+                s.needsSnapshot = true
+                s.coalescedCount += 1
+                return true
+            }
+            s.queue.append(event)
+            s.queuedBytes += event.count
+            return true
+        }
+    }
+}

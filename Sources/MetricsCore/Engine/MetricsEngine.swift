@@ -1,0 +1,107 @@
+/// The embeddable core: an ``Aggregator``, a ``BatchWriter`` in front of a ``MetricStore``, and a
+/// ``Broadcaster``, driven by one tick loop.
+///
+/// ```swift
+/// let engine = MetricsEngine(store: MemoryStore())
+/// await withDiscardingTaskGroup { group in
+///     group.addTask { await engine.run() }
+///     _ = await engine.writer.write(samples)      // durable when it returns
+///     let live = await engine.aggregator.snapshotAll(now: ProcessInfoLite.nowMilliseconds())
+///     engine.shutdown()
+/// }
+/// ```
+public final class MetricsEngine: Sendable {
+    /// Everything configurable in the core.
+    public struct Configuration: Sendable {
+        /// Aggregator sizing.
+        public var aggregator: Aggregator.Configuration
+        /// Batch writer sizing.
+        public var writer: BatchWriter.Configuration
+        /// Broadcaster sizing and tick.
+        public var broadcaster: Broadcaster.Configuration
+        /// How long after a minute ends it is sealed and written as a rollup, ms. Default 5,000.
+        public var sealAfterMilliseconds: Int64
+        /// At start, how far back stored rollups are loaded into the live windows, ms. Default 10 min.
+        public var warmWindowMilliseconds: Int64
+        /// Creates a configuration.
+        public init(aggregator: Aggregator.Configuration = .init(), writer: BatchWriter.Configuration = .init(),
+                    broadcaster: Broadcaster.Configuration = .init(), sealAfterMilliseconds: Int64 = 5_000,
+                    warmWindowMilliseconds: Int64 = 600_000) {
+            self.aggregator = aggregator
+            self.writer = writer
+            self.broadcaster = broadcaster
+            self.sealAfterMilliseconds = sealAfterMilliseconds
+            self.warmWindowMilliseconds = warmWindowMilliseconds
+        }
+    }
+
+    /// The live aggregates.
+    public let aggregator: Aggregator
+    /// The path to the store; submit samples here.
+    public let writer: BatchWriter
+    /// The SSE fan-out.
+    public let broadcaster: Broadcaster
+    /// The storage backend.
+    public let store: any MetricStore
+    /// The configuration in force.
+    public let configuration: Configuration
+    private let stopSignal = AsyncSignal()
+
+    /// Creates an engine around a store.
+    public init(store: any MetricStore, configuration: Configuration = Configuration()) {
+        self.store = store
+        self.configuration = configuration
+        self.aggregator = Aggregator(configuration: configuration.aggregator)
+        self.writer = BatchWriter(store: store, aggregator: aggregator, configuration: configuration.writer)
+        self.broadcaster = Broadcaster(configuration: configuration.broadcaster)
+    }
+
+    /// Runs the flush loop and the tick loop until ``shutdown()``; then seals open minutes,
+    /// flushes everything accepted, and closes the store.
+    public func run() async {
+        if configuration.warmWindowMilliseconds > 0,
+           let rollups = try? await store.recentRollups(since: ProcessInfoLite.nowMilliseconds() - configuration.warmWindowMilliseconds),
+           !rollups.isEmpty {
+            await aggregator.warm(with: rollups)
+        }
+        await withDiscardingTaskGroup { group in
+            group.addTask { await self.writer.run() }
+            group.addTask {
+                await self.tickLoop()
+                // Final tick so the last samples reach subscribers, then seal and drain.
+                await self.tick()
+                self.writer.enqueueRollups(await self.aggregator.sealAll())
+                self.writer.close()
+            }
+        }
+        try? await store.close()
+    }
+
+    /// Asks ``run()`` to finish: no new submissions are taken; what was accepted is written.
+    public func shutdown() {
+        stopSignal.fire()
+    }
+
+    private func tickLoop() async {
+        let interval = Duration.milliseconds(configuration.broadcaster.tickMilliseconds)
+        let clock = ContinuousClock()
+        var deadline = clock.now + interval
+        while !stopSignal.isFired {
+            await stopSignal.wait(until: deadline, clock: clock)
+            if stopSignal.isFired { return }
+            await tick()
+            deadline += interval
+            let now = clock.now
+            if deadline < now { deadline = now + interval }  // skip missed ticks rather than bursting
+        }
+    }
+
+    /// Runs one tick now: collect changes, publish them, queue sealed rollups.
+    public func tick() async {
+        let seq = broadcaster.nextSequence
+        let now = ProcessInfoLite.nowMilliseconds()
+        let (changed, sealed) = await aggregator.collect(now: now, seq: seq, sealAfter: configuration.sealAfterMilliseconds)
+        broadcaster.publish(changed: changed, seq: seq, timestamp: now)
+        writer.enqueueRollups(sealed)
+    }
+}

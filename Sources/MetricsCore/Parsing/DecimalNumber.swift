@@ -1,0 +1,222 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A decimal number as scanned from text: `±mantissa × 10^exponent`.
+///
+/// The mantissa keeps the first 19 significant digits; ``exact`` is false when a dropped digit
+/// was not zero. Conversion to `Double` takes Clinger's fast path when it is provably exact
+/// and otherwise hands the original text to `strtod`, so results always equal `Double(String)`.
+struct DecimalNumber {
+    var mantissa: UInt64 = 0
+    var exponent = 0
+    var negative = false
+    /// No non-zero significant digit was dropped.
+    var exact = true
+    /// The text had neither a fraction nor an exponent.
+    var isInteger = true
+    /// Significant digits kept in ``mantissa``.
+    private var digits = 0
+
+    @inline(__always)
+    mutating func addIntegerDigit(_ d: UInt8) {
+        if mantissa == 0 && d == 0 { return }  // leading zero
+        if digits < 19 {
+            mantissa = mantissa &* 10 &+ UInt64(d)
+            digits += 1
+        } else {
+            exponent += 1
+            if d != 0 { exact = false }
+        }
+    }
+
+    @inline(__always)
+    mutating func addFractionDigit(_ d: UInt8) {
+        if mantissa == 0 && d == 0 {
+            exponent -= 1  // leading zero after the point
+        } else if digits < 19 {
+            mantissa = mantissa &* 10 &+ UInt64(d)
+            digits += 1
+            exponent -= 1
+        } else if d != 0 {
+            exact = false
+        }
+    }
+
+    /// Parses the exponent digits at `i` (after `e` or `E`); false when there is no digit.
+    @inline(__always)
+    mutating func scanExponent(_ p: UnsafeRawBufferPointer, _ i: inout Int, end: Int) -> Bool {
+        isInteger = false
+        var negativeExponent = false
+        if i < end, p[i] == UInt8(ascii: "+") || p[i] == UInt8(ascii: "-") {
+            negativeExponent = p[i] == UInt8(ascii: "-")
+            i += 1
+        }
+        let start = i
+        var e = 0
+        while i < end {
+            let d = p[i] &- 0x30
+            if d > 9 { break }
+            if e < 1_000_000 { e = e * 10 + Int(d) }
+            i += 1
+        }
+        exponent += negativeExponent ? -e : e
+        return i > start
+    }
+
+    private static let powersOfTen: [Double] = [
+        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11,
+        1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+    ]
+
+    private static let integerPowersOfTen: [UInt64] = [
+        1, 10, 100, 1_000, 10_000, 100_000, 1_000_000, 10_000_000, 100_000_000, 1_000_000_000,
+        10_000_000_000, 100_000_000_000, 1_000_000_000_000, 10_000_000_000_000,
+        100_000_000_000_000, 1_000_000_000_000_000, 10_000_000_000_000_000,
+        100_000_000_000_000_000, 1_000_000_000_000_000_000, 10_000_000_000_000_000_000,
+    ]
+
+    /// The correctly rounded `Double` (±infinity on overflow).
+    /// - Parameter text: The number's exact text, used by the slow path.
+    @inline(__always)
+    func doubleValue(text: UnsafeRawBufferPointer) -> Double {
+        if mantissa == 0 { return negative ? -0.0 : 0.0 }
+        if exact && mantissa <= 1 << 53 {
+            // Clinger: an exact integer below 2^53 times or divided by an exact power of ten is
+            // one correctly rounded IEEE operation.
+            var result: Double?
+            if exponent == 0 {
+                result = Double(mantissa)
+            } else if exponent > 0 && exponent <= 22 {
+                result = Double(mantissa) * Self.powersOfTen[exponent]
+            } else if exponent < 0 && exponent >= -22 {
+                result = Double(mantissa) / Self.powersOfTen[-exponent]
+            } else if exponent > 22 && exponent <= 22 + 15 {
+                // Move the excess power into the mantissa while it stays exact (e.g. 5e30).
+                var m = mantissa
+                var k = exponent - 22
+                while k > 0 && m <= (1 << 53) / 10 {
+                    m *= 10
+                    k -= 1
+                }
+                if k == 0 { result = Double(m) * 1e22 }
+            }
+            if let r = result { return negative ? -r : r }
+        }
+        return Self.strtodValue(text)
+    }
+
+    /// The value truncated toward zero, or nil when its magnitude is 10^18 or more.
+    func truncatedMagnitude() -> UInt64? {
+        if mantissa == 0 { return 0 }
+        if exponent >= 0 {
+            if exponent > 18 { return nil }
+            let (v, overflow) = mantissa.multipliedReportingOverflow(by: Self.integerPowersOfTen[exponent])
+            return overflow || v >= 1_000_000_000_000_000_000 ? nil : v
+        }
+        let k = -exponent
+        if k > 19 { return 0 }
+        return mantissa / Self.integerPowersOfTen[k]
+    }
+
+    /// Slow path: `strtod` on a null-terminated copy of the text.
+    static func strtodValue(_ text: UnsafeRawBufferPointer) -> Double {
+        let len = text.count
+        guard let src = text.baseAddress, len > 0 else { return .nan }
+        return withUnsafeTemporaryAllocation(of: CChar.self, capacity: len + 1) { buf -> Double in
+            let base = buf.baseAddress!
+            UnsafeMutableRawPointer(base).copyMemory(from: src, byteCount: len)
+            base[len] = 0
+            var endPointer: UnsafeMutablePointer<CChar>?
+            let value = strtod(base, &endPointer)
+            if endPointer == base + len { return value }
+            // Only reachable under a process locale whose decimal point is not '.'.
+            return Double(String(decoding: text, as: UTF8.self)) ?? .nan
+        }
+    }
+
+    // MARK: - Scanning
+
+    /// Scans a number with the strict JSON grammar `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`
+    /// starting at `i`. On success `i` is just past the number; on failure returns nil with `i`
+    /// at the offending byte.
+    @inline(__always)
+    static func scanJSON(_ p: UnsafeRawBufferPointer, _ i: inout Int, end: Int) -> DecimalNumber? {
+        var n = DecimalNumber()
+        if i < end, p[i] == UInt8(ascii: "-") {
+            n.negative = true
+            i += 1
+        }
+        guard i < end else { return nil }
+        let first = p[i] &- 0x30
+        if first == 0 {
+            i += 1
+        } else if first <= 9 {
+            while i < end {
+                let d = p[i] &- 0x30
+                if d > 9 { break }
+                n.addIntegerDigit(d)
+                i += 1
+            }
+        } else {
+            return nil
+        }
+        if i < end, p[i] == UInt8(ascii: ".") {
+            n.isInteger = false
+            i += 1
+            let start = i
+            while i < end {
+                let d = p[i] &- 0x30
+                if d > 9 { break }
+                n.addFractionDigit(d)
+                i += 1
+            }
+            if i == start { return nil }
+        }
+        if i < end, p[i] | 0x20 == UInt8(ascii: "e") {
+            i += 1
+            if !n.scanExponent(p, &i, end: end) { return nil }
+        }
+        return n
+    }
+
+    /// Scans all of `p[from..<end]` as a line-protocol float: `[+-]?[0-9]*(\.[0-9]*)?([eE][+-]?[0-9]+)?`
+    /// with at least one mantissa digit (so `1`, `-1.5`, `1.`, `.5`, `1e3`, `1.5E-3`). Nil when malformed.
+    static func scanLenient(_ p: UnsafeRawBufferPointer, from: Int, end: Int) -> DecimalNumber? {
+        var n = DecimalNumber()
+        var i = from
+        if i < end, p[i] == UInt8(ascii: "-") || p[i] == UInt8(ascii: "+") {
+            n.negative = p[i] == UInt8(ascii: "-")
+            i += 1
+        }
+        var sawDigit = false
+        while i < end {
+            let d = p[i] &- 0x30
+            if d > 9 { break }
+            n.addIntegerDigit(d)
+            sawDigit = true
+            i += 1
+        }
+        if i < end, p[i] == UInt8(ascii: ".") {
+            n.isInteger = false
+            i += 1
+            while i < end {
+                let d = p[i] &- 0x30
+                if d > 9 { break }
+                n.addFractionDigit(d)
+                sawDigit = true
+                i += 1
+            }
+        }
+        guard sawDigit else { return nil }
+        if i < end, p[i] | 0x20 == UInt8(ascii: "e") {
+            i += 1
+            if !n.scanExponent(p, &i, end: end) { return nil }
+        }
+        return i == end ? n : nil
+    }
+}

@@ -1,0 +1,125 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Parses one complete line (without `\n` and without one trailing `\r`).
+protocol LineHandler {
+    /// - Parameters:
+    ///   - line: The line's bytes; only valid during the call.
+    ///   - number: The line's 1-based number within the stream.
+    ///   - now: Epoch milliseconds for samples without a timestamp.
+    mutating func handleLine(_ line: UnsafeRawBufferPointer, number: Int, now: Int64, into output: inout ParseOutput)
+}
+
+/// Splits a byte stream that arrives in arbitrary chunks into lines.
+///
+/// Complete lines inside a chunk are handed to the handler straight from the chunk's memory; only
+/// a trailing partial line is copied, into ``carry`` (whose capacity is reused). Over-long lines
+/// are reported once and then skipped up to the next `\n` without buffering, so ``carry`` never
+/// holds more than `maxLineLength` bytes.
+struct LineSplitter {
+    /// Longest accepted line, not counting `\n`.
+    let maxLineLength: Int
+    /// Lines completed so far.
+    private(set) var lineCount = 0
+    /// The partial line carried over from the previous chunk.
+    private var carry: [UInt8] = []
+    /// True while skipping the rest of an over-long line that was already reported.
+    private var discarding = false
+
+    init(maxLineLength: Int) {
+        self.maxLineLength = maxLineLength
+    }
+
+    /// Feeds one chunk; the chunk may end anywhere.
+    mutating func feed<H: LineHandler>(
+        _ chunk: UnsafeRawBufferPointer, handler: inout H, now: Int64, into output: inout ParseOutput
+    ) {
+        guard let base = chunk.baseAddress, chunk.count > 0 else { return }
+        let end = chunk.count
+        var start = 0
+
+        // Finish the line begun in an earlier chunk.
+        if discarding || !carry.isEmpty {
+            guard let nl = Self.findNewline(base, from: 0, end: end) else {
+                if !discarding { appendToCarry(chunk, from: 0, to: end, output: &output) }
+                return
+            }
+            if !discarding { appendToCarry(chunk, from: 0, to: nl, output: &output) }
+            lineCount += 1
+            if discarding {
+                discarding = false
+            } else {
+                let number = lineCount
+                carry.withUnsafeBytes { handler.handleLine(Self.trimCR($0), number: number, now: now, into: &output) }
+            }
+            carry.removeAll(keepingCapacity: true)
+            start = nl + 1
+        }
+
+        // Complete lines inside the chunk: no copy.
+        while start < end {
+            guard let nl = Self.findNewline(base, from: start, end: end) else { break }
+            lineCount += 1
+            if nl - start > maxLineLength {
+                output.rejections.append(LineRejection(line: lineCount, error: tooLong()))
+            } else {
+                handler.handleLine(
+                    Self.trimCR(UnsafeRawBufferPointer(start: base + start, count: nl - start)),
+                    number: lineCount, now: now, into: &output)
+            }
+            start = nl + 1
+        }
+
+        // A trailing partial line.
+        if start < end { appendToCarry(chunk, from: start, to: end, output: &output) }
+    }
+
+    /// Ends the stream: a final line without `\n` is handled now.
+    mutating func finish<H: LineHandler>(handler: inout H, now: Int64, into output: inout ParseOutput) {
+        if discarding {
+            lineCount += 1
+            discarding = false
+        } else if !carry.isEmpty {
+            lineCount += 1
+            let number = lineCount
+            carry.withUnsafeBytes { handler.handleLine(Self.trimCR($0), number: number, now: now, into: &output) }
+        }
+        carry.removeAll(keepingCapacity: true)
+    }
+
+    /// Appends `chunk[from..<to]` to the carry, or rejects the line once it exceeds the limit.
+    private mutating func appendToCarry(
+        _ chunk: UnsafeRawBufferPointer, from: Int, to: Int, output: inout ParseOutput
+    ) {
+        if carry.count + (to - from) > maxLineLength {
+            output.rejections.append(LineRejection(line: lineCount + 1, error: tooLong()))
+            carry.removeAll(keepingCapacity: true)
+            discarding = true
+        } else {
+            carry.append(contentsOf: UnsafeRawBufferPointer(rebasing: chunk[from..<to]))
+        }
+    }
+
+    private func tooLong() -> ParseError {
+        ParseError(code: .lineTooLong, message: "line longer than \(maxLineLength) bytes")
+    }
+
+    @inline(__always)
+    private static func findNewline(_ base: UnsafeRawPointer, from: Int, end: Int) -> Int? {
+        guard let hit = memchr(base + from, 0x0A, end - from) else { return nil }
+        return UnsafeRawPointer(hit) - base
+    }
+
+    @inline(__always)
+    private static func trimCR(_ line: UnsafeRawBufferPointer) -> UnsafeRawBufferPointer {
+        if let b = line.baseAddress, line.count > 0, line[line.count - 1] == 0x0D {
+            return UnsafeRawBufferPointer(start: b, count: line.count - 1)
+        }
+        return line
+    }
+}

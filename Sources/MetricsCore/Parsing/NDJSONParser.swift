@@ -1,0 +1,448 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// An incremental parser for NDJSON metric streams: one JSON object per line.
+///
+/// ```
+/// {"server_id":"web-01","metric_name":"cpu_usage","value":42.5,"ts":1732838400123,"labels":{"dc":"eu"}}
+/// ```
+///
+/// Feed the body as it arrives with ``parse(_:now:into:)``; chunks may end anywhere (mid-line,
+/// mid-UTF-8 sequence, mid-number). Call ``finish(now:into:)`` at the end of the stream so a last
+/// line without `\n` is parsed. Every good line yields one ``MetricSample``; every bad line yields
+/// one ``LineRejection`` with its line number, and parsing goes on.
+///
+/// Fields (keys in any order; for a repeated key the last wins; unknown keys are skipped):
+/// - `server_id`: string, ``NameRules/isValidName(_:)-(UnsafeRawBufferPointer)``. Absent (or `null`): the
+///   parser's `defaultServerID` (the `x-server-id` header), else ``ParseError/Code/missingField``.
+/// - `metric_name`: string, required, a valid name.
+/// - `value`: number, required. Strings, booleans and `null` are ``ParseError/Code/invalidValue``;
+///   overflow (`1e400`) and the bare tokens `NaN`, `Infinity`, `-Infinity` are
+///   ``ParseError/Code/nonFiniteValue``.
+/// - `ts`: optional number, epoch milliseconds (a fraction is truncated), `0 < ts < 10^15`;
+///   absent (or `null`): `now`.
+/// - `labels`: optional object whose values are strings, numbers or booleans (numbers and
+///   booleans keep their JSON text); at most ``NameRules/maxLabels`` entries. Stored as
+///   ``Labels/canonical(_:)``.
+///
+/// Blank lines are ignored; lines whose first byte is `:` are heartbeats.
+public struct NDJSONParser: Sendable {
+    private var splitter: LineSplitter
+    private var lines: NDJSONLineParser
+
+    /// Lines completed so far, including blank, heartbeat and rejected lines.
+    public var lineCount: Int { splitter.lineCount }
+
+    /// Creates a parser for one stream.
+    /// - Parameters:
+    ///   - defaultServerID: The server id for lines without `server_id` (the `x-server-id`
+    ///     header). If it is not a valid name, lines that need it are rejected with
+    ///     ``ParseError/Code/invalidName``.
+    ///   - limits: Line length limit.
+    public init(defaultServerID: String? = nil, limits: ParseLimits = ParseLimits()) {
+        splitter = LineSplitter(maxLineLength: limits.maxLineLength)
+        lines = NDJSONLineParser(defaultServerID: defaultServerID)
+    }
+
+    /// Parses one chunk of the stream.
+    /// - Parameters:
+    ///   - chunk: The next bytes; only read during the call. Complete lines are parsed in place,
+    ///     a trailing partial line is copied until its end arrives.
+    ///   - now: Epoch milliseconds used for samples without `ts`.
+    ///   - output: Receives samples, rejections and heartbeat counts (appended).
+    public mutating func parse(_ chunk: UnsafeRawBufferPointer, now: Int64, into output: inout ParseOutput) {
+        splitter.feed(chunk, handler: &lines, now: now, into: &output)
+    }
+
+    /// Parses one chunk held in an array (convenience for tests and small inputs).
+    public mutating func parse(_ chunk: [UInt8], now: Int64, into output: inout ParseOutput) {
+        chunk.withUnsafeBytes { parse($0, now: now, into: &output) }
+    }
+
+    /// Ends the stream: a final line without a trailing newline is parsed now.
+    /// The parser can then be reused for a new stream (line numbers continue).
+    public mutating func finish(now: Int64, into output: inout ParseOutput) {
+        splitter.finish(handler: &lines, now: now, into: &output)
+    }
+}
+
+/// Parses single NDJSON lines; keeps reusable scratch buffers.
+struct NDJSONLineParser: LineHandler {
+    private let defaultServerID: String?
+    private let defaultServerIDIsValid: Bool
+    private var labels = LabelBuilder()
+    /// Decoded escaped strings (slow path).
+    private var scratch: [UInt8] = []
+    private var strings = StringCache()
+
+    init(defaultServerID: String?) {
+        self.defaultServerID = defaultServerID
+        defaultServerIDIsValid = defaultServerID.map { NameRules.isValidName($0) } ?? false
+    }
+
+    mutating func handleLine(_ line: UnsafeRawBufferPointer, number: Int, now: Int64, into output: inout ParseOutput) {
+        if line.isEmpty { return }
+        if line[0] == UInt8(ascii: ":") {
+            output.heartbeats += 1
+            return
+        }
+        do throws(ParseError) {
+            if let sample = try parseLine(line, now: now) { output.samples.append(sample) }
+        } catch {
+            output.rejections.append(LineRejection(line: number, error: error))
+        }
+    }
+
+    private enum Key { case serverID, metricName, value, ts, labels, other }
+
+    private enum NameField {
+        case absent
+        case string(JSONStringToken)
+        case wrongType(String)
+    }
+
+    private enum ValueField {
+        case absent
+        case number(Double)
+        case nonFinite
+        case wrongType(String)
+    }
+
+    private enum TimestampField {
+        case absent
+        case valid(Int64)
+        case invalid(String)
+    }
+
+    /// True when the cursor is at a JSON number (not at `-Infinity`).
+    @inline(__always)
+    private static func atNumber(_ c: JSONCursor) -> Bool {
+        guard !c.atEnd else { return false }
+        let b = c.byte
+        return b &- 0x30 <= 9 || (b == UInt8(ascii: "-") && c.i + 1 < c.end && c.p[c.i + 1] != UInt8(ascii: "I"))
+    }
+
+    /// Parses one line; nil for a whitespace-only line.
+    private mutating func parseLine(_ line: UnsafeRawBufferPointer, now: Int64) throws(ParseError) -> MetricSample? {
+        var c = JSONCursor(line)
+        c.skipWhitespace()
+        if c.atEnd { return nil }
+        try c.expect(UInt8(ascii: "{"), "'{' (a JSON object)")
+
+        var serverField = NameField.absent
+        var nameField = NameField.absent
+        var valueField = ValueField.absent
+        var tsField = TimestampField.absent
+        var labelsError: ParseError?
+        labels.reset()
+
+        c.skipWhitespace()
+        if !c.atEnd && c.byte == UInt8(ascii: "}") {
+            c.i += 1
+        } else {
+            while true {
+                guard !c.atEnd, c.byte == UInt8(ascii: "\"") else { throw c.fail("expected a string key") }
+                let keyToken = try c.scanString()
+                let key = try classify(keyToken, c)
+                c.skipWhitespace()
+                try c.expect(UInt8(ascii: ":"), "':'")
+                c.skipWhitespace()
+                switch key {
+                case .serverID:
+                    serverField = !c.atEnd && c.byte == UInt8(ascii: "\"")
+                        ? .string(try c.scanString()) : Self.nameField(try c.scanValue())
+                case .metricName:
+                    nameField = !c.atEnd && c.byte == UInt8(ascii: "\"")
+                        ? .string(try c.scanString()) : Self.nameField(try c.scanValue())
+                case .value:
+                    let start = c.i
+                    if Self.atNumber(c) {
+                        guard let n = DecimalNumber.scanJSON(c.p, &c.i, end: c.end) else { throw c.fail("invalid number") }
+                        let d = n.doubleValue(text: line.slice(start, c.i))
+                        valueField = d.isFinite ? .number(d) : .nonFinite
+                    } else {
+                        let token = try c.scanValue()
+                        if case .nonFinite = token { valueField = .nonFinite } else { valueField = .wrongType(token.kind) }
+                    }
+                case .ts:
+                    if Self.atNumber(c) {
+                        guard let n = DecimalNumber.scanJSON(c.p, &c.i, end: c.end) else { throw c.fail("invalid number") }
+                        tsField = Self.timestampField(n)
+                    } else {
+                        tsField = Self.timestampField(try c.scanValue())
+                    }
+                case .labels:
+                    labels.reset()
+                    labelsError = nil
+                    if !c.atEnd && c.byte == UInt8(ascii: "{") {
+                        labelsError = try scanLabels(&c)
+                    } else {
+                        let token = try c.scanValue()
+                        if case .null = token {} else {
+                            labelsError = ParseError(code: .invalidLabels, message: "labels must be an object, not a \(token.kind)")
+                        }
+                    }
+                case .other:
+                    _ = try c.scanValue()
+                }
+                c.skipWhitespace()
+                guard !c.atEnd else { throw c.fail("unterminated object: expected ',' or '}'") }
+                if c.byte == UInt8(ascii: ",") {
+                    c.i += 1
+                    c.skipWhitespace()
+                } else if c.byte == UInt8(ascii: "}") {
+                    c.i += 1
+                    break
+                } else {
+                    throw c.fail("expected ',' or '}'")
+                }
+            }
+        }
+        c.skipWhitespace()
+        if !c.atEnd { throw c.fail("unexpected data after the object") }
+
+        // Semantics, in field order.
+        let serverID: String
+        switch serverField {
+        case .string(let t):
+            serverID = try nameString(t, c, field: "server_id")
+        case .wrongType(let kind):
+            throw ParseError(code: .invalidName, message: "server_id must be a string, not a \(kind)")
+        case .absent:
+            guard let fallback = defaultServerID else {
+                throw ParseError(code: .missingField, message: "server_id is missing and no default server id (x-server-id) is set")
+            }
+            guard defaultServerIDIsValid else {
+                throw ParseError(code: .invalidName, message: "the default server id (x-server-id) is not a valid name")
+            }
+            serverID = fallback
+        }
+
+        let metricName: String
+        switch nameField {
+        case .string(let t):
+            metricName = try nameString(t, c, field: "metric_name")
+        case .wrongType(let kind):
+            throw ParseError(code: .invalidName, message: "metric_name must be a string, not a \(kind)")
+        case .absent:
+            throw ParseError(code: .missingField, message: "metric_name is missing")
+        }
+
+        let value: Double
+        switch valueField {
+        case .number(let d): value = d
+        case .nonFinite: throw ParseError(code: .nonFiniteValue, message: "value is not finite")
+        case .wrongType(let kind): throw ParseError(code: .invalidValue, message: "value must be a number, not a \(kind)")
+        case .absent: throw ParseError(code: .missingField, message: "value is missing")
+        }
+
+        let timestamp: Int64
+        switch tsField {
+        case .valid(let t): timestamp = t
+        case .absent: timestamp = now
+        case .invalid(let why): throw ParseError(code: .invalidTimestamp, message: why)
+        }
+
+        if let labelsError { throw labelsError }
+        return MetricSample(
+            serverID: serverID, metricName: metricName, value: value, timestamp: timestamp,
+            labels: labels.canonical())
+    }
+
+    /// Which known field a key names (escaped keys are decoded first).
+    @inline(__always)
+    private mutating func classify(_ token: JSONStringToken, _ c: JSONCursor) throws(ParseError) -> Key {
+        if !token.escaped { return Self.classify(c.p.slice(token.start, token.end)) }
+        let length = try decodeToScratch(token, c)
+        return scratch.withUnsafeBytes { Self.classify($0.slice(0, length)) }
+    }
+
+    @inline(__always)
+    private static func classify(_ k: UnsafeRawBufferPointer) -> Key {
+        switch k.count {
+        case 2: return equals(k, "ts") ? .ts : .other
+        case 5: return equals(k, "value") ? .value : .other
+        case 6: return equals(k, "labels") ? .labels : .other
+        case 9: return equals(k, "server_id") ? .serverID : .other
+        case 11: return equals(k, "metric_name") ? .metricName : .other
+        default: return .other
+        }
+    }
+
+    /// Compares `k` (of the literal's length, 2 or 4...16 bytes) with `lit` using two
+    /// overlapping word loads instead of a byte loop.
+    @inline(__always)
+    private static func equals(_ k: UnsafeRawBufferPointer, _ lit: StaticString) -> Bool {
+        let a = k.baseAddress!
+        let b = UnsafeRawPointer(lit.utf8Start)
+        let n = lit.utf8CodeUnitCount
+        switch n {
+        case 2:
+            return a.loadUnaligned(as: UInt16.self) == b.loadUnaligned(as: UInt16.self)
+        case 4..<8:
+            return a.loadUnaligned(as: UInt32.self) == b.loadUnaligned(as: UInt32.self)
+                && a.loadUnaligned(fromByteOffset: n - 4, as: UInt32.self) == b.loadUnaligned(fromByteOffset: n - 4, as: UInt32.self)
+        default:
+            return a.loadUnaligned(as: UInt64.self) == b.loadUnaligned(as: UInt64.self)
+                && a.loadUnaligned(fromByteOffset: n - 8, as: UInt64.self) == b.loadUnaligned(fromByteOffset: n - 8, as: UInt64.self)
+        }
+    }
+
+    /// Decodes an escaped string into ``scratch``; returns its length.
+    private mutating func decodeToScratch(_ token: JSONStringToken, _ c: JSONCursor) throws(ParseError) -> Int {
+        let needed = token.end - token.start
+        if scratch.count < needed { scratch = Array(repeating: 0, count: max(needed, 2 * scratch.count)) }
+        let result = scratch.withUnsafeMutableBytes { buffer -> Result<Int, ParseError> in
+            do throws(ParseError) {
+                return .success(try c.decode(token, into: buffer))
+            } catch {
+                return .failure(error)
+            }
+        }
+        return try result.get()
+    }
+
+    private static func nameField(_ token: JSONValueToken) -> NameField {
+        switch token {
+        case .string(let t): return .string(t)
+        case .null: return .absent
+        default: return .wrongType(token.kind)
+        }
+    }
+
+    @inline(__always)
+    private static func timestampField(_ n: DecimalNumber) -> TimestampField {
+        guard !n.negative || n.mantissa == 0, let m = n.truncatedMagnitude(), m >= 1, m < 1_000_000_000_000_000 else {
+            return .invalid("ts must be epoch milliseconds with 0 < ts < 1e15")
+        }
+        return .valid(Int64(m))
+    }
+
+    private static func timestampField(_ token: JSONValueToken) -> TimestampField {
+        switch token {
+        case .number(let n, _, _): return timestampField(n)
+        case .null: return .absent
+        case .nonFinite: return .invalid("ts is not finite")
+        default: return .invalid("ts must be a number, not a \(token.kind)")
+        }
+    }
+
+    /// A validated server id or metric name.
+    @inline(__always)
+    private mutating func nameString(_ t: JSONStringToken, _ c: JSONCursor, field: StaticString) throws(ParseError) -> String {
+        if !t.escaped {
+            let bytes = c.p.slice(t.start, t.end)
+            guard NameRules.isValidName(bytes) else { throw Self.invalidName(field, bytes) }
+            return strings.string(bytes)
+        }
+        let length = try decodeToScratch(t, c)
+        let valid = scratch.withUnsafeBytes { NameRules.isValidName($0.slice(0, length)) }
+        guard valid else { throw scratch.withUnsafeBytes { Self.invalidName(field, $0.slice(0, length)) } }
+        return scratch.withUnsafeBytes { strings.string($0.slice(0, length)) }
+    }
+
+    private static func invalidName(_ field: StaticString, _ bytes: UnsafeRawBufferPointer) -> ParseError {
+        ParseError(
+            code: .invalidName,
+            message: "\(field) \(quoted(bytes)) is not a valid name (1...\(NameRules.maxNameLength) bytes of A-Z a-z 0-9 _ . : - /)")
+    }
+
+    /// Scans the `labels` object at the cursor into ``labels``. Structural errors throw; the
+    /// first semantic error is returned (the rest of the object is still scanned).
+    private mutating func scanLabels(_ c: inout JSONCursor) throws(ParseError) -> ParseError? {
+        c.i += 1
+        c.skipWhitespace()
+        if !c.atEnd && c.byte == UInt8(ascii: "}") {
+            c.i += 1
+            return nil
+        }
+        var firstError: ParseError?
+        while true {
+            guard !c.atEnd, c.byte == UInt8(ascii: "\"") else { throw c.fail("expected a string key") }
+            let key = try c.scanString()
+            c.skipWhitespace()
+            try c.expect(UInt8(ascii: ":"), "':'")
+            c.skipWhitespace()
+            let valueStart = c.i
+            let value: JSONValueToken = !c.atEnd && c.byte == UInt8(ascii: "\"")
+                ? .string(try c.scanString()) : try c.scanValue(depth: 1)
+            if firstError == nil {
+                firstError = addLabel(key: key, value: value, valueStart: valueStart, c)
+            }
+            c.skipWhitespace()
+            guard !c.atEnd else { throw c.fail("unterminated labels object: expected ',' or '}'") }
+            if c.byte == UInt8(ascii: ",") {
+                c.i += 1
+                c.skipWhitespace()
+            } else if c.byte == UInt8(ascii: "}") {
+                c.i += 1
+                return firstError
+            } else {
+                throw c.fail("expected ',' or '}'")
+            }
+        }
+    }
+
+    /// Appends a string's content (decoded when escaped) to the pending label pair.
+    @inline(__always)
+    private mutating func appendLabelString(_ t: JSONStringToken, _ c: JSONCursor) throws(ParseError) {
+        if t.escaped {
+            let length = try decodeToScratch(t, c)
+            scratch.withUnsafeBytes { labels.append($0.slice(0, length)) }
+        } else {
+            labels.append(c.p.slice(t.start, t.end))
+        }
+    }
+
+    /// Adds one label pair, or returns why it is invalid.
+    private mutating func addLabel(key: JSONStringToken, value: JSONValueToken, valueStart: Int, _ c: JSONCursor) -> ParseError? {
+        if labels.count >= NameRules.maxLabels {
+            return ParseError(code: .invalidLabels, message: "more than \(NameRules.maxLabels) labels")
+        }
+        if !key.escaped, case .string(let t) = value, !t.escaped {
+            // Fast path: validate in place, then copy once.
+            let keyBytes = c.p.slice(key.start, key.end)
+            let valueBytes = c.p.slice(t.start, t.end)
+            guard NameRules.isValidLabelKey(keyBytes) else { return Self.invalidLabelKey(keyBytes) }
+            guard NameRules.isValidLabelValue(valueBytes) else { return Self.invalidLabelValue(keyBytes) }
+            labels.addPair(key: keyBytes, value: valueBytes)
+            return nil
+        }
+        labels.startPair()
+        do throws(ParseError) { try appendLabelString(key, c) } catch { return error }
+        labels.endKey()
+        guard labels.pendingKeyIsValid() else { return labels.withPendingKey { Self.invalidLabelKey($0) } }
+        switch value {
+        case .string(let t):
+            do throws(ParseError) { try appendLabelString(t, c) } catch { return error }
+        case .number(_, let start, let end):
+            labels.append(c.p.slice(start, end))
+        case .bool:
+            labels.append(c.p.slice(valueStart, c.i))
+        default:
+            return ParseError(
+                code: .invalidLabels,
+                message: "label \(labels.withPendingKey { quoted($0) }) has a \(value.kind) value; expected a string, number or boolean")
+        }
+        guard labels.pendingValueIsValid() else { return labels.withPendingKey { Self.invalidLabelValue($0) } }
+        labels.endPair()
+        return nil
+    }
+
+    private static func invalidLabelKey(_ key: UnsafeRawBufferPointer) -> ParseError {
+        ParseError(
+            code: .invalidLabels,
+            message: "label key \(quoted(key)) is not valid (1...\(NameRules.maxNameLength) bytes of A-Z a-z 0-9 _ . -)")
+    }
+
+    private static func invalidLabelValue(_ key: UnsafeRawBufferPointer) -> ParseError {
+        ParseError(
+            code: .invalidLabels,
+            message: "label \(quoted(key)) has an invalid value (at most \(NameRules.maxLabelValueLength) bytes, no spaces, control characters, ',', '=', '\"' or '\\')")
+    }
+}

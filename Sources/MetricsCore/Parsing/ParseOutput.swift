@@ -1,0 +1,107 @@
+/// Limits shared by the streaming parsers.
+public struct ParseLimits: Sendable {
+    /// Longest accepted line in bytes, not counting the terminating `\n` (a `\r` before it counts).
+    ///
+    /// A longer line is rejected once with ``ParseError/Code/lineTooLong`` and skipped up to the
+    /// next `\n` without being buffered, so a parser never holds more than this many bytes of a
+    /// partial line.
+    public var maxLineLength: Int
+
+    /// Creates limits.
+    /// - Parameter maxLineLength: Longest accepted line in bytes (default 65,536). Values below 1 are treated as 1.
+    public init(maxLineLength: Int = 65536) {
+        self.maxLineLength = max(1, maxLineLength)
+    }
+}
+
+/// Why a line was rejected.
+///
+/// ``code`` is stable and machine-readable (it is used as a metrics label and in JSON replies);
+/// ``message`` is for humans and may change between versions.
+public struct ParseError: Error, Sendable, Hashable, CustomStringConvertible {
+    /// The machine-readable reason.
+    public var code: Code
+    /// A human-readable explanation, usually naming the field and the 1-based byte column.
+    public var message: String
+
+    /// Stable reasons for rejecting a line. The raw values never change.
+    public enum Code: String, Sendable, Hashable, CaseIterable {
+        /// The line is longer than ``ParseLimits/maxLineLength``.
+        case lineTooLong = "line_too_long"
+        /// NDJSON: the line is not one well-formed JSON object.
+        case invalidJSON = "invalid_json"
+        /// Line protocol: the line's structure is broken (no fields, missing `=`, unterminated string, …).
+        case invalidSyntax = "invalid_syntax"
+        /// A required field is absent.
+        case missingField = "missing_field"
+        /// A server id or metric name breaks ``NameRules``.
+        case invalidName = "invalid_name"
+        /// The value is not a number.
+        case invalidValue = "invalid_value"
+        /// The value is NaN or infinite (including overflow such as `1e400`).
+        case nonFiniteValue = "non_finite_value"
+        /// The timestamp is malformed or out of range.
+        case invalidTimestamp = "invalid_timestamp"
+        /// The labels are malformed, too many, or break ``NameRules``.
+        case invalidLabels = "invalid_labels"
+        /// A string is not valid UTF-8 (including lone surrogate escapes).
+        case invalidUTF8 = "invalid_utf8"
+        /// Line protocol: no `host` tag and no default server id.
+        case missingHost = "missing_host"
+    }
+
+    /// Creates an error.
+    public init(code: Code, message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    /// `code: message`.
+    public var description: String { "\(code.rawValue): \(message)" }
+}
+
+/// One rejected line of a stream.
+public struct LineRejection: Sendable, Hashable {
+    /// 1-based line number within the stream (every line counts: blank, heartbeat, comment, rejected).
+    public var line: Int
+    /// Why it was rejected.
+    public var error: ParseError
+
+    /// Creates a rejection.
+    public init(line: Int, error: ParseError) {
+        self.line = line
+        self.error = error
+    }
+}
+
+/// Accumulates parser output.
+///
+/// Parsers only append. Callers typically keep one instance per connection, hand the samples on
+/// after each chunk and call ``removeAll(keepingCapacity:)`` so the arrays' storage is reused.
+public struct ParseOutput: Sendable {
+    /// Accepted samples, in line order (and field order within a line-protocol line).
+    public var samples: [MetricSample]
+    /// Rejected lines, in line order.
+    public var rejections: [LineRejection]
+    /// NDJSON heartbeat lines (lines whose first byte is `:`).
+    public var heartbeats: Int
+    /// Line-protocol string fields: not numeric, so counted here instead of producing samples.
+    /// Only fields of accepted lines are counted.
+    public var skippedFields: Int
+
+    /// Creates an empty output.
+    public init() {
+        samples = []
+        rejections = []
+        heartbeats = 0
+        skippedFields = 0
+    }
+
+    /// Clears everything; by default the arrays keep their capacity for the next chunk.
+    public mutating func removeAll(keepingCapacity: Bool = true) {
+        samples.removeAll(keepingCapacity: keepingCapacity)
+        rejections.removeAll(keepingCapacity: keepingCapacity)
+        heartbeats = 0
+        skippedFields = 0
+    }
+}

@@ -1,0 +1,127 @@
+import DequeModule
+
+/// The embedded, bounded, in-process store: the default backend.
+///
+/// - Raw samples are kept in a ring of at most ``Configuration/maxSamples``; when full, the
+///   oldest sample is overwritten (raw data here is a short recent buffer, not an archive).
+/// - Minute rollups are kept per series for ``Configuration/retentionMinutes``; older minutes are
+///   removed as new ones arrive. At most ``Configuration/maxSeries`` series are kept; rollups of
+///   further new series are counted in ``droppedSeries`` and not stored (existing series are unaffected).
+///
+/// A write is "durable" as soon as it is in memory: acknowledged samples survive as long as the
+/// process does.
+public actor MemoryStore: MetricStore {
+    /// Bounds of the store.
+    public struct Configuration: Sendable {
+        /// Raw samples kept (ring). Default 1,000,000.
+        public var maxSamples: Int
+        /// Minutes of rollups kept per series. Default 1,440 (one day).
+        public var retentionMinutes: Int
+        /// Series with rollups kept. Default 200,000.
+        public var maxSeries: Int
+        /// Creates a configuration.
+        public init(maxSamples: Int = 1_000_000, retentionMinutes: Int = 1_440, maxSeries: Int = 200_000) {
+            self.maxSamples = maxSamples
+            self.retentionMinutes = retentionMinutes
+            self.maxSeries = maxSeries
+        }
+    }
+
+    private let configuration: Configuration
+    private var ring: [MetricSample] = []
+    private var ringNext = 0
+    private var rollups: [SeriesKey: Deque<MinuteRollup>] = [:]
+    private var byServerMetric: [String: Set<String>] = [:]  // "server\u{0}metric" -> label sets
+    private var rollupCount = 0
+    /// Samples written since start.
+    public private(set) var samplesWritten = 0
+    /// Rollups of series beyond ``Configuration/maxSeries`` that were not kept.
+    public private(set) var droppedSeries = 0
+
+    /// Creates an empty store.
+    public init(configuration: Configuration = Configuration()) {
+        self.configuration = configuration
+    }
+
+    public func write(_ batch: StoreBatch) async throws {
+        for s in batch.samples {
+            if ring.count < configuration.maxSamples {
+                ring.append(s)
+            } else {
+                ring[ringNext] = s
+                ringNext = (ringNext + 1) % configuration.maxSamples
+            }
+        }
+        samplesWritten += batch.samples.count
+        for r in batch.rollups { merge(r) }
+    }
+
+    private func merge(_ r: MinuteRollup) {
+        if rollups[r.key] == nil {
+            if rollups.count >= configuration.maxSeries {
+                droppedSeries += 1
+                return
+            }
+            rollups[r.key] = Deque()
+            byServerMetric[r.key.serverID + "\u{0}" + r.key.metricName, default: []].insert(r.key.labels)
+        }
+        var list = rollups.removeValue(forKey: r.key)!
+        // Minutes arrive mostly in order: search from the back.
+        var i = list.count
+        while i > 0 && list[i - 1].minute > r.minute { i -= 1 }
+        if i > 0 && list[i - 1].minute == r.minute {
+            list[i - 1].sketch.merge(r.sketch)
+        } else {
+            list.insert(r, at: i)
+            rollupCount += 1
+        }
+        let horizon = (list.last?.minute ?? r.minute) - Int64(configuration.retentionMinutes) * 60_000
+        while let first = list.first, first.minute <= horizon {
+            list.removeFirst()
+            rollupCount -= 1
+        }
+        rollups[r.key] = list
+    }
+
+    public func history(_ query: HistoryQuery) async throws -> HistoryResult {
+        var selected: [MinuteRollup] = []
+        let labelSets: [String]
+        if let labels = query.labels {
+            labelSets = [labels]
+        } else {
+            labelSets = Array(byServerMetric[query.serverID + "\u{0}" + query.metricName] ?? [])
+        }
+        for labels in labelSets {
+            guard let list = rollups[SeriesKey(serverID: query.serverID, metricName: query.metricName, labels: labels)] else { continue }
+            for r in list where r.minute >= MinuteRollup.minute(of: query.from) && r.minute < query.to {
+                selected.append(r)
+            }
+        }
+        return HistoryResult.bucketing(selected, from: query.from, to: query.to, maxPoints: query.maxPoints)
+    }
+
+    public func recentRollups(since: Int64) async throws -> [MinuteRollup] {
+        var out: [MinuteRollup] = []
+        for (_, list) in rollups {
+            for r in list.reversed() {
+                if r.minute < since { break }
+                out.append(r)
+            }
+        }
+        return out
+    }
+
+    public func health() async -> StoreHealth {
+        StoreHealth(
+            healthy: true, backend: "memory",
+            detail: "ring \(ring.count)/\(configuration.maxSamples) samples, \(rollups.count)/\(configuration.maxSeries) series",
+            storedSamples: ring.count, storedRollups: rollupCount)
+    }
+
+    /// The most recent raw samples, newest last (for tests and debugging).
+    public func recentSamples(limit: Int) -> [MetricSample] {
+        if ring.count < configuration.maxSamples { return Array(ring.suffix(limit)) }
+        let ordered = Array(ring[ringNext...]) + Array(ring[..<ringNext])
+        return Array(ordered.suffix(limit))
+    }
+}

@@ -1,0 +1,71 @@
+/// What a storage backend receives in one write: raw samples and minute rollups.
+public struct StoreBatch: Sendable {
+    /// Raw samples, in arrival order.
+    public var samples: [MetricSample]
+    /// Minute rollups to merge into what the store already holds for the same series and minute.
+    public var rollups: [MinuteRollup]
+
+    /// Creates a batch.
+    public init(samples: [MetricSample] = [], rollups: [MinuteRollup] = []) {
+        self.samples = samples
+        self.rollups = rollups
+    }
+
+    /// Whether the batch holds nothing.
+    public var isEmpty: Bool { samples.isEmpty && rollups.isEmpty }
+}
+
+/// How a store is doing, for `/health` and `/api/stats`.
+public struct StoreHealth: Sendable, Equatable, Codable {
+    /// `true` when the last operation succeeded.
+    public var healthy: Bool
+    /// The backend's name, e.g. `memory` or `mysql`.
+    public var backend: String
+    /// Human-readable detail (last error, capacity use).
+    public var detail: String
+    /// Raw samples the store holds now (when it can tell cheaply), else `nil`.
+    public var storedSamples: Int?
+    /// Minute rollups the store holds now (when it can tell cheaply), else `nil`.
+    public var storedRollups: Int?
+
+    /// Creates a health report.
+    public init(healthy: Bool, backend: String, detail: String = "", storedSamples: Int? = nil, storedRollups: Int? = nil) {
+        self.healthy = healthy
+        self.backend = backend
+        self.detail = detail
+        self.storedSamples = storedSamples
+        self.storedRollups = storedRollups
+    }
+}
+
+/// A storage backend for samples and minute rollups.
+///
+/// Conform to plug in your own storage; ``MemoryStore`` is the embedded default.
+/// The ``BatchWriter`` is the only caller of ``write(_:)`` and never calls it concurrently
+/// with itself, so a store needs no write ordering of its own.
+///
+/// - Important: When ``write(_:)`` returns, every sample and rollup in the batch must be durable
+///   by the store's own standard: the server acknowledges the samples to their agents right after.
+///   When it throws, nothing of the batch may be considered written; the writer retries the same
+///   batch (with backoff) until it succeeds, so a write must be safe to repeat after a failure
+///   (rollup merges of a failed attempt must not have been applied).
+public protocol MetricStore: Sendable {
+    /// Persists a batch. See the type's contract.
+    func write(_ batch: StoreBatch) async throws
+    /// Minute history for one server's metric.
+    func history(_ query: HistoryQuery) async throws -> HistoryResult
+    /// Recent minute rollups of every series since `since` (epoch ms), used to warm the live
+    /// aggregates after a restart. Stores that cannot answer return `[]`.
+    func recentRollups(since: Int64) async throws -> [MinuteRollup]
+    /// Current health.
+    func health() async -> StoreHealth
+    /// Called once at shutdown after the last write.
+    func close() async throws
+}
+
+extension MetricStore {
+    /// Default: no warm-up data.
+    public func recentRollups(since: Int64) async throws -> [MinuteRollup] { [] }
+    /// Default: nothing to close.
+    public func close() async throws {}
+}

@@ -1,0 +1,140 @@
+/// Count, sum, min, max and a quantile sketch of one series over one minute.
+///
+/// Rollups are mergeable: merging two rollups of the same series and minute gives the rollup
+/// of all their samples, so late data and several writers combine without double counting
+/// as long as each sample is folded into exactly one rollup that reaches the store.
+public struct MinuteRollup: Sendable, Equatable {
+    /// The series.
+    public var key: SeriesKey
+    /// Start of the minute, epoch milliseconds (a multiple of 60,000).
+    public var minute: Int64
+    /// The sketch also carries the exact count, sum, min and max.
+    public var sketch: QuantileSketch
+
+    /// Creates an empty rollup.
+    public init(key: SeriesKey, minute: Int64, sketch: QuantileSketch = QuantileSketch()) {
+        self.key = key
+        self.minute = minute
+        self.sketch = sketch
+    }
+
+    /// Number of samples.
+    public var count: UInt64 { sketch.count }
+    /// Sum of the values.
+    public var sum: Double { sketch.sum }
+    /// Smallest value.
+    public var min: Double { sketch.min }
+    /// Largest value.
+    public var max: Double { sketch.max }
+    /// Mean of the values (0 when empty).
+    public var mean: Double { count == 0 ? 0 : sum / Double(count) }
+
+    /// The minute (epoch ms) that contains `timestamp`.
+    @inlinable
+    public static func minute(of timestamp: Int64) -> Int64 {
+        let m = timestamp / 60_000
+        return (timestamp < 0 && timestamp % 60_000 != 0 ? m - 1 : m) * 60_000
+    }
+}
+
+/// One point of a history answer.
+public struct HistoryPoint: Sendable, Equatable, Codable {
+    /// Start of the bucket, epoch milliseconds.
+    public var timestamp: Int64
+    /// Samples in the bucket.
+    public var count: UInt64
+    /// Mean value.
+    public var avg: Double
+    /// Smallest value.
+    public var min: Double
+    /// Largest value.
+    public var max: Double
+    /// Median (sketch estimate, relative error ≤ α).
+    public var p50: Double
+    /// 95th percentile (sketch estimate).
+    public var p95: Double
+    /// 99th percentile (sketch estimate).
+    public var p99: Double
+
+    /// Creates a point from a rollup.
+    public init(_ rollup: MinuteRollup) {
+        timestamp = rollup.minute
+        count = rollup.count
+        avg = rollup.mean
+        min = rollup.min
+        max = rollup.max
+        p50 = rollup.sketch.quantile(0.5) ?? 0
+        p95 = rollup.sketch.quantile(0.95) ?? 0
+        p99 = rollup.sketch.quantile(0.99) ?? 0
+    }
+
+    /// Creates a point from its fields.
+    public init(timestamp: Int64, count: UInt64, avg: Double, min: Double, max: Double, p50: Double, p95: Double, p99: Double) {
+        self.timestamp = timestamp
+        self.count = count
+        self.avg = avg
+        self.min = min
+        self.max = max
+        self.p50 = p50
+        self.p95 = p95
+        self.p99 = p99
+    }
+}
+
+/// What `/api/history` asks a store for.
+public struct HistoryQuery: Sendable, Equatable {
+    /// The server id.
+    public var serverID: String
+    /// The metric name.
+    public var metricName: String
+    /// Canonical labels of one series, or `nil` to merge every label set of the server's metric.
+    public var labels: String?
+    /// Inclusive start, epoch milliseconds.
+    public var from: Int64
+    /// Exclusive end, epoch milliseconds.
+    public var to: Int64
+    /// Most points to return; when the range holds more minutes, consecutive minutes are merged
+    /// into wider buckets (a whole number of minutes each).
+    public var maxPoints: Int
+
+    /// Creates a query.
+    public init(serverID: String, metricName: String, labels: String? = nil, from: Int64, to: Int64, maxPoints: Int = 1_440) {
+        self.serverID = serverID
+        self.metricName = metricName
+        self.labels = labels
+        self.from = from
+        self.to = to
+        self.maxPoints = maxPoints
+    }
+}
+
+/// A history answer: points in time order and the bucket width used.
+public struct HistoryResult: Sendable, Equatable {
+    /// Bucket width in milliseconds (60,000 × n).
+    public var resolution: Int64
+    /// Points in ascending time order; empty buckets are omitted.
+    public var points: [HistoryPoint]
+
+    /// Creates a result.
+    public init(resolution: Int64, points: [HistoryPoint]) {
+        self.resolution = resolution
+        self.points = points
+    }
+
+    /// Merges minute rollups (any order, any label sets) into at most `maxPoints` buckets.
+    public static func bucketing(_ rollups: [MinuteRollup], from: Int64, to: Int64, maxPoints: Int) -> HistoryResult {
+        let minutes = Swift.max(1, (to - from + 59_999) / 60_000)
+        let perBucket = Swift.max(1, (minutes + Int64(Swift.max(1, maxPoints)) - 1) / Int64(Swift.max(1, maxPoints)))
+        let width = perBucket * 60_000
+        let origin = MinuteRollup.minute(of: from)
+        var buckets: [Int64: QuantileSketch] = [:]
+        for r in rollups where r.minute >= origin && r.minute < to {
+            let b = origin + (r.minute - origin) / width * width
+            buckets[b, default: QuantileSketch(relativeAccuracy: r.sketch.relativeAccuracy)].merge(r.sketch)
+        }
+        let points = buckets.sorted { $0.key < $1.key }.map { (ts, sk) in
+            HistoryPoint(MinuteRollup(key: SeriesKey(serverID: "", metricName: ""), minute: ts, sketch: sk))
+        }
+        return HistoryResult(resolution: width, points: points)
+    }
+}
