@@ -135,10 +135,10 @@ final class Router: Sendable {
         }
         let labels = value("labels")
         let query = HistoryQuery(serverID: server, metricName: metric, labels: labels, from: from, to: to, maxPoints: maxPoints)
-        let store = engine.store
+        let engine = self.engine
         return AsyncResponseHandler(writer: writer) {
             do {
-                let result = try await store.history(query)
+                let result = try await engine.history(query)
                 var w = JSONWriter(capacity: 128 + result.points.count * 120)
                 w.raw("{\"server_id\":"); w.string(server)
                 w.raw(",\"metric_name\":"); w.string(metric)

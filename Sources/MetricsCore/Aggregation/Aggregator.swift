@@ -109,6 +109,11 @@ public final class Aggregator: Sendable {
         await shards[shardIndex(for: key.serverID)].snapshot(of: key, now: now)
     }
 
+    /// The minutes not yet sealed into the store for one server's metric (all label sets, or one).
+    public func openMinutes(serverID: String, metricName: String, labels: String? = nil) async -> [MinuteRollup] {
+        await shards[shardIndex(for: serverID)].openMinutes(serverID: serverID, metricName: metricName, labels: labels)
+    }
+
     /// Live series across shards.
     public func seriesCount() async -> Int {
         var n = 0

@@ -7,6 +7,8 @@ public actor AggregatorShard {
     private var keys: [SeriesKey] = []
     private var states: [SeriesState] = []
     private var dirtyList: [Int] = []
+    /// Series indexes by "server\0metric", for history lookups across label sets.
+    private var byServerMetric: [String: [Int]] = [:]
     private var sealed: [MinuteRollup] = []
     private let relativeAccuracy: Double
     private let maxSeries: Int
@@ -40,13 +42,32 @@ public actor AggregatorShard {
                 rejectedNewSeries += 1
                 return
             }
-            i = keys.count
-            index[key] = i
-            keys.append(key)
-            states.append(SeriesState(relativeAccuracy: relativeAccuracy))
+            i = addSeries(key)
         }
         if !states[i].dirty { dirtyList.append(i) }
         if let r = states[i].add(value: s.value, timestamp: s.timestamp, key: key) { sealed.append(r) }
+    }
+
+    private func addSeries(_ key: SeriesKey) -> Int {
+        let i = keys.count
+        index[key] = i
+        keys.append(key)
+        states.append(SeriesState(relativeAccuracy: relativeAccuracy))
+        byServerMetric[key.serverID + "\u{0}" + key.metricName, default: []].append(i)
+        return i
+    }
+
+    /// The open (not yet sealed) minute of each series of `serverID`/`metricName`, optionally one label set.
+    func openMinutes(serverID: String, metricName: String, labels: String?) -> [MinuteRollup] {
+        var out: [MinuteRollup] = []
+        for i in byServerMetric[serverID + "\u{0}" + metricName] ?? [] {
+            if let labels, keys[i].labels != labels { continue }
+            let st = states[i]
+            if st.currentMinute != .min && !st.current.isEmpty {
+                out.append(MinuteRollup(key: keys[i], minute: st.currentMinute, sketch: st.current))
+            }
+        }
+        return out
     }
 
     /// Loads stored minute rollups (after a restart) into the minute windows, oldest first.
@@ -55,10 +76,7 @@ public actor AggregatorShard {
             let i: Int
             if let existing = index[r.key] { i = existing } else {
                 guard keys.count < maxSeries else { continue }
-                i = keys.count
-                index[r.key] = i
-                keys.append(r.key)
-                states.append(SeriesState(relativeAccuracy: relativeAccuracy))
+                i = addSeries(r.key)
             }
             var st = states[i]
             if r.minute > st.currentMinute {

@@ -96,6 +96,13 @@ public final class MetricsEngine: Sendable {
         }
     }
 
+    /// History from the store, completed with the minutes still open in the live aggregates.
+    public func history(_ query: HistoryQuery) async throws -> HistoryResult {
+        var q = query
+        q.openRollups = await aggregator.openMinutes(serverID: query.serverID, metricName: query.metricName, labels: query.labels)
+        return try await store.history(q)
+    }
+
     /// Runs one tick now: collect changes, publish them, queue sealed rollups.
     public func tick() async {
         let seq = broadcaster.nextSequence

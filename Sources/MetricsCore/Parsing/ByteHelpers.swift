@@ -185,8 +185,8 @@ struct LabelBuilder {
     private var pendingKeyEnd = 0
     private var order = [Int](repeating: 0, count: NameRules.maxLabels)
     private var out: [UInt8] = Array(repeating: 0, count: 256)
-    private var last = ScratchBytes()
-    private var lastString = ""
+    /// Recent canonical strings, so repeated label sets share one `String`.
+    private var strings = StringCache()
 
     /// Number of complete pairs since the last ``reset()``; at most ``NameRules/maxLabels``.
     private(set) var count = 0
@@ -261,7 +261,7 @@ struct LabelBuilder {
 
     /// The canonical label string: pairs sorted by key (byte order, which equals `String`
     /// order for the ASCII keys ``NameRules`` allows), the last value winning for a repeated key,
-    /// `key=value` joined by `,`. A repeat of the previous result reuses its `String`.
+    /// `key=value` joined by `,`. Recently built label strings are reused.
     mutating func canonical() -> String {
         let n = count
         if n == 0 { return "" }
@@ -277,12 +277,7 @@ struct LabelBuilder {
                 }
             }
         }
-        let same = out.withUnsafeBytes { last.equals($0.slice(0, length)) }
-        if same { return lastString }
-        last.removeAll()
-        out.withUnsafeBytes { last.append($0.slice(0, length)) }
-        lastString = out.withUnsafeBytes { String(decoding: $0.slice(0, length), as: UTF8.self) }
-        return lastString
+        return out.withUnsafeBytes { strings.string($0.slice(0, length)) }
     }
 
     /// Sorts (stable insertion sort: n ≤ NameRules.maxLabels and usually tiny), keeps the last

@@ -78,6 +78,7 @@ struct NDJSONLineParser: LineHandler {
     private var labels = LabelBuilder()
     /// Decoded escaped strings (slow path).
     private var scratch: [UInt8] = []
+    /// Validated server ids and metric names.
     private var strings = StringCache()
 
     init(defaultServerID: String?) {
@@ -337,8 +338,11 @@ struct NDJSONLineParser: LineHandler {
     private mutating func nameString(_ t: JSONStringToken, _ c: JSONCursor, field: StaticString) throws(ParseError) -> String {
         if !t.escaped {
             let bytes = c.p.slice(t.start, t.end)
+            if let cached = strings.lookup(bytes) { return cached }  // only valid names are cached
             guard NameRules.isValidName(bytes) else { throw Self.invalidName(field, bytes) }
-            return strings.string(bytes)
+            let s = makeString(bytes)
+            strings.insert(bytes, s)
+            return s
         }
         let length = try decodeToScratch(t, c)
         let valid = scratch.withUnsafeBytes { NameRules.isValidName($0.slice(0, length)) }

@@ -97,6 +97,7 @@ public actor MemoryStore: MetricStore {
                 selected.append(r)
             }
         }
+        selected.append(contentsOf: query.openRollups)
         return HistoryResult.bucketing(selected, from: query.from, to: query.to, maxPoints: query.maxPoints)
     }
 

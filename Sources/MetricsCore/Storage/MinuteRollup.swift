@@ -96,6 +96,9 @@ public struct HistoryQuery: Sendable, Equatable {
     /// Most points to return; when the range holds more minutes, consecutive minutes are merged
     /// into wider buckets (a whole number of minutes each).
     public var maxPoints: Int
+    /// Minutes still open in the live aggregator (not yet sealed into the store) for this
+    /// server and metric; stores merge them into the answer so history reaches "now".
+    public var openRollups: [MinuteRollup] = []
 
     /// Creates a query.
     public init(serverID: String, metricName: String, labels: String? = nil, from: Int64, to: Int64, maxPoints: Int = 1_440) {

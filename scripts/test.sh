@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The project's test command (README): installs what the tests need on a fresh Debian machine,
+# builds, runs the Swift unit tests, builds the embedding example, and runs the end-to-end suite
+# against the real server over real sockets (curl, nghttp, h2load; HTTP/1.1, h2c and TLS h2).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+log() { printf '\n==> %s\n' "$*"; }
+
+# 1. System packages (idempotent; only installs what is missing).
+need=()
+for pkg in libnghttp2-dev nghttp2-client nghttp2-server curl openssl zlib1g-dev; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
+if ((${#need[@]})); then
+  log "installing ${need[*]}"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+python3 -c 'import pytest' 2>/dev/null || { log "installing pytest"; python3 -m pip install -q pytest; }
+
+# 2. Build and unit tests.
+log "swift build"
+swift build
+log "swift test (unit tests)"
+swift test
+
+# 3. The embedding example builds and runs against this checkout.
+log "Examples/EmbeddedAggregator"
+(cd Examples/EmbeddedAggregator && swift build && swift run -q EmbeddedAggregator)
+
+# 4. End-to-end tests against the real server binary.
+log "integration tests (pytest)"
+export RTD_SERVER_BIN="$ROOT/.build/debug/dashboard-server"
+python3 -m pytest -q Tests/Integration
