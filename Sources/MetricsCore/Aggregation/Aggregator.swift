@@ -34,9 +34,12 @@ public final class Aggregator: Sendable {
     /// Creates an empty aggregator.
     public init(configuration: Configuration = Configuration()) {
         self.configuration = configuration
-        let perShard = (configuration.maxSeries + configuration.shardCount - 1) / configuration.shardCount
-        shards = (0..<configuration.shardCount).map { _ in
-            AggregatorShard(relativeAccuracy: configuration.relativeAccuracy, maxSeries: perShard)
+        // Split the cap exactly (the first `maxSeries % shardCount` shards take one more), so the
+        // shards together never hold more than `maxSeries` series.
+        let perShard = configuration.maxSeries / configuration.shardCount
+        let extra = configuration.maxSeries % configuration.shardCount
+        shards = (0..<configuration.shardCount).map { i in
+            AggregatorShard(relativeAccuracy: configuration.relativeAccuracy, maxSeries: perShard + (i < extra ? 1 : 0))
         }
     }
 

@@ -63,8 +63,9 @@ public actor AggregatorShard {
         for i in byServerMetric[serverID + "\u{0}" + metricName] ?? [] {
             if let labels, keys[i].labels != labels { continue }
             let st = states[i]
-            if st.currentMinute != .min && !st.current.isEmpty {
-                out.append(MinuteRollup(key: keys[i], minute: st.currentMinute, sketch: st.current))
+            let open = st.currentUnsent ?? st.current  // the part of the minute the store does not hold
+            if st.currentMinute != .min && !open.isEmpty {
+                out.append(MinuteRollup(key: keys[i], minute: st.currentMinute, sketch: open))
             }
         }
         return out
@@ -82,9 +83,13 @@ public actor AggregatorShard {
             if r.minute > st.currentMinute {
                 _ = st.seal(key: r.key, newMinute: r.minute)
                 st.current = r.sketch
+                // The store already holds this minute: only samples added from now on are sealed into its rollup.
+                st.currentUnsent = QuantileSketch(relativeAccuracy: r.sketch.relativeAccuracy)
                 st.total.merge(WindowStats(count: r.count, sum: r.sum, min: r.min, max: r.max))
-                if r.minute * 1 + 59_999 >= st.lastTimestamp {
-                    st.lastTimestamp = r.minute + 59_999
+                if r.minute >= st.lastTimestamp {
+                    // The stored minute has no exact last sample: take its max, stamped with the minute's
+                    // start so that any live sample of the same minute or later replaces it.
+                    st.lastTimestamp = r.minute
                     st.last = r.sketch.quantile(1) ?? st.last
                 }
             }

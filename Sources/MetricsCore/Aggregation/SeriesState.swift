@@ -19,6 +19,9 @@ struct SeriesState {
     var pastMinutes: [(minute: Int64, stats: WindowStats)] = []
     var currentMinute: Int64 = .min
     var current: QuantileSketch
+    /// When `current` was loaded from the store (``AggregatorShard/warm(_:)``): the samples added
+    /// since, i.e. the part of `current` the store does not hold yet. `nil` means all of `current`.
+    var currentUnsent: QuantileSketch?
     var previousSketch: QuantileSketch?
     /// Tick sequence number when this series last changed.
     var changedSeq: UInt64 = 0
@@ -56,10 +59,24 @@ struct SeriesState {
             // Late sample for a minute already sealed: emit a one-sample rollup for the store to merge.
             var late = MinuteRollup(key: key, minute: minute, sketch: QuantileSketch(relativeAccuracy: current.relativeAccuracy))
             late.sketch.add(value)
-            if let i = pastMinutes.firstIndex(where: { $0.minute == minute }) { pastMinutes[i].stats.add(value) }
+            if let i = pastMinutes.firstIndex(where: { $0.minute == minute }) {
+                pastMinutes[i].stats.add(value)
+            } else if minute >= currentMinute - Int64(Self.minuteSlots - 1) * 60_000 {
+                // A minute within the 5-minute ring that had no data yet: give it its own entry.
+                var stats = WindowStats()
+                stats.add(value)
+                pastMinutes.insert((minute, stats), at: pastMinutes.firstIndex(where: { $0.minute > minute }) ?? pastMinutes.endIndex)
+                if pastMinutes.count > Self.minuteSlots - 1 { pastMinutes.removeFirst(pastMinutes.count - (Self.minuteSlots - 1)) }
+            }
+            if minute == currentMinute - 60_000 {
+                // The previous minute feeds the quantiles too.
+                if previousSketch == nil { previousSketch = QuantileSketch(relativeAccuracy: current.relativeAccuracy) }
+                previousSketch!.add(value)
+            }
             return late
         }
         current.add(value)
+        currentUnsent?.add(value)
         return sealed
     }
 
@@ -67,7 +84,8 @@ struct SeriesState {
     mutating func seal(key: SeriesKey, newMinute: Int64) -> MinuteRollup? {
         var out: MinuteRollup? = nil
         if currentMinute != .min && !current.isEmpty {
-            out = MinuteRollup(key: key, minute: currentMinute, sketch: current)
+            let unsent = currentUnsent ?? current
+            if !unsent.isEmpty { out = MinuteRollup(key: key, minute: currentMinute, sketch: unsent) }
             pastMinutes.append((currentMinute, WindowStats(count: current.count, sum: current.sum, min: current.min, max: current.max)))
             if pastMinutes.count > Self.minuteSlots - 1 { pastMinutes.removeFirst(pastMinutes.count - (Self.minuteSlots - 1)) }
             previousSketch = (currentMinute == newMinute - 60_000) ? current : nil
@@ -76,6 +94,7 @@ struct SeriesState {
         }
         currentMinute = newMinute
         current = QuantileSketch(relativeAccuracy: current.relativeAccuracy)
+        currentUnsent = nil
         return out
     }
 

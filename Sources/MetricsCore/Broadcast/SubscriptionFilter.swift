@@ -35,7 +35,7 @@ public struct SubscriptionFilter: Sendable, Equatable {
     /// Parses query parameters:
     /// `metrics=a,b` (or repeated `metric=`), `servers=x,y` (or `server=`), `server_prefix=web-`,
     /// `top=N` (1...1000), `fleet=0|1`, `series=0|1`, `limit=N` (1...100000),
-    /// `interval=ms` (a multiple of the tick, 1 s ... 60 s; needs `tickMilliseconds`).
+    /// `interval=ms` (1...60,000 ms, rounded up to whole ticks; needs `tickMilliseconds`).
     /// Unknown parameters are ignored (browsers add cache busters).
     /// - Throws: ``InvalidQuery`` for malformed values.
     public init(query: [(String, String)], tickMilliseconds: Int = 1000) throws {

@@ -68,12 +68,17 @@ public final class MetricsEngine: Sendable {
             group.addTask { await self.writer.run() }
             group.addTask {
                 await self.tickLoop()
-                // Final tick so the last samples reach subscribers, then seal and drain.
-                await self.tick()
-                self.writer.enqueueRollups(await self.aggregator.sealAll())
+                // Stop taking submissions; the writer folds and writes everything it accepted, then returns.
                 self.writer.close()
             }
         }
+        // Only now is every accepted sample folded into the aggregates: a final tick so the last
+        // samples reach subscribers, then seal every open minute and let the (closed) writer drain
+        // those rollups too. Sealing before the writer drained would lose the rollups of samples
+        // still buffered at shutdown.
+        await tick()
+        writer.enqueueRollups(await aggregator.sealAll())
+        await writer.run()
         try? await store.close()
     }
 

@@ -215,7 +215,8 @@ public final class BatchWriter: Sendable {
     }
 
     /// The flush loop. Run it once, e.g. in a task group beside the server; it returns after
-    /// ``close()`` when everything is drained.
+    /// ``close()`` when everything is drained. Calling it again after it returned writes what was
+    /// queued since (e.g. rollups from ``enqueueRollups(_:)``) and returns.
     public func run() async {
         while true {
             let status: WaitStatus = state.withLock { s in s.waitStatus }

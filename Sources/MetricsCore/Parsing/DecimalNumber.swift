@@ -47,25 +47,85 @@ struct DecimalNumber {
         }
     }
 
-    /// Parses the exponent digits at `i` (after `e` or `E`); false when there is no digit.
+    /// Parses `[+-]?[0-9]+` at `i` (just after `e` or `E`); nil when there is no digit.
+    /// The magnitude saturates at 1,000,000, far beyond any finite or non-zero double.
     @inline(__always)
-    mutating func scanExponent(_ p: UnsafeRawBufferPointer, _ i: inout Int, end: Int) -> Bool {
-        isInteger = false
+    private static func scanExponent(_ p: LineBytes, _ i: inout Int, end: Int) -> Int? {
         var negativeExponent = false
         if i < end, p[i] == UInt8(ascii: "+") || p[i] == UInt8(ascii: "-") {
             negativeExponent = p[i] == UInt8(ascii: "-")
-            i += 1
+            i &+= 1
         }
         let start = i
         var e = 0
         while i < end {
             let d = p[i] &- 0x30
             if d > 9 { break }
-            if e < 1_000_000 { e = e * 10 + Int(d) }
-            i += 1
+            if e < 1_000_000 { e = e &* 10 &+ Int(d) }
+            i &+= 1
         }
-        exponent += negativeExponent ? -e : e
-        return i > start
+        if i == start { return nil }
+        return negativeExponent ? -e : e
+    }
+
+    /// Sets the mantissa and exponent from the digits `p[intStart..<intEnd]` and
+    /// `p[fracStart..<fracEnd]` and the explicit exponent `e`.
+    @inline(__always)
+    private mutating func accumulate(
+        _ p: LineBytes, _ intStart: Int, _ intEnd: Int, _ fracStart: Int, _ fracEnd: Int, exponent e: Int
+    ) {
+        let fractionDigits = fracEnd - fracStart
+        if (intEnd - intStart) + fractionDigits <= 19 {
+            // Common case: every digit fits in the mantissa, which cannot overflow.
+            mantissa = Self.digitsValue(p, fracStart, fracEnd, initial: Self.digitsValue(p, intStart, intEnd, initial: 0))
+            exponent = e - fractionDigits
+            return
+        }
+        for k in intStart..<intEnd { addIntegerDigit(p[k] &- 0x30) }
+        for k in fracStart..<fracEnd { addFractionDigit(p[k] &- 0x30) }
+        exponent += e
+    }
+
+    /// `initial` followed by the decimal digits `p[start..<end]` (known to be digits), eight at a
+    /// time where possible. The caller guarantees the result fits (at most 19 digits in all).
+    @inline(__always)
+    static func digitsValue(_ p: LineBytes, _ start: Int, _ end: Int, initial: UInt64) -> UInt64 {
+        var m = initial
+        var k = start
+        while end - k >= 8 {
+            m = m &* 100_000_000 &+ eightDigits(p.loadUnaligned(fromByteOffset: k, as: UInt64.self))
+            k &+= 8
+        }
+        while k < end {
+            m = m &* 10 &+ UInt64(p[k] &- 0x30)
+            k &+= 1
+        }
+        return m
+    }
+
+    /// The value of eight ASCII digits loaded as a little-endian word (first digit in the low byte).
+    @inline(__always)
+    static func eightDigits(_ word: UInt64) -> UInt64 {
+        var v = UInt64(littleEndian: word) &- 0x3030_3030_3030_3030
+        v = (v &* 10 &+ (v >> 8)) & 0x00FF_00FF_00FF_00FF
+        v = (v &* 100 &+ (v >> 16)) & 0x0000_FFFF_0000_FFFF
+        return (v &* 10_000 &+ (v >> 32)) & 0xFFFF_FFFF
+    }
+
+    /// Advances `k` past the ASCII digits at `p[k..<end]`, eight at a time where possible.
+    @inline(__always)
+    static func skipDigits(_ p: LineBytes, _ k: inout Int, end: Int) {
+        while end - k >= 8 {
+            let w = UInt64(littleEndian: p.loadUnaligned(fromByteOffset: k, as: UInt64.self))
+            // High bit set in each byte that is below '0' or above '9'; the lowest one is exact.
+            let nonDigit = ((w &+ 0x4646_4646_4646_4646) | (w &- 0x3030_3030_3030_3030)) & 0x8080_8080_8080_8080
+            if nonDigit != 0 {
+                k &+= nonDigit.trailingZeroBitCount >> 3
+                return
+            }
+            k &+= 8
+        }
+        while k < end, p[k] &- 0x30 <= 9 { k &+= 1 }
     }
 
     private static let powersOfTen: [Double] = [
@@ -113,6 +173,7 @@ struct DecimalNumber {
     /// The value truncated toward zero, or nil when its magnitude is 10^18 or more.
     func truncatedMagnitude() -> UInt64? {
         if mantissa == 0 { return 0 }
+        if exponent == 0 { return mantissa < 1_000_000_000_000_000_000 ? mantissa : nil }
         if exponent >= 0 {
             if exponent > 18 { return nil }
             let (v, overflow) = mantissa.multipliedReportingOverflow(by: Self.integerPowersOfTen[exponent])
@@ -143,80 +204,81 @@ struct DecimalNumber {
 
     /// Scans a number with the strict JSON grammar `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`
     /// starting at `i`. On success `i` is just past the number; on failure returns nil with `i`
-    /// at the offending byte.
+    /// near the offending byte.
     @inline(__always)
-    static func scanJSON(_ p: UnsafeRawBufferPointer, _ i: inout Int, end: Int) -> DecimalNumber? {
+    static func scanJSON(_ p: LineBytes, _ i: inout Int, end: Int) -> DecimalNumber? {
         var n = DecimalNumber()
-        if i < end, p[i] == UInt8(ascii: "-") {
+        var k = i
+        if k < end, p[k] == UInt8(ascii: "-") {
             n.negative = true
-            i += 1
+            k &+= 1
         }
-        guard i < end else { return nil }
-        let first = p[i] &- 0x30
-        if first == 0 {
-            i += 1
-        } else if first <= 9 {
-            while i < end {
-                let d = p[i] &- 0x30
-                if d > 9 { break }
-                n.addIntegerDigit(d)
-                i += 1
-            }
-        } else {
+        let intStart = k
+        skipDigits(p, &k, end: end)
+        let intEnd = k
+        i = k
+        if intEnd == intStart { return nil }
+        if p[intStart] == UInt8(ascii: "0") && intEnd - intStart > 1 {
+            i = intStart + 1  // leading zero
             return nil
         }
-        if i < end, p[i] == UInt8(ascii: ".") {
+        var fracStart = k
+        var fracEnd = k
+        if k < end, p[k] == UInt8(ascii: ".") {
+            k &+= 1
+            fracStart = k
+            skipDigits(p, &k, end: end)
+            fracEnd = k
+            i = k
+            if fracEnd == fracStart { return nil }
             n.isInteger = false
-            i += 1
-            let start = i
-            while i < end {
-                let d = p[i] &- 0x30
-                if d > 9 { break }
-                n.addFractionDigit(d)
-                i += 1
+        }
+        var e = 0
+        if k < end, p[k] | 0x20 == UInt8(ascii: "e") {
+            k &+= 1
+            n.isInteger = false
+            guard let exponent = scanExponent(p, &k, end: end) else {
+                i = k
+                return nil
             }
-            if i == start { return nil }
+            e = exponent
         }
-        if i < end, p[i] | 0x20 == UInt8(ascii: "e") {
-            i += 1
-            if !n.scanExponent(p, &i, end: end) { return nil }
-        }
+        i = k
+        n.accumulate(p, intStart, intEnd, fracStart, fracEnd, exponent: e)
         return n
     }
 
     /// Scans all of `p[from..<end]` as a line-protocol float: `[+-]?[0-9]*(\.[0-9]*)?([eE][+-]?[0-9]+)?`
     /// with at least one mantissa digit (so `1`, `-1.5`, `1.`, `.5`, `1e3`, `1.5E-3`). Nil when malformed.
-    static func scanLenient(_ p: UnsafeRawBufferPointer, from: Int, end: Int) -> DecimalNumber? {
+    static func scanLenient(_ p: LineBytes, from: Int, end: Int) -> DecimalNumber? {
         var n = DecimalNumber()
-        var i = from
-        if i < end, p[i] == UInt8(ascii: "-") || p[i] == UInt8(ascii: "+") {
-            n.negative = p[i] == UInt8(ascii: "-")
-            i += 1
+        var k = from
+        if k < end, p[k] == UInt8(ascii: "-") || p[k] == UInt8(ascii: "+") {
+            n.negative = p[k] == UInt8(ascii: "-")
+            k &+= 1
         }
-        var sawDigit = false
-        while i < end {
-            let d = p[i] &- 0x30
-            if d > 9 { break }
-            n.addIntegerDigit(d)
-            sawDigit = true
-            i += 1
-        }
-        if i < end, p[i] == UInt8(ascii: ".") {
+        let intStart = k
+        skipDigits(p, &k, end: end)
+        let intEnd = k
+        var fracStart = k
+        var fracEnd = k
+        if k < end, p[k] == UInt8(ascii: ".") {
+            k &+= 1
+            fracStart = k
+            skipDigits(p, &k, end: end)
+            fracEnd = k
             n.isInteger = false
-            i += 1
-            while i < end {
-                let d = p[i] &- 0x30
-                if d > 9 { break }
-                n.addFractionDigit(d)
-                sawDigit = true
-                i += 1
-            }
         }
-        guard sawDigit else { return nil }
-        if i < end, p[i] | 0x20 == UInt8(ascii: "e") {
-            i += 1
-            if !n.scanExponent(p, &i, end: end) { return nil }
+        guard intEnd > intStart || fracEnd > fracStart else { return nil }
+        var e = 0
+        if k < end, p[k] | 0x20 == UInt8(ascii: "e") {
+            k &+= 1
+            n.isInteger = false
+            guard let exponent = scanExponent(p, &k, end: end) else { return nil }
+            e = exponent
         }
-        return i == end ? n : nil
+        guard k == end else { return nil }
+        n.accumulate(p, intStart, intEnd, fracStart, fracEnd, exponent: e)
+        return n
     }
 }

@@ -30,15 +30,15 @@ enum JSONValueToken {
     case object
     case array
 
-    /// The JSON type name, for messages.
+    /// The JSON type with an article, for messages: "a string", "an object", "null".
     var kind: String {
         switch self {
-        case .string: return "string"
-        case .number, .nonFinite: return "number"
-        case .bool: return "boolean"
+        case .string: return "a string"
+        case .number, .nonFinite: return "a number"
+        case .bool: return "a boolean"
         case .null: return "null"
-        case .object: return "object"
-        case .array: return "array"
+        case .object: return "an object"
+        case .array: return "an array"
         }
     }
 }
@@ -49,12 +49,13 @@ struct JSONCursor {
     /// Deepest nesting accepted inside skipped values.
     static let maxDepth = 64
 
-    let p: UnsafeRawBufferPointer
+    let p: LineBytes
     let end: Int
     var i = 0
 
+    /// - Precondition: `line` is not empty.
     init(_ line: UnsafeRawBufferPointer) {
-        p = line
+        p = LineBytes(line)
         end = line.count
     }
 
@@ -161,7 +162,7 @@ struct JSONCursor {
 
     /// The value of four hex digits at `k`, or nil.
     @inline(__always)
-    static func hex4(_ p: UnsafeRawBufferPointer, _ k: Int) -> UInt32? {
+    static func hex4(_ p: LineBytes, _ k: Int) -> UInt32? {
         var v: UInt32 = 0
         for j in k..<(k + 4) {
             let b = p[j]
@@ -228,7 +229,7 @@ struct JSONCursor {
     @inline(__always)
     private mutating func literal(_ lit: StaticString) throws(ParseError) {
         let n = lit.utf8CodeUnitCount
-        guard i + n <= end, memcmp(p.baseAddress! + i, lit.utf8Start, n) == 0 else {
+        guard i + n <= end, memcmp(p.base + i, lit.utf8Start, n) == 0 else {
             throw fail("invalid literal")
         }
         i += n

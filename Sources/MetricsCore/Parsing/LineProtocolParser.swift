@@ -1,45 +1,3 @@
-/// The unit of line-protocol timestamps (the Influx v1 `precision` query parameter).
-public enum TimestampPrecision: String, Sendable {
-    case nanoseconds = "ns"
-    case microseconds = "us"
-    case milliseconds = "ms"
-    case seconds = "s"
-    case minutes = "m"
-    case hours = "h"
-
-    /// Parses Influx v1 `precision` query values: `n`, `ns`, `u`, `us`, `µ` (also `µs`, and
-    /// the Greek mu), `ms`, `s`, `m`, `h`. Returns nil for anything else.
-    public init?(query: String) {
-        switch query {
-        case "n", "ns": self = .nanoseconds
-        case "u", "us", "\u{B5}", "\u{B5}s", "\u{3BC}", "\u{3BC}s": self = .microseconds
-        case "ms": self = .milliseconds
-        case "s": self = .seconds
-        case "m": self = .minutes
-        case "h": self = .hours
-        default: return nil
-        }
-    }
-
-    /// Converts a timestamp in this precision to epoch milliseconds, truncating toward zero.
-    /// Nil when the result does not fit in `Int64`.
-    func milliseconds(_ t: Int64) -> Int64? {
-        switch self {
-        case .nanoseconds: return t / 1_000_000
-        case .microseconds: return t / 1_000
-        case .milliseconds: return t
-        case .seconds: return Self.scaled(t, 1_000)
-        case .minutes: return Self.scaled(t, 60_000)
-        case .hours: return Self.scaled(t, 3_600_000)
-        }
-    }
-
-    private static func scaled(_ t: Int64, _ factor: Int64) -> Int64? {
-        let (r, overflow) = t.multipliedReportingOverflow(by: factor)
-        return overflow ? nil : r
-    }
-}
-
 /// An incremental parser for the InfluxDB line protocol as Telegraf's `influxdb` output sends it.
 ///
 /// ```
@@ -55,7 +13,8 @@ public enum TimestampPrecision: String, Sendable {
 ///
 /// Names are sanitized rather than rejected so Telegraf works unchanged: in the measurement,
 /// field keys and tag keys every byte that ``NameRules`` does not allow becomes `_`, and so does
-/// every disallowed byte of tag values. A line is accepted or rejected as a whole.
+/// every disallowed byte of tag values. A line is accepted or rejected as a whole; a field key
+/// repeated within a line yields one sample per occurrence.
 ///
 /// Blank lines and lines starting with `#` are ignored. Chunks may end anywhere; call
 /// ``finish(now:into:)`` at the end of the body.
@@ -118,7 +77,6 @@ struct LineProtocolLineParser: LineHandler {
     private let precision: TimestampPrecision
     private let defaultServerID: String?
     private let defaultServerIDIsValid: Bool
-    private let table = NameRules.table
 
     /// Sanitized measurement followed by `_`, then the field key: the metric name being built.
     private var name = ScratchBytes()
@@ -136,10 +94,12 @@ struct LineProtocolLineParser: LineHandler {
     }
 
     mutating func handleLine(_ line: UnsafeRawBufferPointer, number: Int, now: Int64, into output: inout ParseOutput) {
-        do throws(ParseError) {
-            try parseLine(line, now: now, into: &output)
-        } catch {
-            output.rejections.append(LineRejection(line: number, error: error))
+        Self.actions.withUnsafeBufferPointer { actions in
+            do throws(ParseError) {
+                try parseLine(line, now: now, actions: actions.baseAddress!, into: &output)
+            } catch {
+                output.rejections.append(LineRejection(line: number, error: error))
+            }
         }
     }
 
@@ -147,53 +107,93 @@ struct LineProtocolLineParser: LineHandler {
         ParseError(code: .invalidSyntax, message: "\(what) at column \(i + 1)")
     }
 
+    /// The kinds of token `copyToken` handles; the raw value is the kind's offset in ``actions``.
+    private enum TokenKind: Int {
+        case measurement = 0
+        case tagKey = 256
+        case tagValue = 512
+        case hostValue = 768
+        case fieldKey = 1024
+    }
+
+    private static let copy: UInt8 = 0, replace: UInt8 = 1, stop: UInt8 = 2, escape: UInt8 = 3
+
+    /// For each ``TokenKind``, what to do with each byte: copy it, replace it by `_` (not allowed
+    /// by ``NameRules`` for that kind), stop (an unescaped delimiter) or treat it as an escape.
+    /// Built once from ``NameRules``' table; one lookup per byte replaces several comparisons.
+    private static let actions: [UInt8] = {
+        var t = [UInt8](repeating: 0, count: 1280)
+        let kinds: [(TokenKind, UInt8, stopAtEquals: Bool)] = [
+            (.measurement, nameMask, false), (.tagKey, labelKeyMask, true), (.tagValue, labelValueMask, false),
+            (.hostValue, nameMask, false), (.fieldKey, nameMask, true),
+        ]
+        for (kind, mask, stopAtEquals) in kinds {
+            for b in 0..<256 {
+                var action = NameRules.table[b] & mask != 0 ? copy : replace
+                if b == Int(comma) || b == Int(space) || (stopAtEquals && b == Int(equals)) { action = stop }
+                if b == Int(backslash) { action = escape }
+                t[kind.rawValue + b] = action
+            }
+        }
+        return t
+    }()
+
     /// Copies the token at `p[i...]` into `dst`, unescaping and sanitizing, and advances `i` to
-    /// the first unescaped `,` or space (or `=` when `stopAtEquals`), or the end of the line.
+    /// the first unescaped `,` or space (or `=` for keys), or the end of the line.
     ///
-    /// A backslash escapes `,` and space (and `=` when `escapeEquals`); any other backslash is
-    /// literal. Bytes that `table` does not allow under `mask` become `_`.
+    /// A backslash escapes `,` and space, and also `=` except in the measurement; any other
+    /// backslash is literal. Escaped delimiters and backslashes are never allowed in names or
+    /// label values, so both become `_`, like every other byte the kind does not allow.
     /// - Returns: The number of bytes written (at most `n - i`).
     @inline(__always)
     private static func copyToken(
-        _ p: UnsafeRawBufferPointer, _ i: inout Int, _ n: Int, into dst: UnsafeMutableRawBufferPointer,
-        table: [UInt8], mask: UInt8, stopAtEquals: Bool, escapeEquals: Bool
+        _ p: LineBytes, _ i: inout Int, _ n: Int, into dst: UnsafeMutableRawBufferPointer,
+        _ kind: TokenKind, _ actions: UnsafePointer<UInt8>
     ) -> Int {
+        let act = actions + kind.rawValue
+        let out = dst.baseAddress!
         var w = 0
         var k = i
-        table.withUnsafeBufferPointer { t in
-            while k < n {
-                var b = p[k]
-                if b == Self.comma || b == Self.space || (stopAtEquals && b == Self.equals) { break }
-                if b == Self.backslash, k + 1 < n {
+        while k < n {
+            let b = p[k]
+            let a = act[Int(b)]
+            if a == copy {
+                out.storeBytes(of: b, toByteOffset: w, as: UInt8.self)
+            } else if a == replace {
+                out.storeBytes(of: underscore, toByteOffset: w, as: UInt8.self)
+            } else if a == stop {
+                break
+            } else {
+                out.storeBytes(of: underscore, toByteOffset: w, as: UInt8.self)
+                if k + 1 < n {
                     let next = p[k + 1]
-                    if next == Self.comma || next == Self.space || (escapeEquals && next == Self.equals) {
-                        k += 1
-                        b = next
-                    }
+                    if next == comma || next == space || (kind != .measurement && next == equals) { k += 1 }
                 }
-                dst[w] = t[Int(b)] & mask != 0 ? b : Self.underscore
-                w += 1
-                k += 1
             }
+            w += 1
+            k += 1
         }
         i = k
         return w
     }
 
-    private mutating func parseLine(_ p: UnsafeRawBufferPointer, now: Int64, into output: inout ParseOutput) throws(ParseError) {
-        let n = p.count
-        let table = self.table
+    private mutating func parseLine(
+        _ line: UnsafeRawBufferPointer, now: Int64, actions: UnsafePointer<UInt8>, into output: inout ParseOutput
+    ) throws(ParseError) {
+        let n = line.count
+        if n == 0 { return }
+        let p = LineBytes(line)
         var i = 0
         while i < n, p[i] == Self.space || p[i] == 0x09 { i += 1 }
         if i == n || p[i] == UInt8(ascii: "#") { return }
-        if let bad = UTF8Validation.firstInvalid(p, from: i) {
+        if let bad = UTF8Validation.firstInvalid(line, from: i) {
             throw ParseError(code: .invalidUTF8, message: "invalid UTF-8 at column \(bad + 1)")
         }
 
         // Measurement: `\,` and `\ ` are escapes.
         name.removeAll()
         name.append(capacity: n - i + 1) { dst in
-            Self.copyToken(p, &i, n, into: dst, table: table, mask: Self.nameMask, stopAtEquals: false, escapeEquals: false)
+            Self.copyToken(p, &i, n, into: dst, .measurement, actions)
         }
         if name.isEmpty { throw Self.syntax("missing measurement", i) }
         name.append(Self.underscore)
@@ -207,7 +207,7 @@ struct LineProtocolLineParser: LineHandler {
             let keyStart = i
             labels.startPair()
             labels.append(capacity: n - i) { dst in
-                Self.copyToken(p, &i, n, into: dst, table: table, mask: Self.labelKeyMask, stopAtEquals: true, escapeEquals: true)
+                Self.copyToken(p, &i, n, into: dst, .tagKey, actions)
             }
             labels.endKey()
             if i == n || p[i] != Self.equals { throw Self.syntax("tag key without '='", i) }
@@ -219,7 +219,7 @@ struct LineProtocolLineParser: LineHandler {
                 hasHost = true
                 host.removeAll()
                 host.append(capacity: n - i) { dst in
-                    Self.copyToken(p, &i, n, into: dst, table: table, mask: Self.nameMask, stopAtEquals: false, escapeEquals: true)
+                    Self.copyToken(p, &i, n, into: dst, .hostValue, actions)
                 }
                 if host.isEmpty { throw Self.syntax("empty tag value", valueStart) }
                 continue
@@ -231,7 +231,7 @@ struct LineProtocolLineParser: LineHandler {
                 throw ParseError(code: .invalidLabels, message: "tag key longer than \(NameRules.maxNameLength) bytes at column \(keyStart + 1)")
             }
             labels.append(capacity: n - i) { dst in
-                Self.copyToken(p, &i, n, into: dst, table: table, mask: Self.labelValueMask, stopAtEquals: false, escapeEquals: true)
+                Self.copyToken(p, &i, n, into: dst, .tagValue, actions)
             }
             if labels.pendingValueLength == 0 { throw Self.syntax("empty tag value", valueStart) }
             if labels.pendingValueLength > NameRules.maxLabelValueLength {
@@ -251,7 +251,7 @@ struct LineProtocolLineParser: LineHandler {
             let keyStart = i
             let keyOffset = fieldKeys.count
             fieldKeys.append(capacity: n - i) { dst in
-                Self.copyToken(p, &i, n, into: dst, table: table, mask: Self.nameMask, stopAtEquals: true, escapeEquals: true)
+                Self.copyToken(p, &i, n, into: dst, .fieldKey, actions)
             }
             if i == n || p[i] != Self.equals { throw Self.syntax("field without '='", keyStart) }
             if fieldKeys.count == keyOffset { throw Self.syntax("empty field key", keyStart) }
@@ -341,17 +341,18 @@ struct LineProtocolLineParser: LineHandler {
     }
 
     /// The numeric value of a field's text `p[start..<end]`.
-    private func fieldValue(_ p: UnsafeRawBufferPointer, _ start: Int, _ end: Int, keyOffset: Int) throws(ParseError) -> Double {
+    private func fieldValue(_ p: LineBytes, _ start: Int, _ end: Int, keyOffset: Int) throws(ParseError) -> Double {
         guard start < end else {
             throw ParseError(code: .invalidValue, message: "missing value for field \(fieldKey(keyOffset)) at column \(start + 1)")
         }
         let last = p[end - 1]
+        let first = p[start]
         if last == UInt8(ascii: "i") {
             if let v = Self.parseInt64(p, start, end - 1) { return Double(v) }
         } else if last == UInt8(ascii: "u") {
             if let v = Self.parseUInt64(p, start, end - 1) { return Double(v) }
-        } else if let b = Self.parseBool(p.slice(start, end)) {
-            return b ? 1 : 0
+        } else if first | 0x20 == UInt8(ascii: "t") || first | 0x20 == UInt8(ascii: "f") {
+            if let b = Self.parseBool(p.slice(start, end)) { return b ? 1 : 0 }
         } else if let number = DecimalNumber.scanLenient(p, from: start, end: end) {
             let d = number.doubleValue(text: p.slice(start, end))
             guard d.isFinite else {
@@ -370,7 +371,7 @@ struct LineProtocolLineParser: LineHandler {
     }
 
     /// `[+-]?[0-9]+` as Int64; nil when malformed or out of range.
-    static func parseInt64(_ p: UnsafeRawBufferPointer, _ start: Int, _ end: Int) -> Int64? {
+    static func parseInt64(_ p: LineBytes, _ start: Int, _ end: Int) -> Int64? {
         var i = start
         var negative = false
         if i < end, p[i] == UInt8(ascii: "-") || p[i] == UInt8(ascii: "+") {
@@ -386,8 +387,15 @@ struct LineProtocolLineParser: LineHandler {
     }
 
     /// `[0-9]+` as UInt64; nil when malformed or out of range.
-    static func parseUInt64(_ p: UnsafeRawBufferPointer, _ start: Int, _ end: Int) -> UInt64? {
+    static func parseUInt64(_ p: LineBytes, _ start: Int, _ end: Int) -> UInt64? {
         guard start < end else { return nil }
+        var k = start
+        DecimalNumber.skipDigits(p, &k, end: end)
+        guard k == end else { return nil }
+        if end - start <= 19 {
+            // Up to 19 digits: at most 10^19 - 1 < 2^64, no overflow possible.
+            return DecimalNumber.digitsValue(p, start, end, initial: 0)
+        }
         var v: UInt64 = 0
         for i in start..<end {
             let d = p[i] &- 0x30

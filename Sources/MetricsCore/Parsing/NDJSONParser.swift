@@ -1,11 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Musl)
-import Musl
-#elseif canImport(Darwin)
-import Darwin
-#endif
-
 /// An incremental parser for NDJSON metric streams: one JSON object per line.
 ///
 /// ```
@@ -17,20 +9,22 @@ import Darwin
 /// line without `\n` is parsed. Every good line yields one ``MetricSample``; every bad line yields
 /// one ``LineRejection`` with its line number, and parsing goes on.
 ///
-/// Fields (keys in any order; for a repeated key the last wins; unknown keys are skipped):
-/// - `server_id`: string, ``NameRules/isValidName(_:)-(UnsafeRawBufferPointer)``. Absent (or `null`): the
-///   parser's `defaultServerID` (the `x-server-id` header), else ``ParseError/Code/missingField``.
+/// Fields (keys in any order; for a repeated key the last wins; unknown keys and their values,
+/// nested up to 64 levels, are skipped):
+/// - `server_id`: string, a valid name (``NameRules``). Absent or `null`: the parser's
+///   `defaultServerID` (the `x-server-id` header), else ``ParseError/Code/missingField``.
 /// - `metric_name`: string, required, a valid name.
 /// - `value`: number, required. Strings, booleans and `null` are ``ParseError/Code/invalidValue``;
 ///   overflow (`1e400`) and the bare tokens `NaN`, `Infinity`, `-Infinity` are
 ///   ``ParseError/Code/nonFiniteValue``.
-/// - `ts`: optional number, epoch milliseconds (a fraction is truncated), `0 < ts < 10^15`;
-///   absent (or `null`): `now`.
-/// - `labels`: optional object whose values are strings, numbers or booleans (numbers and
-///   booleans keep their JSON text); at most ``NameRules/maxLabels`` entries. Stored as
-///   ``Labels/canonical(_:)``.
+/// - `ts`: optional number, epoch milliseconds; a fraction is truncated and the result must be
+///   in `1..<10^15`, else ``ParseError/Code/invalidTimestamp``. Absent or `null`: `now`.
+/// - `labels`: optional object (or `null`) whose values are strings, numbers or booleans
+///   (numbers and booleans keep their JSON text); at most ``NameRules/maxLabels`` entries.
+///   Stored as ``Labels/canonical(_:)``.
 ///
-/// Blank lines are ignored; lines whose first byte is `:` are heartbeats.
+/// Blank lines are ignored; lines whose first byte is `:` are heartbeats. Numbers are
+/// converted exactly as `Double(String)` would.
 public struct NDJSONParser: Sendable {
     private var splitter: LineSplitter
     private var lines: NDJSONLineParser
@@ -148,8 +142,12 @@ struct NDJSONLineParser: LineHandler {
         } else {
             while true {
                 guard !c.atEnd, c.byte == UInt8(ascii: "\"") else { throw c.fail("expected a string key") }
-                let keyToken = try c.scanString()
-                let key = try classify(keyToken, c)
+                let key: Key
+                if let known = Self.matchKnownKey(&c) {
+                    key = known
+                } else {
+                    key = try classify(try c.scanString(), c)
+                }
                 c.skipWhitespace()
                 try c.expect(UInt8(ascii: ":"), "':'")
                 c.skipWhitespace()
@@ -185,7 +183,7 @@ struct NDJSONLineParser: LineHandler {
                     } else {
                         let token = try c.scanValue()
                         if case .null = token {} else {
-                            labelsError = ParseError(code: .invalidLabels, message: "labels must be an object, not a \(token.kind)")
+                            labelsError = ParseError(code: .invalidLabels, message: "labels must be an object, not \(token.kind)")
                         }
                     }
                 case .other:
@@ -213,7 +211,7 @@ struct NDJSONLineParser: LineHandler {
         case .string(let t):
             serverID = try nameString(t, c, field: "server_id")
         case .wrongType(let kind):
-            throw ParseError(code: .invalidName, message: "server_id must be a string, not a \(kind)")
+            throw ParseError(code: .invalidName, message: "server_id must be a string, not \(kind)")
         case .absent:
             guard let fallback = defaultServerID else {
                 throw ParseError(code: .missingField, message: "server_id is missing and no default server id (x-server-id) is set")
@@ -229,7 +227,7 @@ struct NDJSONLineParser: LineHandler {
         case .string(let t):
             metricName = try nameString(t, c, field: "metric_name")
         case .wrongType(let kind):
-            throw ParseError(code: .invalidName, message: "metric_name must be a string, not a \(kind)")
+            throw ParseError(code: .invalidName, message: "metric_name must be a string, not \(kind)")
         case .absent:
             throw ParseError(code: .missingField, message: "metric_name is missing")
         }
@@ -238,7 +236,7 @@ struct NDJSONLineParser: LineHandler {
         switch valueField {
         case .number(let d): value = d
         case .nonFinite: throw ParseError(code: .nonFiniteValue, message: "value is not finite")
-        case .wrongType(let kind): throw ParseError(code: .invalidValue, message: "value must be a number, not a \(kind)")
+        case .wrongType(let kind): throw ParseError(code: .invalidValue, message: "value must be a number, not \(kind)")
         case .absent: throw ParseError(code: .missingField, message: "value is missing")
         }
 
@@ -253,6 +251,29 @@ struct NDJSONLineParser: LineHandler {
         return MetricSample(
             serverID: serverID, metricName: metricName, value: value, timestamp: timestamp,
             labels: labels.canonical())
+    }
+
+    /// Fast path for the usual case: at an opening quote followed by one of the field names
+    /// written plainly and its closing quote, consumes them and returns the field. Anything else
+    /// (unknown or escaped keys) returns nil without moving the cursor.
+    @inline(__always)
+    private static func matchKnownKey(_ c: inout JSONCursor) -> Key? {
+        let at = c.i + 1
+        guard at < c.end else { return nil }
+        let key: Key
+        let literal: StaticString
+        switch c.p[at] {
+        case UInt8(ascii: "s"): (key, literal) = (.serverID, "server_id\"")
+        case UInt8(ascii: "m"): (key, literal) = (.metricName, "metric_name\"")
+        case UInt8(ascii: "v"): (key, literal) = (.value, "value\"")
+        case UInt8(ascii: "t"): (key, literal) = (.ts, "ts\"")
+        case UInt8(ascii: "l"): (key, literal) = (.labels, "labels\"")
+        default: return nil
+        }
+        let n = literal.utf8CodeUnitCount
+        guard at + n <= c.end, equals(c.p.slice(at, at + n), literal) else { return nil }
+        c.i = at + n
+        return key
     }
 
     /// Which known field a key names (escaped keys are decoded first).
@@ -275,16 +296,17 @@ struct NDJSONLineParser: LineHandler {
         }
     }
 
-    /// Compares `k` (of the literal's length, 2 or 4...16 bytes) with `lit` using two
-    /// overlapping word loads instead of a byte loop.
+    /// Compares `k` (of the literal's length, 2...16 bytes) with `lit` using two overlapping
+    /// word loads instead of a byte loop.
     @inline(__always)
     private static func equals(_ k: UnsafeRawBufferPointer, _ lit: StaticString) -> Bool {
         let a = k.baseAddress!
         let b = UnsafeRawPointer(lit.utf8Start)
         let n = lit.utf8CodeUnitCount
         switch n {
-        case 2:
+        case 2..<4:
             return a.loadUnaligned(as: UInt16.self) == b.loadUnaligned(as: UInt16.self)
+                && a.loadUnaligned(fromByteOffset: n - 2, as: UInt16.self) == b.loadUnaligned(fromByteOffset: n - 2, as: UInt16.self)
         case 4..<8:
             return a.loadUnaligned(as: UInt32.self) == b.loadUnaligned(as: UInt32.self)
                 && a.loadUnaligned(fromByteOffset: n - 4, as: UInt32.self) == b.loadUnaligned(fromByteOffset: n - 4, as: UInt32.self)
@@ -329,7 +351,7 @@ struct NDJSONLineParser: LineHandler {
         case .number(let n, _, _): return timestampField(n)
         case .null: return .absent
         case .nonFinite: return .invalid("ts is not finite")
-        default: return .invalid("ts must be a number, not a \(token.kind)")
+        default: return .invalid("ts must be a number, not \(token.kind)")
         }
     }
 
@@ -339,7 +361,7 @@ struct NDJSONLineParser: LineHandler {
         if !t.escaped {
             let bytes = c.p.slice(t.start, t.end)
             if let cached = strings.lookup(bytes) { return cached }  // only valid names are cached
-            guard NameRules.isValidName(bytes) else { throw Self.invalidName(field, bytes) }
+            guard FastNameRules.isValidName(bytes) else { throw Self.invalidName(field, bytes) }
             let s = makeString(bytes)
             strings.insert(bytes, s)
             return s
@@ -373,10 +395,29 @@ struct NDJSONLineParser: LineHandler {
             try c.expect(UInt8(ascii: ":"), "':'")
             c.skipWhitespace()
             let valueStart = c.i
-            let value: JSONValueToken = !c.atEnd && c.byte == UInt8(ascii: "\"")
-                ? .string(try c.scanString()) : try c.scanValue(depth: 1)
-            if firstError == nil {
-                firstError = addLabel(key: key, value: value, valueStart: valueStart, c)
+            if !c.atEnd && c.byte == UInt8(ascii: "\"") {
+                let value = try c.scanString()
+                if firstError == nil {
+                    if !key.escaped && !value.escaped && labels.count < NameRules.maxLabels {
+                        // Fast path: plain string pair, validated in place and copied once.
+                        let keyBytes = c.p.slice(key.start, key.end)
+                        let valueBytes = c.p.slice(value.start, value.end)
+                        if !FastNameRules.isValidLabelKey(keyBytes) {
+                            firstError = Self.invalidLabelKey(keyBytes)
+                        } else if !FastNameRules.isValidLabelValue(valueBytes) {
+                            firstError = Self.invalidLabelValue(keyBytes)
+                        } else {
+                            labels.addPair(key: keyBytes, value: valueBytes)
+                        }
+                    } else {
+                        firstError = addLabel(key: key, value: .string(value), valueStart: valueStart, c)
+                    }
+                }
+            } else {
+                let value = try c.scanValue(depth: 1)
+                if firstError == nil {
+                    firstError = addLabel(key: key, value: value, valueStart: valueStart, c)
+                }
             }
             c.skipWhitespace()
             guard !c.atEnd else { throw c.fail("unterminated labels object: expected ',' or '}'") }
@@ -408,15 +449,6 @@ struct NDJSONLineParser: LineHandler {
         if labels.count >= NameRules.maxLabels {
             return ParseError(code: .invalidLabels, message: "more than \(NameRules.maxLabels) labels")
         }
-        if !key.escaped, case .string(let t) = value, !t.escaped {
-            // Fast path: validate in place, then copy once.
-            let keyBytes = c.p.slice(key.start, key.end)
-            let valueBytes = c.p.slice(t.start, t.end)
-            guard NameRules.isValidLabelKey(keyBytes) else { return Self.invalidLabelKey(keyBytes) }
-            guard NameRules.isValidLabelValue(valueBytes) else { return Self.invalidLabelValue(keyBytes) }
-            labels.addPair(key: keyBytes, value: valueBytes)
-            return nil
-        }
         labels.startPair()
         do throws(ParseError) { try appendLabelString(key, c) } catch { return error }
         labels.endKey()
@@ -431,7 +463,7 @@ struct NDJSONLineParser: LineHandler {
         default:
             return ParseError(
                 code: .invalidLabels,
-                message: "label \(labels.withPendingKey { quoted($0) }) has a \(value.kind) value; expected a string, number or boolean")
+                message: "label \(labels.withPendingKey { quoted($0) }) has \(value.kind) value; expected a string, number or boolean")
         }
         guard labels.pendingValueIsValid() else { return labels.withPendingKey { Self.invalidLabelValue($0) } }
         labels.endPair()

@@ -35,8 +35,11 @@ struct StringCache {
             let (w0, w1) = Self.words(bytes)
             let slot = Self.smallSlot(w0, w1, n)
             return small.withUnsafeBufferPointer { s in
-                let e = s[slot]
-                return e.w0 == w0 && e.w1 == w1 && e.length == n ? e.string : nil
+                // Two-way: the pair of entries slot & ~1, slot | 1.
+                let a = s[slot & ~1]
+                if a.w0 == w0 && a.w1 == w1 && a.length == n { return a.string }
+                let b = s[slot | 1]
+                return b.w0 == w0 && b.w1 == w1 && b.length == n ? b.string : nil
             }
         }
         let slot = Self.largeSlot(bytes)
@@ -51,7 +54,10 @@ struct StringCache {
         let n = bytes.count
         if n <= 15 {
             let (w0, w1) = Self.words(bytes)
-            small[Self.smallSlot(w0, w1, n)] = SmallEntry(w0: w0, w1: w1, length: n, string: string)
+            let slot = Self.smallSlot(w0, w1, n)
+            // The newest goes first; the previous first is kept as second (LRU of two).
+            small.swapAt(slot & ~1, slot | 1)
+            small[slot & ~1] = SmallEntry(w0: w0, w1: w1, length: n, string: string)
             return
         }
         let slot = Self.largeSlot(bytes)
@@ -96,10 +102,12 @@ struct StringCache {
         return Int(truncatingIfNeeded: ((h ^ (h >> 29)) &* 0xBF58_476D_1CE4_E5B9) >> 56) & (smallSlots - 1)
     }
 
+    /// Hashes the first and last eight bytes and the length (`b` has more than 15 bytes).
     @inline(__always)
     private static func largeSlot(_ b: UnsafeRawBufferPointer) -> Int {
-        var h: UInt32 = 2_166_136_261
-        for x in b { h = (h ^ UInt32(x)) &* 16_777_619 }
-        return Int(h ^ (h >> 16)) & (largeSlots - 1)
+        let first = b.loadUnaligned(as: UInt64.self)
+        let last = b.loadUnaligned(fromByteOffset: b.count - 8, as: UInt64.self)
+        let h = (first &* 0x9E37_79B9_7F4A_7C15) ^ (last &* 0xC2B2_AE3D_27D4_EB4F) ^ UInt64(b.count)
+        return Int(truncatingIfNeeded: ((h ^ (h >> 29)) &* 0xBF58_476D_1CE4_E5B9) >> 58) & (largeSlots - 1)
     }
 }

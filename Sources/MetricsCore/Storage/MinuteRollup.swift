@@ -126,10 +126,12 @@ public struct HistoryResult: Sendable, Equatable {
 
     /// Merges minute rollups (any order, any label sets) into at most `maxPoints` buckets.
     public static func bucketing(_ rollups: [MinuteRollup], from: Int64, to: Int64, maxPoints: Int) -> HistoryResult {
-        let minutes = Swift.max(1, (to - from + 59_999) / 60_000)
+        let origin = MinuteRollup.minute(of: from)
+        // Count the minutes from `origin` (the minute holding `from`), which is where buckets start:
+        // an unaligned `from` touches one more minute than `to - from` suggests.
+        let minutes = Swift.max(1, (to - origin + 59_999) / 60_000)
         let perBucket = Swift.max(1, (minutes + Int64(Swift.max(1, maxPoints)) - 1) / Int64(Swift.max(1, maxPoints)))
         let width = perBucket * 60_000
-        let origin = MinuteRollup.minute(of: from)
         var buckets: [Int64: QuantileSketch] = [:]
         for r in rollups where r.minute >= origin && r.minute < to {
             let b = origin + (r.minute - origin) / width * width

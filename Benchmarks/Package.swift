@@ -1,0 +1,24 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+// Microbenchmarks of MetricsCore's hot paths (ordo-one/benchmark).
+// Run: cd Benchmarks && swift package --allow-writing-to-package-directory benchmark
+let package = Package(
+    name: "RealtimeDashboardBenchmarks",
+    platforms: [.macOS(.v14)],
+    dependencies: [
+        .package(name: "RealtimeDashboard", path: ".."),
+        .package(url: "https://github.com/ordo-one/benchmark", from: "1.38.1", traits: ["MallocInterposer"]),
+    ],
+    targets: [
+        .executableTarget(
+            name: "CoreBenchmarks",
+            dependencies: [
+                .product(name: "MetricsCore", package: "RealtimeDashboard"),
+                .product(name: "Benchmark", package: "benchmark"),
+            ],
+            path: "Benchmarks/CoreBenchmarks",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+        ),
+    ]
+)

@@ -1,0 +1,32 @@
+import Testing
+@testable import H2Transport
+
+@Suite struct RequestHeadTests {
+    @Test func splitsPathAndQueryAndDecodesParameters() {
+        let head = RequestHead(method: "GET", target: "/api/history?server_id=web%2D01&metric_name=cpu+usage&empty&x=%zz", headers: [])
+        #expect(head.path == "/api/history")
+        #expect(head.queryValue("server_id") == "web-01")
+        #expect(head.queryValue("metric_name") == "cpu usage")
+        #expect(head.queryValue("empty") == "")
+        #expect(head.queryValue("x") == "%zz")  // invalid escapes are kept, not dropped
+        #expect(head.queryValue("missing") == nil)
+    }
+
+    @Test func headerLookupIsByLowerCaseName() {
+        let head = RequestHead(method: "POST", target: "/write", headers: [("x-server-id", "a"), ("content-encoding", "gzip")])
+        #expect(head.header("x-server-id") == "a")
+        #expect(head.header("content-encoding") == "gzip")
+        #expect(head.header("accept") == nil)
+    }
+
+    @Test func relativeAndAbsoluteTimesParse() {
+        let now: Int64 = 1_000_000_000
+        #expect(Router.parseTime("now", now: now) == now)
+        #expect(Router.parseTime("-15m", now: now) == now - 900_000)
+        #expect(Router.parseTime("-1h", now: now) == now - 3_600_000)
+        #expect(Router.parseTime("-2d", now: now) == now - 172_800_000)
+        #expect(Router.parseTime("12345", now: now) == 12345)
+        #expect(Router.parseTime("-5y", now: now) == nil)
+        #expect(Router.parseTime("yesterday", now: now) == nil)
+    }
+}

@@ -1,0 +1,76 @@
+"""Fixtures: a shared server for the session, a factory for tests that need their own
+(shutdown, small --max-line-length), and server stderr attached to every failing test's report.
+
+Run:  python3 -m pytest -q Tests/Integration        (binary: $RTD_SERVER_BIN or .build/debug/dashboard-server)
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+import rtd_helpers as h
+
+REQUIRED_TOOLS = ("curl", "nghttp", "h2load")
+
+# Servers started during the current test (and the session server), for failure reports.
+_active_servers: list[h.ServerProcess] = []
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "own_server: the test starts its own server process")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _tools():
+    missing = [t for t in REQUIRED_TOOLS if shutil.which(t) is None]
+    if missing:
+        pytest.exit(f"missing client tools: {missing}", returncode=4)
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory):
+    """The shared server (tick 200 ms). Tests isolate themselves with unique server ids/metrics."""
+    srv = h.ServerProcess(tmp_path_factory.mktemp("shared-server"), name="shared")
+    _active_servers.append(srv)
+    yield srv
+    srv.stop()
+    if srv in _active_servers:
+        _active_servers.remove(srv)
+
+
+@pytest.fixture
+def server_factory(tmp_path):
+    """Starts dedicated servers: `server_factory("--max-line-length", "256")`. All are killed at teardown."""
+    started: list[h.ServerProcess] = []
+
+    def start(*extra_args: str, name: str = "own") -> h.ServerProcess:
+        srv = h.ServerProcess(tmp_path / f"{name}-{len(started)}", name=f"{name}-{len(started)}", extra_args=extra_args)
+        started.append(srv)
+        _active_servers.append(srv)
+        return srv
+
+    yield start
+    for srv in started:
+        srv.stop(graceful=False)
+        if srv in _active_servers:
+            _active_servers.remove(srv)
+
+
+@pytest.fixture
+def ids():
+    """A unique prefix for server ids and metric names used by one test."""
+    return h.uid()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call" and report.failed:
+        for srv in list(_active_servers):
+            text = srv.stderr_text(tail=80)
+            state = "running" if srv.alive() else f"exited {srv.proc.returncode}"
+            report.sections.append((f"server {srv.name} stderr ({state}; {srv.stderr_path})", text or "(empty)"))

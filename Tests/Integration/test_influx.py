@@ -1,0 +1,124 @@
+"""Influx v1 compatibility: POST /write (line protocol, precision, gzip, partial writes), /query, /ping."""
+
+from __future__ import annotations
+
+import pytest
+
+import rtd_helpers as h
+
+# precision -> (multiplier from ms, extra sub-ms digits) so the ms conversion truncates.
+PRECISIONS = {
+    "ns": lambda ms: ms * 1_000_000 + 456_789,
+    "us": lambda ms: ms * 1_000 + 456,
+    "ms": lambda ms: ms,
+    "s": lambda ms: ms // 1000,
+}
+
+
+def _expected_ms(precision: str, ms: int) -> int:
+    return ms - ms % 1000 if precision == "s" else ms
+
+
+@pytest.mark.parametrize("proto", ["h1", "h2c"])
+@pytest.mark.parametrize("precision", ["ns", "us", "ms", "s"])
+def test_write_precision(server, ids, precision, proto):
+    host = f"{ids}-{precision}"
+    ms = h.now_ms() - 3_000
+    t = PRECISIONS[precision](ms)
+    body = (f"cpu,host={host},cpu=cpu0,region=eu usage_user=1.5,usage_system=2i {t}\n"
+            f"mem,host={host} used=1024u,swapping=true,name=\"ignored string\" {t}\n").encode()
+    resp = h.curl(server, f"/write?db=telegraf&precision={precision}", proto=proto, method="POST", data=body)
+    assert resp.status == 204, resp.body
+    assert resp.body == b""
+    assert resp.http_version == h.EXPECTED_HTTP_VERSION[proto]
+
+    want_ts = _expected_ms(precision, ms)
+    state = h.sse_rows(server, [host], lambda s: len(s) == 4)
+    labels = "cpu=cpu0,region=eu"  # canonical: tags other than host, sorted by key
+    assert set(state) == {(host, "cpu_usage_user", labels), (host, "cpu_usage_system", labels),
+                          (host, "mem_used", ""), (host, "mem_swapping", "")}
+    assert state[(host, "cpu_usage_user", labels)]["last"] == 1.5
+    assert state[(host, "cpu_usage_system", labels)]["last"] == 2
+    assert state[(host, "mem_used", "")]["last"] == 1024
+    assert state[(host, "mem_swapping", "")]["last"] == 1
+    for row in state.values():
+        assert row["lastUpdate"] == want_ts, (precision, row)
+
+
+def test_write_default_precision_is_ns(server, ids):
+    host = f"{ids}-defprec"
+    ms = h.now_ms()
+    resp = h.curl(server, "/write?db=x", method="POST", data=f"disk,host={host} free=7 {ms * 1_000_000 + 999_999}\n".encode())
+    assert resp.status == 204
+    state = h.sse_rows(server, [host], lambda s: len(s) == 1)
+    assert state[(host, "disk_free", "")]["lastUpdate"] == ms
+
+
+@pytest.mark.parametrize("proto", ["h1", "h2c", "h2-tls"])
+def test_write_gzip(server, ids, proto):
+    host = f"{ids}-gz"
+    ms = h.now_ms()
+    lines = "".join(f"net,host={host},iface=eth{i % 2} rx={i}i {ms + i}\n" for i in range(200)).encode()
+    resp = h.curl(server, "/write?db=x&precision=ms", proto=proto, method="POST", data=h.gzip_bytes(lines),
+                  headers={"Content-Encoding": "gzip"})
+    assert resp.status == 204, resp.body
+    state = h.sse_rows(server, [host], lambda s: len(s) == 2 and all(r["count"] == 100 for r in s.values()))
+    assert state[(host, "net_rx", "iface=eth0")]["last"] == 198
+    assert state[(host, "net_rx", "iface=eth1")]["last"] == 199
+    assert state[(host, "net_rx", "iface=eth1")]["lastUpdate"] == ms + 199
+
+
+def test_write_invalid_gzip_is_400(server):
+    resp = h.curl(server, "/write?db=x", method="POST", data=b"definitely not gzip", headers={"Content-Encoding": "gzip"})
+    assert resp.status == 400
+    assert "error" in resp.json()
+
+
+def test_write_partial_400_keeps_good_lines(server, ids):
+    host = f"{ids}-partial"
+    s = h.now_ms() // 1000
+    body = (f"cpu,host={host} a=1 {s}\n"
+            "this line has no fields\n"
+            f"cpu,host={host} b=NaN {s}\n"
+            "cpu b=1\n"                         # no host tag and no x-server-id
+            f"cpu,host={host} c=3 {s + 1}\n").encode()
+    resp = h.curl(server, "/write?db=x&precision=s", method="POST", data=body)
+    assert resp.status == 400
+    assert resp.headers.get("content-type", "").startswith("application/json")
+    err = resp.json()["error"]
+    assert err.startswith("partial write"), err
+    assert "3 of 5" in err and "line 2" in err and "line 3" in err and "line 4" in err
+    state = h.sse_rows(server, [host], lambda st: len(st) == 2)
+    assert set(state) == {(host, "cpu_a", ""), (host, "cpu_c", "")}
+    assert state[(host, "cpu_c", "")]["lastUpdate"] == (s + 1) * 1000
+
+
+def test_write_x_server_id_fallback_for_missing_host(server, ids):
+    default_id = f"{ids}-hdr"
+    resp = h.curl(server, "/write?db=x", method="POST", data=b"up value=1\n", headers={"x-server-id": default_id})
+    assert resp.status == 204
+    h.sse_rows(server, [default_id], lambda s: (default_id, "up_value", "") in s)
+
+
+def test_write_unknown_precision_is_400(server):
+    resp = h.curl(server, "/write?db=x&precision=fortnight", method="POST", data=b"m,host=a v=1\n")
+    assert resp.status == 400
+    assert "precision" in resp.json()["error"]
+
+
+@pytest.mark.parametrize("proto", ["h1", "h2c"])
+def test_query_create_database(server, proto):
+    resp = h.curl(server, "/query", proto=proto, method="POST",
+                  extra=["--data-urlencode", 'q=CREATE DATABASE "telegraf"'])
+    assert resp.status == 200
+    assert resp.json() == {"results": [{"statement_id": 0}]}
+    resp = h.curl(server, "/query?q=CREATE%20DATABASE%20%22telegraf%22", proto=proto)
+    assert resp.status == 200 and resp.json() == {"results": [{"statement_id": 0}]}
+
+
+@pytest.mark.parametrize("proto", ["h1", "h2c"])
+def test_ping(server, proto):
+    resp = h.curl(server, "/ping", proto=proto)
+    assert resp.status == 204 and resp.body == b""
+    resp = h.curl(server, "/ping", proto=proto, extra=["-I"])
+    assert resp.status == 204

@@ -1,0 +1,127 @@
+import Testing
+@testable import MetricsCore
+
+/// Sealed minute rollups: `collect(now:seq:sealAfter:)` and `sealAll()` against a naive per-minute recomputation.
+@Suite("Aggregator minute rollups")
+struct AggregatorRollupTests {
+    typealias T = CoreTestSupport
+    typealias Ref = AggregatorReferenceTests
+
+    struct MinuteKey: Hashable {
+        var key: SeriesKey
+        var minute: Int64
+    }
+
+    @Test("the union of all sealed rollups equals a naive per-(series, minute) recomputation, late samples included",
+          arguments: [UInt64(21), 22])
+    func unionOfRollupsEqualsNaivePerMinuteStats(seed: UInt64) async {
+        let samples = Ref.workload(seed: seed, count: 12_000, lateFraction: 0.15)
+        let aggregator = Aggregator(configuration: .init(shardCount: 4))
+        var rollups: [MinuteRollup] = []
+        var fromCollect = 0
+        var clock = Int64.min
+        var seq: UInt64 = 0
+        var staleOpenMinutes = 0
+        await Ref.ingestInBatches(samples, into: aggregator, seed: seed + 100, maxBatch: 500) { batch in
+            // The wall clock runs a little ahead of the newest sample.
+            clock = max(clock, batch.map(\.timestamp).max()! + 1_500)
+            seq += 1
+            let (changed, sealed) = await aggregator.collect(now: clock, seq: seq, sealAfter: 5_000)
+            // `changed` is exactly the series of this batch, each stamped with this tick.
+            #expect(Set(changed.map(\.key)) == Set(batch.map(\.seriesKey)))
+            #expect(changed.count == Set(batch.map(\.seriesKey)).count)
+            #expect(changed.allSatisfy { $0.changedSeq == seq })
+            rollups.append(contentsOf: sealed)
+            fromCollect += sealed.count
+            // After a tick no series keeps a minute open that ended more than `sealAfter` ago.
+            if seq % 10 == 0 {
+                for key in Set(batch.map(\.seriesKey)) {
+                    for open in await aggregator.openMinutes(serverID: key.serverID, metricName: key.metricName, labels: key.labels)
+                    where open.minute < MinuteRollup.minute(of: clock - 5_000) {
+                        staleOpenMinutes += 1
+                    }
+                }
+            }
+        }
+        #expect(staleOpenMinutes == 0)
+        #expect(fromCollect > 0, "collect must seal minutes before shutdown")
+        rollups.append(contentsOf: await aggregator.sealAll())
+        #expect(await aggregator.sealAll().isEmpty)
+        #expect(await aggregator.collect(now: clock, seq: seq + 1, sealAfter: 5_000).sealed.isEmpty)
+
+        // Naive: group raw samples by series and minute.
+        var naive: [MinuteKey: [Double]] = [:]
+        for s in samples { naive[MinuteKey(key: s.seriesKey, minute: MinuteRollup.minute(of: s.timestamp)), default: []].append(s.value) }
+
+        var merged: [MinuteKey: QuantileSketch] = [:]
+        var pieces: [MinuteKey: Int] = [:]
+        for r in rollups {
+            #expect(r.minute % 60_000 == 0)
+            #expect(r.count > 0)
+            let k = MinuteKey(key: r.key, minute: r.minute)
+            merged[k, default: QuantileSketch()].merge(r.sketch)
+            pieces[k, default: 0] += 1
+        }
+        #expect(Set(merged.keys) == Set(naive.keys))
+        #expect(rollups.reduce(0) { $0 + Int($1.count) } == samples.count, "every sample is in exactly one rollup")
+        for (k, values) in naive {
+            guard let sk = merged[k] else { continue }
+            let want = T.stats(values)
+            #expect(sk.count == want.count, "\(k.key) @\(k.minute)")
+            #expect(sk.min == want.min && sk.max == want.max, "\(k.key) @\(k.minute)")
+            #expect(T.sumsAgree(sk.sum, want.sum, scale: abs(want.sum) + Double(want.count)))
+            // The merged sketch of a minute answers that minute's quantiles within α.
+            let sorted = values.sorted()
+            for q in [0.5, 0.99] {
+                #expect(T.withinRelative(sk.quantile(q)!, T.exactQuantile(sorted, q), 0.01))
+            }
+        }
+        // Late samples really came back as extra one-sample rollups.
+        let late = rollups.filter { $0.count == 1 && pieces[MinuteKey(key: $0.key, minute: $0.minute)]! > 1 }
+        #expect(late.count > 50)
+    }
+
+    @Test("collect seals a minute only once it ended more than sealAfter ago, and a late sample comes back as a one-sample rollup")
+    func collectSealsAfterDelayAndReturnsLateSamples() async {
+        let m = T.baseMinute
+        let key = SeriesKey(serverID: "web-1", metricName: "cpu", labels: "cpu=cpu0")
+        let aggregator = Aggregator(configuration: .init(shardCount: 2))
+        await aggregator.ingest([MetricSample(serverID: "web-1", metricName: "cpu", value: 10, timestamp: m + 10_000, labels: "cpu=cpu0"),
+                                 MetricSample(serverID: "web-1", metricName: "cpu", value: 30, timestamp: m + 50_000, labels: "cpu=cpu0")])
+        var r = await aggregator.collect(now: m + 60_000 + 4_999, seq: 1, sealAfter: 5_000)
+        #expect(r.changed.map(\.key) == [key])
+        #expect(r.sealed.isEmpty)
+        #expect(await aggregator.openMinutes(serverID: "web-1", metricName: "cpu").map(\.count) == [2])
+
+        r = await aggregator.collect(now: m + 65_000, seq: 2, sealAfter: 5_000)
+        #expect(r.changed.isEmpty, "nothing changed since the last tick")
+        #expect(r.sealed.count == 1)
+        #expect(r.sealed.first?.key == key && r.sealed.first?.minute == m)
+        #expect(r.sealed.first?.count == 2 && r.sealed.first?.sum == 40 && r.sealed.first?.min == 10 && r.sealed.first?.max == 30)
+        #expect(await aggregator.openMinutes(serverID: "web-1", metricName: "cpu").isEmpty)
+
+        // A late sample for the sealed minute.
+        await aggregator.ingest([MetricSample(serverID: "web-1", metricName: "cpu", value: 20, timestamp: m + 59_000, labels: "cpu=cpu0")])
+        r = await aggregator.collect(now: m + 66_000, seq: 3, sealAfter: 5_000)
+        #expect(r.changed.map(\.changedSeq) == [3])
+        #expect(r.sealed.count == 1)
+        #expect(r.sealed.first?.minute == m && r.sealed.first?.count == 1 && r.sealed.first?.sum == 20)
+        let snap = await aggregator.snapshot(of: key, now: m + 66_000)!
+        #expect(snap.total.count == 3)
+        #expect(snap.window5m.count == 3 && snap.window5m.sum == 60)
+        #expect(snap.changedSeq == 3)
+    }
+
+    @Test("a sample in a newer minute seals the previous one at the next collect, even before sealAfter")
+    func newerMinuteSealsPreviousAtNextCollect() async {
+        let m = T.baseMinute
+        let aggregator = Aggregator(configuration: .init(shardCount: 1))
+        await aggregator.ingest([T.sample("a", "x", 1, m + 1_000), T.sample("a", "x", 2, m + 2_000), T.sample("a", "x", 3, m + 61_000)])
+        let r = await aggregator.collect(now: m + 61_500, seq: 1, sealAfter: 5_000)
+        #expect(r.sealed.map(\.minute) == [m])
+        #expect(r.sealed.map(\.count) == [2])
+        let all = await aggregator.sealAll()
+        #expect(all.map(\.minute) == [m + 60_000])
+        #expect(all.map(\.count) == [1])
+    }
+}

@@ -1,0 +1,180 @@
+import Testing
+@testable import MetricsCore
+
+@Suite("MemoryStore")
+struct MemoryStoreTests {
+    typealias T = CoreTestSupport
+    static let m0 = T.baseMinute
+
+    static func rollup(_ server: String, _ metric: String, minute: Int64, values: [Double], labels: String = "") -> MinuteRollup {
+        var sk = QuantileSketch()
+        for v in values { sk.add(v) }
+        return MinuteRollup(key: SeriesKey(serverID: server, metricName: metric, labels: labels), minute: minute, sketch: sk)
+    }
+
+    static func samples(_ range: Range<Int>) -> [MetricSample] {
+        range.map { T.sample("s", "m", Double($0), m0 + Int64($0)) }
+    }
+
+    @Test("the raw ring keeps the newest maxSamples samples, oldest overwritten, in order")
+    func ringKeepsNewestSamples() async throws {
+        let store = MemoryStore(configuration: .init(maxSamples: 5))
+        try await store.write(StoreBatch(samples: Self.samples(0..<3)))
+        #expect(await store.recentSamples(limit: 10).map(\.value) == [0, 1, 2])
+        try await store.write(StoreBatch(samples: Self.samples(3..<8)))
+        #expect(await store.recentSamples(limit: 10).map(\.value) == [3, 4, 5, 6, 7])
+        #expect(await store.recentSamples(limit: 2).map(\.value) == [6, 7])
+        // Wrap around more than once within one batch.
+        try await store.write(StoreBatch(samples: Self.samples(8..<20)))
+        #expect(await store.recentSamples(limit: 10).map(\.value) == [15, 16, 17, 18, 19])
+        #expect(await store.samplesWritten == 20)
+        let health = await store.health()
+        #expect(health.storedSamples == 5)
+        #expect(health.healthy && health.backend == "memory")
+    }
+
+    @Test("rollups of the same series and minute merge into one")
+    func sameMinuteRollupsMerge() async throws {
+        let store = MemoryStore()
+        try await store.write(StoreBatch(rollups: [Self.rollup("s", "m", minute: Self.m0, values: [1, 2, 3])]))
+        try await store.write(StoreBatch(rollups: [Self.rollup("s", "m", minute: Self.m0, values: [10]),
+                                                   Self.rollup("s", "m", minute: Self.m0 + 60_000, values: [5])]))
+        try await store.write(StoreBatch(rollups: [Self.rollup("s", "m", minute: Self.m0, values: [-4])]))
+        #expect(await store.health().storedRollups == 2)
+        let all = try await store.recentRollups(since: 0).sorted { $0.minute < $1.minute }
+        #expect(all.map(\.minute) == [Self.m0, Self.m0 + 60_000])
+        #expect(all[0].count == 5 && all[0].sum == 12 && all[0].min == -4 && all[0].max == 10)
+        let h = try await store.history(HistoryQuery(serverID: "s", metricName: "m", from: Self.m0, to: Self.m0 + 120_000))
+        #expect(h.resolution == 60_000)
+        #expect(h.points.map(\.count) == [5, 1])
+        #expect(h.points[0].avg == 12.0 / 5)
+        #expect(h.points[0].min == -4 && h.points[0].max == 10)
+    }
+
+    @Test("minutes older than the retention are evicted, also when they arrive late")
+    func retentionEvictsOldMinutes() async throws {
+        let store = MemoryStore(configuration: .init(retentionMinutes: 3))
+        for i in 0..<6 {
+            try await store.write(StoreBatch(rollups: [Self.rollup("s", "m", minute: Self.m0 + Int64(i) * 60_000, values: [Double(i)])]))
+        }
+        var kept = try await store.recentRollups(since: 0).map(\.minute).sorted()
+        #expect(kept == [3, 4, 5].map { Self.m0 + Int64($0) * 60_000 })
+        #expect(await store.health().storedRollups == 3)
+        // A late rollup older than the retention is not kept.
+        try await store.write(StoreBatch(rollups: [Self.rollup("s", "m", minute: Self.m0 + 60_000, values: [9])]))
+        kept = try await store.recentRollups(since: 0).map(\.minute).sorted()
+        #expect(kept == [3, 4, 5].map { Self.m0 + Int64($0) * 60_000 })
+        #expect(await store.health().storedRollups == 3)
+        // One within retention but out of order is inserted in place.
+        try await store.write(StoreBatch(rollups: [Self.rollup("s", "m", minute: Self.m0 + 4 * 60_000, values: [9])]))
+        let h = try await store.history(HistoryQuery(serverID: "s", metricName: "m", from: Self.m0, to: Self.m0 + 600_000))
+        #expect(h.points.map(\.count) == [1, 2, 1])
+        // recentRollups(since:) honours its bound.
+        #expect(try await store.recentRollups(since: Self.m0 + 4 * 60_000).map(\.minute).sorted() == [Self.m0 + 240_000, Self.m0 + 300_000])
+    }
+
+    @Test("rollups of new series beyond maxSeries are dropped and counted; existing series still merge")
+    func maxSeriesDropsNewSeries() async throws {
+        let store = MemoryStore(configuration: .init(maxSeries: 2))
+        try await store.write(StoreBatch(rollups: [Self.rollup("a", "m", minute: Self.m0, values: [1]),
+                                                   Self.rollup("b", "m", minute: Self.m0, values: [1]),
+                                                   Self.rollup("c", "m", minute: Self.m0, values: [1]),
+                                                   Self.rollup("c", "m", minute: Self.m0 + 60_000, values: [1])]))
+        #expect(await store.droppedSeries == 2)
+        try await store.write(StoreBatch(rollups: [Self.rollup("a", "m", minute: Self.m0, values: [2]),
+                                                   Self.rollup("b", "m", minute: Self.m0 + 60_000, values: [2])]))
+        #expect(await store.droppedSeries == 2)
+        let a = try await store.history(HistoryQuery(serverID: "a", metricName: "m", from: Self.m0, to: Self.m0 + 120_000))
+        #expect(a.points.map(\.count) == [2])
+        let c = try await store.history(HistoryQuery(serverID: "c", metricName: "m", from: Self.m0, to: Self.m0 + 120_000))
+        #expect(c.points.isEmpty)
+        #expect(await store.health().storedRollups == 3)
+    }
+
+    @Test("history with maxPoints merges whole minutes into buckets whose counts add up", arguments: [1, 2, 3, 4, 7, 10, 30])
+    func historyBucketsWholeMinutes(maxPoints: Int) async throws {
+        let store = MemoryStore()
+        var rng = T.SeededRNG(seed: UInt64(maxPoints))
+        var counts: [Int64: UInt64] = [:]
+        var rollups: [MinuteRollup] = []
+        for i in 0..<10 where i != 6 {   // one empty minute
+            let minute = Self.m0 + Int64(i) * 60_000
+            let values = (0..<rng.int(1...20)).map { _ in rng.unit() * 100 }
+            counts[minute] = UInt64(values.count)
+            rollups.append(Self.rollup("s", "m", minute: minute, values: values))
+        }
+        try await store.write(StoreBatch(rollups: rollups.shuffled(using: &rng)))
+        let h = try await store.history(HistoryQuery(serverID: "s", metricName: "m", from: Self.m0, to: Self.m0 + 600_000, maxPoints: maxPoints))
+        #expect(h.points.count <= maxPoints)
+        #expect(h.resolution % 60_000 == 0 && h.resolution >= 60_000)
+        #expect(h.resolution == Int64((10 + maxPoints - 1) / maxPoints) * 60_000)
+        #expect(h.points.map(\.timestamp) == h.points.map(\.timestamp).sorted())
+        #expect(h.points.reduce(0) { $0 + $1.count } == counts.values.reduce(0, +))
+        for p in h.points {
+            #expect((p.timestamp - Self.m0) % h.resolution == 0, "buckets start on whole-bucket boundaries")
+            let inBucket = counts.filter { $0.key >= p.timestamp && $0.key < p.timestamp + h.resolution }.values.reduce(0, +)
+            #expect(p.count == inBucket)
+        }
+    }
+
+    @Test("history never returns more than maxPoints points, also when from is not minute-aligned", arguments: [1, 3, 5, 10])
+    func historyRespectsMaxPointsForUnalignedRange(maxPoints: Int) async throws {
+        let store = MemoryStore()
+        try await store.write(StoreBatch(rollups: (0...10).map { Self.rollup("s", "m", minute: Self.m0 + Int64($0) * 60_000, values: [1]) }))
+        // 10 minutes long, starting half-way into minute 0: touches minutes 0...10.
+        let from = Self.m0 + 30_000
+        let h = try await store.history(HistoryQuery(serverID: "s", metricName: "m", from: from, to: from + 600_000, maxPoints: maxPoints))
+        #expect(h.points.count <= maxPoints, "\(h.points.count) points for maxPoints \(maxPoints)")
+        #expect(h.points.reduce(0) { $0 + $1.count } == 11)
+    }
+
+    @Test("history with labels=nil merges every label set; a label set selects one series")
+    func historyMergesLabelSets() async throws {
+        let store = MemoryStore()
+        try await store.write(StoreBatch(rollups: [
+            Self.rollup("s", "cpu", minute: Self.m0, values: [1, 2], labels: "cpu=cpu0"),
+            Self.rollup("s", "cpu", minute: Self.m0, values: [10], labels: "cpu=cpu1"),
+            Self.rollup("s", "cpu", minute: Self.m0 + 60_000, values: [20], labels: "cpu=cpu1"),
+            Self.rollup("s", "cpu", minute: Self.m0, values: [100]),
+            Self.rollup("s", "mem", minute: Self.m0, values: [1_000]),
+            Self.rollup("t", "cpu", minute: Self.m0, values: [1_000]),
+        ]))
+        let all = try await store.history(HistoryQuery(serverID: "s", metricName: "cpu", from: Self.m0, to: Self.m0 + 120_000))
+        #expect(all.points.map(\.count) == [4, 1])
+        #expect(all.points[0].max == 100 && all.points[0].min == 1)
+        let one = try await store.history(HistoryQuery(serverID: "s", metricName: "cpu", labels: "cpu=cpu1", from: Self.m0, to: Self.m0 + 120_000))
+        #expect(one.points.map(\.count) == [1, 1])
+        #expect(one.points.map(\.max) == [10, 20])
+        let none = try await store.history(HistoryQuery(serverID: "s", metricName: "cpu", labels: "cpu=cpu9", from: Self.m0, to: Self.m0 + 120_000))
+        #expect(none.points.isEmpty)
+    }
+
+    @Test("open rollups in the query are merged into the history answer")
+    func openRollupsAreMergedIntoHistory() async throws {
+        let store = MemoryStore()
+        try await store.write(StoreBatch(rollups: [Self.rollup("s", "m", minute: Self.m0, values: [1, 2]),
+                                                   Self.rollup("s", "m", minute: Self.m0 + 60_000, values: [3])]))
+        var q = HistoryQuery(serverID: "s", metricName: "m", from: Self.m0, to: Self.m0 + 180_000)
+        q.openRollups = [Self.rollup("s", "m", minute: Self.m0 + 60_000, values: [4]),      // late data for a stored minute
+                         Self.rollup("s", "m", minute: Self.m0 + 120_000, values: [5, 6]),  // the open minute
+                         Self.rollup("s", "m", minute: Self.m0 + 600_000, values: [7])]     // outside the range
+        let h = try await store.history(q)
+        #expect(h.points.map(\.timestamp) == [Self.m0, Self.m0 + 60_000, Self.m0 + 120_000])
+        #expect(h.points.map(\.count) == [2, 2, 2])
+        #expect(h.points[1].max == 4 && h.points[2].avg == 5.5)
+        // The store itself did not change.
+        #expect(await store.health().storedRollups == 2)
+    }
+
+    @Test("history points carry the sketch quantiles of their bucket")
+    func historyPointQuantiles() async throws {
+        let store = MemoryStore()
+        let values = (1...1_000).map(Double.init)
+        try await store.write(StoreBatch(rollups: [Self.rollup("s", "m", minute: Self.m0, values: values)]))
+        let p = try #require(try await store.history(HistoryQuery(serverID: "s", metricName: "m", from: Self.m0, to: Self.m0 + 60_000)).points.first)
+        #expect(T.withinRelative(p.p50, T.exactQuantile(values, 0.5), 0.01))
+        #expect(T.withinRelative(p.p95, T.exactQuantile(values, 0.95), 0.01))
+        #expect(T.withinRelative(p.p99, T.exactQuantile(values, 0.99), 0.01))
+        #expect(p.count == 1_000 && p.min == 1 && p.max == 1_000 && p.avg == 500.5)
+    }
+}
