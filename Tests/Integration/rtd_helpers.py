@@ -388,9 +388,11 @@ class StreamingIngest:
     EOF arrives, so it cannot show acks streaming while the request is open. `-X POST` because
     `-T` alone means PUT. No `--max-time`: with it curl 7.88 ends the upload early."""
 
-    def __init__(self, server: ServerProcess, proto: str = "h2c", headers: Optional[dict] = None, path: str = "/api/metrics/stream"):
+    def __init__(self, server: ServerProcess, proto: str = "h2c", headers: Optional[dict] = None, path: str = "/api/metrics/stream",
+                 extra_args: Iterable[str] = ()):
         self.workdir = Path(tempfile.mkdtemp(prefix="rtd-stream-"))
-        cmd = ["curl", "-sS", "-N", *CURL_PROTO_ARGS[proto], "-X", "POST", "-T", ".", "-H", "content-type: application/x-ndjson"]
+        cmd = ["curl", "-sS", "-N", *CURL_PROTO_ARGS[proto], *extra_args, "-X", "POST", "-T", ".",
+               "-H", "content-type: application/x-ndjson"]
         for k, v in (headers or {}).items():
             cmd += ["-H", f"{k}: {v}"]
         cmd.append(server.url(path, tls=is_tls(proto)))
@@ -409,6 +411,13 @@ class StreamingIngest:
         """Closes curl's stdin: curl ends the request body."""
         if self.proc.stdin and not self.proc.stdin.closed:
             self.proc.stdin.close()
+
+    def read_raw(self, timeout: float = 10) -> Optional[bytes]:
+        """The next raw output line (None at EOF)."""
+        try:
+            return self.reader.get(time.monotonic() + timeout)
+        except TimeoutError:
+            raise AssertionError(f"no output line within {timeout}s") from None
 
     def read(self, timeout: float = 10) -> dict:
         deadline = time.monotonic() + timeout
@@ -656,7 +665,8 @@ class H2Stream:
 
     Needed for the shutdown test: curl 7.88 discards a complete response when the server follows
     it with RST_STREAM(NO_ERROR) while the upload is still open (RFC 9113 §8.1 allows the server to
-    do that and says the client MUST NOT discard the response), so curl cannot observe the summary."""
+    do that and says the client MUST NOT discard the response), so curl cannot observe the summary.
+    The `h2` package drives the exchange; frames after GOAWAY are decoded with `hyperframe`."""
 
     def __init__(self, host: str, port: int, path: str, method: str = "POST", headers: Optional[dict] = None):
         import h2.config
@@ -678,48 +688,78 @@ class H2Stream:
         self.goaway: Optional[Any] = None
         self.reset: Optional[Any] = None
         self.closed = threading.Event()
+        self.error: Optional[BaseException] = None
+        self.events: list = []
+        self.frames: list = []
         self._t = threading.Thread(target=self._run, name="h2-client", daemon=True)
         self._t.start()
 
     def _run(self) -> None:
         import h2.events
+        from hyperframe.frame import DataFrame, Frame, GoAwayFrame, RstStreamFrame
         self.sock.settimeout(None)
+        buf = b""
+        after_goaway = False
         try:
             while True:
                 data = self.sock.recv(65536)
                 if not data:
                     break
-                with self.lock:
-                    events = self.conn.receive_data(data)
-                    for ev in events:
-                        if isinstance(ev, h2.events.ResponseReceived) and ev.stream_id == self.stream_id:
-                            self.status = int(dict(ev.headers)[":status"])
-                        elif isinstance(ev, h2.events.DataReceived) and ev.stream_id == self.stream_id:
-                            self.conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
-                            self.body += ev.data
-                            buf = self._partial + ev.data
-                            *complete, self._partial = buf.split(b"\n")
-                            for l in complete:
-                                self.lines.put(l)
-                        elif isinstance(ev, h2.events.StreamEnded) and ev.stream_id == self.stream_id:
-                            self.stream_ended.set()
-                        elif isinstance(ev, h2.events.StreamReset) and ev.stream_id == self.stream_id:
-                            self.reset = ev
-                        elif isinstance(ev, h2.events.ConnectionTerminated):
-                            self.goaway = ev
-                    out = self.conn.data_to_send()
-                if out:
-                    try:
-                        self.sock.sendall(out)
-                    except OSError:
-                        pass
+                buf += data
+                while len(buf) >= 9:
+                    frame, length = Frame.parse_frame_header(memoryview(buf[:9]))
+                    if len(buf) < 9 + length:
+                        break
+                    raw, buf = buf[:9 + length], buf[9 + length:]
+                    frame.parse_body(memoryview(raw[9:]))
+                    self.frames.append(frame)
+                    if isinstance(frame, GoAwayFrame):
+                        self.goaway = frame
+                        after_goaway = True
+                        continue
+                    if after_goaway:
+                        # hyper-h2 moves its connection to CLOSED on GOAWAY and rejects every later
+                        # frame, although a graceful GOAWAY lets open streams finish: decode by hand.
+                        if isinstance(frame, DataFrame) and frame.stream_id == self.stream_id:
+                            self._on_data(frame.data)
+                            if "END_STREAM" in frame.flags:
+                                self.stream_ended.set()
+                        elif isinstance(frame, RstStreamFrame) and frame.stream_id == self.stream_id:
+                            self.reset = frame
+                        continue
+                    with self.lock:
+                        events = self.conn.receive_data(raw)
+                        self.events.extend(events)
+                        for ev in events:
+                            if isinstance(ev, h2.events.ResponseReceived) and ev.stream_id == self.stream_id:
+                                self.status = int(dict(ev.headers)[":status"])
+                            elif isinstance(ev, h2.events.DataReceived) and ev.stream_id == self.stream_id:
+                                self.conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                                self._on_data(ev.data)
+                            elif isinstance(ev, h2.events.StreamEnded) and ev.stream_id == self.stream_id:
+                                self.stream_ended.set()
+                            elif isinstance(ev, h2.events.StreamReset) and ev.stream_id == self.stream_id:
+                                self.reset = ev
+                        out = self.conn.data_to_send()
+                    if out:
+                        try:
+                            self.sock.sendall(out)
+                        except OSError:
+                            pass
         except OSError:
             pass
-        except Exception:  # protocol error: record and stop
-            pass
+        except Exception as e:  # a protocol error: record it for the assertion message
+            self.error = e
         finally:
             self.closed.set()
             self.lines.put(None)
+
+    def _on_data(self, data: bytes) -> None:
+        self.body += data
+        buf = self._partial + data
+        *complete, self._partial = buf.split(b"\n")
+        for l in complete:
+            self.lines.put(l)
 
     def send(self, data: bytes, end_stream: bool = False) -> None:
         with self.lock:
@@ -734,7 +774,8 @@ class H2Stream:
             raise AssertionError(f"no reply line within {timeout}s; body so far: {bytes(self.body)!r}") from None
         if line is None:
             self.lines.put(None)
-            raise AssertionError(f"connection closed; body so far: {bytes(self.body)!r}")
+            raise AssertionError(f"connection closed; body so far: {bytes(self.body)!r}; "
+                                 f"frames: {self.frames}; client error: {self.error!r}")
         return json.loads(line)
 
     def close(self) -> None:

@@ -122,3 +122,14 @@ def test_ping(server, proto):
     assert resp.status == 204 and resp.body == b""
     resp = h.curl(server, "/ping", proto=proto, extra=["-I"])
     assert resp.status == 204
+
+
+def test_write_escapes_and_name_sanitising(server, ids):
+    """Escaped spaces/commas/equals are honoured; bytes not allowed in names become '_'."""
+    host = f"{ids}-esc"
+    body = (f"disk\\ io,host={host},path=/var/lib,dev\\,ice=sda\\ 1 read\\=bytes=5i,busy%=0.5\n").encode()
+    resp = h.curl(server, "/write?db=x", method="POST", data=body)
+    assert resp.status == 204, resp.body
+    state = h.sse_rows(server, [host], lambda s: len(s) == 2)
+    labels = "dev_ice=sda_1,path=/var/lib"
+    assert set(state) == {(host, "disk_io_read_bytes", labels), (host, "disk_io_busy_", labels)}, set(state)

@@ -133,6 +133,12 @@ def _bad_lines_case(ids):
         ({"server_id": good, "metric_name": "m_b", "value": 8, "ts": ts + 1, "labels": {"k": {"nested": 1}}}, "invalid_labels"),
         ({"server_id": good, "metric_name": "m_d", "value": 9, "ts": ts, "labels": {"n": 1.5, "b": True}}, None),
         ('{"server_id":"%s","metric_name":"m_d","value":1} trailing' % good, "invalid_json"),
+        ({"server_id": good, "metric_name": "m_e", "value": 1, "ts": 0}, "invalid_timestamp"),
+        ({"server_id": good, "metric_name": "m_e", "value": 1, "ts": 10**15}, "invalid_timestamp"),
+        # Fractional ts is truncated; the last of repeated keys wins; unknown keys (even nested) are skipped.
+        ('{"server_id":"%s","metric_name":"m_e","value":1,"value":2.5,"ts":%d.9,"extra":{"a":[1,{"b":null}]}}'
+         % (good, ts + 20), None),
+        ('{"server_id":"%s","metric_name":"m\\u005ff","value":4,"ts":%d}\r' % (good, ts), None),  # escaped name, CRLF
     ]
     return good, ts, lines
 
@@ -157,6 +163,8 @@ def test_bad_lines_rejected_good_lines_kept(server, ids, client):
         (good, "m_b", "a=x,z=1"): (1, 6, ts),
         (good, "m_c", ""): (1, 1.2345678901234567e22, ts + 5),
         (good, "m_d", "b=true,n=1.5"): (1, 9, ts),
+        (good, "m_e", ""): (1, 2.5, ts + 20),
+        (good, "m_f", ""): (1, 4, ts),
     }
     state = h.sse_rows(server, [good], lambda s: len(s) >= len(want) and all(
         k in s and s[k]["count"] == want[k][0] for k in want))
@@ -295,3 +303,24 @@ def test_large_body_over_h2c_flow_control(server, ids):
     assert summary["samples"] == n and summary["acked_samples"] == n and summary["acked_lines"] == n
     state = h.sse_rows(server, sids, lambda s: len(s) == 5 and all(r["count"] == n // 5 for r in s.values()))
     assert state[(sids[4], "bulk", "pad=" + "p" * 20)]["last"] == n - 1
+
+
+@pytest.mark.own_server
+def test_backpressure_with_a_tiny_buffer_drops_nothing(server_factory, ids):
+    """--buffer-capacity 1000: two agents send 40,000 samples each at once; the writer pushes back
+    (flow control) instead of dropping, and every sample is acknowledged."""
+    srv = server_factory("--buffer-capacity", "1000", "--max-batch", "500", name="tinybuf")
+    n = 40_000
+    bodies = {c: b"".join(b'{"server_id":"%s-%s","metric_name":"bp","value":%d}\n' % (ids.encode(), c.encode(), i)
+                          for i in range(n)) for c in ("h1", "h2c")}
+    import concurrent.futures
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        futs = {c: pool.submit(h.ingest, srv, bodies[c], "curl-" + c) for c in bodies}
+        replies = {c: f.result(timeout=120) for c, f in futs.items()}
+    for c, resp in replies.items():
+        _, errors, summary = h.split_ingest_reply(resp.ndjson())
+        assert errors == [] and summary["acked_samples"] == n and summary["acked_lines"] == n, (c, summary)
+    stats = srv.stats()
+    assert stats["writer"]["backpressure_events_total"] > 0, "the tiny buffer should have pushed back"
+    assert stats["writer"]["samples_written_total"] == 2 * n
+    assert stats["writer"]["buffered_samples"] == 0 and stats["writer"]["parked_samples"] == 0

@@ -191,31 +191,37 @@ final class HTTP2Connection {
 
     func submitResponse(_ stream: HTTP2Stream, status: Int, headers: [(String, String)]) {
         guard let session, !stream.closed else { return }
-        var all: [(String, String)] = [(":status", String(status))]
-        all.append(contentsOf: headers)
-        // nghttp2 copies names and values during the call; build them in one contiguous buffer.
+        // nghttp2 copies names and values during the call, so pointers into temporary storage are
+        // enough. Header names are lower case already (HTTP/2 requires it; every caller passes
+        // literals), so no per-request case folding or intermediate arrays.
         var storage: [UInt8] = []
-        storage.reserveCapacity(all.reduce(0) { $0 + $1.0.utf8.count + $1.1.utf8.count })
-        var ranges: [(Int, Int, Int, Int)] = []
-        for (n, v) in all {
-            let ns = storage.count
-            storage.append(contentsOf: n.lowercased().utf8)
-            let vs = storage.count
+        storage.reserveCapacity(64 + headers.reduce(0) { $0 + $1.0.utf8.count + $1.1.utf8.count })
+        storage.append(contentsOf: HeaderName.status)
+        storage.append(contentsOf: String(status).utf8)
+        for (n, v) in headers {
+            storage.append(contentsOf: n.utf8)
             storage.append(contentsOf: v.utf8)
-            ranges.append((ns, vs - ns, vs, storage.count - vs))
         }
-        let noBody = status == 204 || status == 304 || (stream.method == "HEAD")
+        let noBody = status == 204 || status == 304 || stream.method == "HEAD"
+        if noBody { stream.responseEnded = true }
         let rv: Int32 = storage.withUnsafeMutableBufferPointer { buf in
             let base = buf.baseAddress!
-            var nva = ranges.map { r in
-                nghttp2_nv(name: base + r.0, value: base + r.2, namelen: r.1, valuelen: r.3, flags: UInt8(NGHTTP2_NV_FLAG_NONE.rawValue))
+            return withUnsafeTemporaryAllocation(of: nghttp2_nv.self, capacity: headers.count + 1) { nva in
+                let none = UInt8(NGHTTP2_NV_FLAG_NONE.rawValue)
+                var offset = HeaderName.status.count
+                nva[0] = nghttp2_nv(name: base, value: base + offset, namelen: offset, valuelen: 3, flags: none)
+                offset += 3
+                for (i, (n, v)) in headers.enumerated() {
+                    let nl = n.utf8.count, vl = v.utf8.count
+                    nva[i + 1] = nghttp2_nv(name: base + offset, value: base + offset + nl, namelen: nl, valuelen: vl, flags: none)
+                    offset += nl + vl
+                }
+                if noBody {
+                    return nghttp2_submit_response(session, stream.id, nva.baseAddress, nva.count, nil)
+                }
+                var provider = nghttp2_data_provider(source: nghttp2_data_source(ptr: nil), read_callback: NGHTTP2Callbacks.readBody)
+                return nghttp2_submit_response(session, stream.id, nva.baseAddress, nva.count, &provider)
             }
-            if noBody {
-                stream.responseEnded = true
-                return nghttp2_submit_response(session, stream.id, &nva, nva.count, nil)
-            }
-            var provider = nghttp2_data_provider(source: nghttp2_data_source(ptr: nil), read_callback: NGHTTP2Callbacks.readBody)
-            return nghttp2_submit_response(session, stream.id, &nva, nva.count, &provider)
         }
         if rv != 0 { logger.debug("nghttp2_submit_response failed", metadata: ["error": "\(NGHTTP2Error(rv))"]) }
         scheduleFlush()
@@ -342,6 +348,7 @@ final class HTTP2Connection {
 /// Header-name matching on raw bytes, so unneeded headers never become Strings.
 enum HeaderName {
     static let method: [UInt8] = Array(":method".utf8)
+    static let status: [UInt8] = Array(":status".utf8)
     static let path: [UInt8] = Array(":path".utf8)
     static let kept: [([UInt8], String)] = RequestHead.keptHeaders.map { (Array($0.utf8), $0) }
 

@@ -179,15 +179,36 @@ final class IngestHandler: RequestHandler {
         finished = true
         switch style {
         case .stream:
-            var w = JSONWriter(capacity: 200)
-            w.raw("{\"summary\":{\"lines\":\(lineCount),\"samples\":\(samplesParsed),\"acked_lines\":\(ackedLines),")
-            w.raw("\"acked_samples\":\(ackedSamples),\"rejected\":\(rejected),\"heartbeats\":\(heartbeats)")
-            if skippedFields > 0 { w.raw(",\"skipped_fields\":\(skippedFields)") }
-            if let failed { w.raw(",\"error\":"); w.string(failed) } else if draining && !requestEnded {
-                w.raw(",\"error\":\"server shutting down: reconnect and resend lines after acked_lines\"")
+            // Written straight into one ByteBuffer: this runs once per request (tiny POSTs).
+            var b = ByteBufferAllocator().buffer(capacity: 192)
+            b.writeStaticString("{\"summary\":{\"lines\":")
+            b.writeString(String(lineCount))
+            b.writeStaticString(",\"samples\":")
+            b.writeString(String(samplesParsed))
+            b.writeStaticString(",\"acked_lines\":")
+            b.writeString(String(ackedLines))
+            b.writeStaticString(",\"acked_samples\":")
+            b.writeString(String(ackedSamples))
+            b.writeStaticString(",\"rejected\":")
+            b.writeString(String(rejected))
+            b.writeStaticString(",\"heartbeats\":")
+            b.writeString(String(heartbeats))
+            if skippedFields > 0 {
+                b.writeStaticString(",\"skipped_fields\":")
+                b.writeString(String(skippedFields))
             }
-            w.raw("}}\n")
-            writeLine(w.bytes)
+            var error: String? = failed
+            if error == nil && draining && !requestEnded {
+                error = "server shutting down: reconnect and resend lines after acked_lines"
+            }
+            if let error {
+                var w = JSONWriter(capacity: 64 + error.utf8.count)
+                w.string(error)
+                b.writeStaticString(",\"error\":")
+                b.writeBytes(w.bytes)
+            }
+            b.writeStaticString("}}\n")
+            writer.writeBody(b)
             writer.end()
         case .influx:
             if let failed {
@@ -227,7 +248,7 @@ final class IngestHandler: RequestHandler {
         writer.end()
     }
 
-    private func writeLine(_ s: String) { writeLine(Array(s.utf8)) }
+    private func writeLine(_ s: String) { writer.writeBody(ByteBuffer(string: s)) }
 
     private func writeLine(_ bytes: [UInt8]) {
         var buf = ByteBufferAllocator().buffer(capacity: bytes.count)

@@ -20,13 +20,20 @@ struct LabelBuilder {
     }
 
     private var bytes = ScratchBytes()
-    private var entries = [Entry](repeating: Entry(), count: NameRules.maxLabels)
+    // Allocated on the first label, so streams without labels never pay for them.
+    private var entries: [Entry] = []
     private var pendingStart = 0
     private var pendingKeyEnd = 0
-    private var order = [Int](repeating: 0, count: NameRules.maxLabels)
-    private var out: [UInt8] = Array(repeating: 0, count: 256)
+    private var order: [Int] = []
+    private var out: [UInt8] = []
     /// Recent canonical strings, so repeated label sets share one `String`.
     private var strings = StringCache()
+
+    private mutating func allocate() {
+        entries = [Entry](repeating: Entry(), count: NameRules.maxLabels)
+        order = [Int](repeating: 0, count: NameRules.maxLabels)
+        out = Array(repeating: 0, count: 256)
+    }
 
     /// Number of complete pairs since the last ``reset()``; at most ``NameRules/maxLabels``.
     private(set) var count = 0
@@ -47,6 +54,7 @@ struct LabelBuilder {
     /// Completes the pair. The caller checks ``count`` against ``NameRules/maxLabels`` first.
     @inline(__always)
     mutating func endPair() {
+        if entries.isEmpty { allocate() }
         entries[count] = Entry(keyStart: pendingStart, keyEnd: pendingKeyEnd, valueEnd: bytes.count)
         count += 1
     }
@@ -67,6 +75,7 @@ struct LabelBuilder {
         let keyEnd = bytes.count
         bytes.append(UInt8(ascii: "="))
         bytes.append(value)
+        if entries.isEmpty { allocate() }
         entries[count] = Entry(keyStart: keyStart, keyEnd: keyEnd, valueEnd: bytes.count)
         count += 1
     }

@@ -23,13 +23,18 @@ struct StringCache {
 
     private static let smallSlots = 256
     private static let largeSlots = 64
-    private var small = [SmallEntry](repeating: SmallEntry(), count: StringCache.smallSlots)
-    private var largeKeys: [[UInt8]] = Array(repeating: [], count: StringCache.largeSlots)
-    private var largeValues: [String] = Array(repeating: "", count: StringCache.largeSlots)
+    /// Inserts ignored before the tables are allocated: a short stream (a tiny POST of a few
+    /// lines) never pays for allocating, clearing and destroying ~12 KiB of cache.
+    private static let warmup = 24
+    private var small: [SmallEntry] = []
+    private var largeKeys: [[UInt8]] = []
+    private var largeValues: [String] = []
+    private var inserts = 0
 
     /// The cached string for `bytes`, if any.
     @inline(__always)
     func lookup(_ bytes: UnsafeRawBufferPointer) -> String? {
+        if small.isEmpty { return nil }
         let n = bytes.count
         if n <= 15 {
             let (w0, w1) = Self.words(bytes)
@@ -51,6 +56,13 @@ struct StringCache {
 
     /// Remembers `string` as the string for `bytes`, replacing what shared its slot.
     mutating func insert(_ bytes: UnsafeRawBufferPointer, _ string: String) {
+        if small.isEmpty {
+            inserts += 1
+            if inserts <= Self.warmup { return }
+            small = [SmallEntry](repeating: SmallEntry(), count: Self.smallSlots)
+            largeKeys = Array(repeating: [], count: Self.largeSlots)
+            largeValues = Array(repeating: "", count: Self.largeSlots)
+        }
         let n = bytes.count
         if n <= 15 {
             let (w0, w1) = Self.words(bytes)
