@@ -19,7 +19,7 @@ if ((${#need[@]})); then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
-python3 -c 'import pytest' 2>/dev/null || { log "installing pytest"; python3 -m pip install -q pytest; }
+python3 -c "import pytest, h2, hyperframe" 2>/dev/null || { log "installing pytest, h2"; python3 -m pip install -q pytest h2; }
 
 # 2. Build and unit tests.
 log "swift build"

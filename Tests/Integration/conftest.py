@@ -7,7 +7,6 @@ Run:  python3 -m pytest -q Tests/Integration        (binary: $RTD_SERVER_BIN or 
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import pytest
 

@@ -14,6 +14,7 @@ import os
 import queue
 import re
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -472,6 +473,7 @@ class StreamingIngest:
         except subprocess.TimeoutExpired:
             pass
         self._stderr.close()
+        shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 @dataclass
@@ -634,6 +636,7 @@ class SSEClient:
         except subprocess.TimeoutExpired:
             pass
         self._stderr.close()
+        shutil.rmtree(self.workdir, ignore_errors=True)
 
     def __enter__(self) -> "SSEClient":
         return self

@@ -65,9 +65,6 @@ def test_stats_counts_open_connections(server, ids):
     h.wait_until(lambda: server.stats()["connections"]["http2"] == 0, what="the HTTP/2 connections to close")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "server bug: /api/stats ingest.open_streams is always 0: ServerStatistics.ingestStreamsOpen is never "
-    "incremented or decremented anywhere (IngestHandler does not touch it)"))
 def test_stats_counts_open_ingest_streams(server, ids):
     stream = h.StreamingIngest(server, proto="h2c")
     try:

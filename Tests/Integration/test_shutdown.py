@@ -124,10 +124,6 @@ def test_sigterm_idle_server_exits_zero_quickly(server_factory):
     assert h.port_refuses(srv.port)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "server bug: IngestHandler.maybeFinish answers a /write (Influx style) that is drained at shutdown "
-    "with 204 when no received line was bad, although the request body was cut short (requestEnded == false): "
-    "the client is told the whole batch was written and will not retry the lines the server never received"))
 def test_sigterm_during_influx_write_is_not_reported_as_success(server_factory, ids):
     srv = server_factory(name="drain-write")
     host = f"{ids}-tg"

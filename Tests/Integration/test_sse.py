@@ -202,18 +202,11 @@ def wide(server):
     return d
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "server bug: Broadcaster.topKeys picks rows from FleetRollup.top, which publish() truncates to "
-    "max(fleetTopN=10, top of the subscribers present at that tick); a new subscriber asking top=12 for a "
-    "metric that has 15 series gets 10 rows (until the metric changes again)"))
 def test_top_n_larger_than_ten(server, wide):
     ev = _init(server, f"metrics={wide['metric']}&top=12&fleet=0", "h1")
     assert [r["last"] for r in ev.rows] == list(range(14, 2, -1))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "server bug: top=N is taken from the fleet-wide top list and only then filtered by servers/server_prefix, "
-    "so `servers=<the two lowest>&top=1` returns no row instead of the higher of the two selected series"))
 def test_top_n_among_selected_servers(server, wide):
     sids = wide["sids"]
     ev = _init(server, f"metrics={wide['metric']}&servers={sids[0]},{sids[1]}&top=1&fleet=0", "h1")

@@ -7,6 +7,12 @@ final class IngestCounters: Sendable {
     private let samples = Atomic<Int>(0)
     private let rejectedTotal = Atomic<Int>(0)
     private let byCode = Mutex<[String: Int]>([:])
+    private let open = Atomic<Int>(0)
+
+    func streamOpened() { open.wrappingAdd(1, ordering: .relaxed) }
+    func streamClosed() { open.wrappingSubtract(1, ordering: .relaxed) }
+    /// Ingest requests in progress.
+    var openStreams: Int { open.load(ordering: .relaxed) }
 
     func addBytes(_ n: Int) { bytes.wrappingAdd(n, ordering: .relaxed) }
     func addSamples(_ n: Int) { if n > 0 { samples.wrappingAdd(n, ordering: .relaxed) } }

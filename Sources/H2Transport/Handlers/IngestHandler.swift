@@ -38,6 +38,7 @@ final class IngestHandler: RequestHandler {
     private var heartbeats = 0
     private var skippedFields = 0
     private var rejectionDetails: [LineRejection] = []
+    private var rejectionLinesSent = 0
     private var partsInFlight = 0
     private var ackedLines = 0
     private var ackedSamples = 0
@@ -57,6 +58,7 @@ final class IngestHandler: RequestHandler {
         }
         self.counters = counters
         self.gzip = gzip
+        counters.streamOpened()
         if style == .stream {
             writer.writeHead(status: 200, headers: [("content-type", "application/x-ndjson"), ("cache-control", "no-store")])
         }
@@ -102,6 +104,7 @@ final class IngestHandler: RequestHandler {
     }
 
     func cancelled() {
+        if !finished { counters.streamClosed() }
         finished = true
     }
 
@@ -140,7 +143,8 @@ final class IngestHandler: RequestHandler {
             counters.addRejections(out.rejections)
             for r in out.rejections {
                 if rejectionDetails.count < Self.maxRejectionDetails { rejectionDetails.append(r) }
-                if style == .stream && rejected - out.rejections.count + 1 <= Self.maxRejectionDetails {
+                if style == .stream && rejectionLinesSent < Self.maxRejectionDetails {
+                    rejectionLinesSent += 1
                     writeLine(Self.rejectionLine(r))
                 }
             }
@@ -177,6 +181,7 @@ final class IngestHandler: RequestHandler {
     private func maybeFinish() {
         guard !finished, partsInFlight == 0, requestEnded || draining || failed != nil else { return }
         finished = true
+        counters.streamClosed()
         switch style {
         case .stream:
             // Written straight into one ByteBuffer: this runs once per request (tiny POSTs).
@@ -211,6 +216,10 @@ final class IngestHandler: RequestHandler {
             writer.writeBody(b)
             writer.end()
         case .influx:
+            if draining && !requestEnded && failed == nil {
+                // The body was cut short: the client must not take the batch as written.
+                failed = "server shutting down before the request body was complete; retry the whole batch"
+            }
             if let failed {
                 respondInflux(status: 503, error: failed)
             } else if rejected == 0 {
@@ -228,6 +237,7 @@ final class IngestHandler: RequestHandler {
         guard !finished else { return }
         if style == .influx && partsInFlight == 0 {
             finished = true
+            counters.streamClosed()
             respondInflux(status: status, error: message)
         } else {
             failed = message

@@ -208,7 +208,7 @@ final class Router: Sendable {
             if i > 0 { j.byte(UInt8(ascii: ",")) }
             j.string(k); j.raw(":\(v)")
         }
-        j.raw("},\"open_streams\":\(statistics.openIngestStreams)}")
+        j.raw("},\"open_streams\":\(counters.openStreams)}")
         j.raw(",\"series\":{\"count\":\(series),\"rejected_new_series_samples\":\(rejectedSeries),\"max\":\(engine.aggregator.configuration.maxSeries)}")
         j.raw(",\"sse\":{\"clients\":\(engine.broadcaster.subscriberCount),\"events_total\":\(events),\"coalesced_total\":\(coalesced),\"seq\":\(engine.broadcaster.currentSequence)}")
         j.raw(",\"connections\":{\"http1\":\(statistics.http1Connections),\"http2\":\(statistics.http2Connections),\"requests_total\":\(statistics.requestCount),\"protocol_errors_total\":\(statistics.protocolErrorCount)}")

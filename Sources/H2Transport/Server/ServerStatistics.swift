@@ -7,7 +7,6 @@ public final class ServerStatistics: Sendable {
     let tlsConnections = Atomic<Int>(0)
     let requests = Atomic<Int>(0)
     let protocolErrors = Atomic<Int>(0)
-    let ingestStreamsOpen = Atomic<Int>(0)
 
     init() {}
 
@@ -19,6 +18,4 @@ public final class ServerStatistics: Sendable {
     public var requestCount: Int { requests.load(ordering: .relaxed) }
     /// Connections closed for protocol errors since start.
     public var protocolErrorCount: Int { protocolErrors.load(ordering: .relaxed) }
-    /// Ingest requests open now.
-    public var openIngestStreams: Int { ingestStreamsOpen.load(ordering: .relaxed) }
 }

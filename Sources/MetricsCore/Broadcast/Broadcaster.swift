@@ -54,6 +54,8 @@ public final class Broadcaster: Sendable {
         var byServer: [String: Set<SeriesKey>] = [:]
         var fleet: [String: FleetRollup] = [:]
         var fleetRows: [String: [UInt8]] = [:]
+        /// Every series of a metric by latest value, highest first (serves `top=N` with any filter).
+        var ranked: [String: [(key: SeriesKey, value: Double)]] = [:]
         var subscriptions: [ObjectIdentifier: Subscription] = [:]
         var eventsSent = 0
         var coalesced = 0
@@ -115,14 +117,15 @@ public final class Broadcaster: Sendable {
                 }
                 touchedMetrics.insert(key.metricName)
             }
-            let topN = s.subscriptions.values.reduce(configuration.fleetTopN) { max($0, $1.filter.top ?? 0) }
             for m in touchedMetrics {
                 let keys = s.byMetric[m] ?? []
                 var values: [(key: SeriesKey, value: Double)] = []
                 values.reserveCapacity(keys.count)
                 for k in keys { if let e = s.entries[k] { values.append((k, e.snapshot.last)) } }
-                let f = FleetRollup.compute(metricName: m, values: values, topN: topN)
+                let f = FleetRollup.compute(metricName: m, values: values, topN: configuration.fleetTopN)
                 s.fleet[m] = f
+                values.sort { $0.value != $1.value ? $0.value > $1.value : $0.key < $1.key }
+                s.ranked[m] = values
                 s.fleetRows[m] = Self.encodeFleet(f, limit: configuration.fleetTopN)
             }
             // Index this tick's changes by metric so filtered subscribers skip the rest.
@@ -221,13 +224,14 @@ public final class Broadcaster: Sendable {
                           retry: retry ? configuration.retryMilliseconds : nil)
     }
 
+    /// The `top` highest series of each selected metric among those the filter admits.
     func topKeys(filter: SubscriptionFilter, top: Int, state s: State) -> [SeriesKey] {
         var out: [SeriesKey] = []
-        let metrics = filter.metrics.isEmpty ? Array(s.fleet.keys).sorted() : filter.metrics.sorted()
+        let metrics = filter.metrics.isEmpty ? Array(s.ranked.keys).sorted() : filter.metrics.sorted()
         for m in metrics {
-            guard let f = s.fleet[m] else { continue }
+            guard let ranked = s.ranked[m] else { continue }
             var n = 0
-            for t in f.top where filter.matches(t.key) {
+            for t in ranked where filter.matches(t.key) {
                 if n >= top { break }
                 out.append(t.key)
                 n += 1
