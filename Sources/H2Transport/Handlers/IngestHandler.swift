@@ -59,9 +59,17 @@ final class IngestHandler: RequestHandler {
         self.counters = counters
         self.gzip = gzip
         counters.streamOpened()
-        if style == .stream {
-            writer.writeHead(status: 200, headers: [("content-type", "application/x-ndjson"), ("cache-control", "no-store")])
-        }
+    }
+
+    private var headWritten = false
+
+    /// The 200 head goes out with the first reply line rather than at once: a short request then
+    /// gets head, body and end in one go (no deferred body to resume), and a long stream gets its
+    /// head with its first ack, a few milliseconds in.
+    private func ensureHead() {
+        guard !headWritten else { return }
+        headWritten = true
+        writer.writeHead(status: 200, headers: [("content-type", "application/x-ndjson"), ("cache-control", "no-store")])
     }
 
     // MARK: RequestHandler
@@ -184,6 +192,7 @@ final class IngestHandler: RequestHandler {
         counters.streamClosed()
         switch style {
         case .stream:
+            ensureHead()
             // Written straight into one ByteBuffer: this runs once per request (tiny POSTs).
             var b = ByteBufferAllocator().buffer(capacity: 192)
             b.writeStaticString("{\"summary\":{\"lines\":")
@@ -258,9 +267,13 @@ final class IngestHandler: RequestHandler {
         writer.end()
     }
 
-    private func writeLine(_ s: String) { writer.writeBody(ByteBuffer(string: s)) }
+    private func writeLine(_ s: String) {
+        ensureHead()
+        writer.writeBody(ByteBuffer(string: s))
+    }
 
     private func writeLine(_ bytes: [UInt8]) {
+        ensureHead()
         var buf = ByteBufferAllocator().buffer(capacity: bytes.count)
         buf.writeBytes(bytes)
         writer.writeBody(buf)

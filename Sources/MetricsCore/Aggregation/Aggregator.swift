@@ -46,11 +46,19 @@ public final class Aggregator: Sendable {
     /// The shard index for a server id (FNV-1a over its UTF-8 bytes).
     @inlinable
     public func shardIndex(for serverID: String) -> Int {
-        var h: UInt64 = 0xcbf2_9ce4_8422_2325
-        for b in serverID.utf8 {
-            h ^= UInt64(b)
-            h &*= 0x100_0000_01b3
+        @inline(__always) func fnv(_ bytes: UnsafeBufferPointer<UInt8>) -> UInt64 {
+            var h: UInt64 = 0xcbf2_9ce4_8422_2325
+            for b in bytes {
+                h ^= UInt64(b)
+                h &*= 0x100_0000_01b3
+            }
+            return h
         }
+        // Native strings are contiguous UTF-8: hash the bytes directly, not through the UTF8View iterator.
+        let h = serverID.utf8.withContiguousStorageIfAvailable(fnv) ?? {
+            var copy = serverID
+            return copy.withUTF8(fnv)
+        }()
         return Int(h % UInt64(shards.count))
     }
 

@@ -1,7 +1,8 @@
 /// A reusable byte buffer with an explicit fill level. Clearing is O(1) and appends copy
 /// in bulk, so hot loops do not go through `Array`'s general-purpose paths for every byte.
 struct ScratchBytes {
-    private var storage: [UInt8] = Array(repeating: 0, count: 256)
+    // Grown on first use, so a parser that never sees labels never allocates it.
+    private var storage: [UInt8] = []
     /// Bytes in use.
     private(set) var count = 0
 
@@ -17,7 +18,7 @@ struct ScratchBytes {
     @inline(__always)
     private mutating func reserve(_ extra: Int) {
         if count + extra > storage.count {
-            storage.append(contentsOf: repeatElement(0, count: max(count + extra - storage.count, storage.count)))
+            storage.append(contentsOf: repeatElement(0, count: max(count + extra - storage.count, max(256, storage.count))))
         }
     }
 
