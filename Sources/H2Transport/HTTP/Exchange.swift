@@ -93,9 +93,11 @@ protocol ResponseWriter: AnyObject {
     func writeHead(status: Int, headers: [(String, String)])
     /// Queues body bytes.
     func writeBody(_ bytes: ByteBuffer)
-    /// Ends the response. When the request body is still being received, the transport tells the
-    /// peer to stop sending (HTTP/2: RST_STREAM NO_ERROR; HTTP/1.1: the connection closes).
-    func end()
+    /// Ends the response. A request body still arriving is read and discarded (bounded), unless
+    /// `abortingRequest` is set: then the peer is told to stop sending (HTTP/2: RST_STREAM
+    /// NO_ERROR after the response; HTTP/1.1: the connection closes). Ingestion aborts when it
+    /// stops early (shutdown, fatal error) so the agent resends elsewhere.
+    func end(abortingRequest: Bool)
     /// Response bytes queued but not yet handed to the socket.
     var pendingResponseBytes: Int { get }
     /// Tells the transport that `count` bytes of request body were processed, so the peer may
@@ -116,6 +118,11 @@ protocol RequestHandler: AnyObject {
     func responseWritable()
     /// The server is shutting down: finish promptly (final acks, end streams).
     func drain()
+}
+
+extension ResponseWriter {
+    /// Ends the response; the rest of a request body, if any, is discarded.
+    func end() { end(abortingRequest: false) }
 }
 
 extension RequestHandler {

@@ -191,8 +191,9 @@ final class HTTP1Exchange: ResponseWriter, FlushingWriter {
         context.writeAndFlush(NIOAny(HTTPServerResponsePart.body(.byteBuffer(bytes))), promise: nil)
     }
 
-    func end() {
+    func end(abortingRequest: Bool) {
         guard !ended else { return }
+        if abortingRequest && !requestEnded { keepAlive = false }
         if !headWritten { writeHead(status: 200, headers: [("content-length", "0")]) }
         ended = true
         handler = nil

@@ -316,8 +316,9 @@ final class HTTP2Connection {
     }
 
     func responseSent(_ id: Int32) {
-        // The response is complete while the peer is still sending: tell it to stop (RFC 9113 §8.1).
-        guard let session, let s = streams[id], !s.requestEnded else { return }
+        // The handler stopped early while the peer is still sending: tell it to stop (RFC 9113 §8.1).
+        // Otherwise the rest of the body is received and discarded.
+        guard let session, let s = streams[id], !s.requestEnded, s.abortRequestOnEnd else { return }
         nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), id, UInt32(NGHTTP2_NO_ERROR.rawValue))
     }
 

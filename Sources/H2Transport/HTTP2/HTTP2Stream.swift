@@ -46,9 +46,13 @@ final class HTTP2Stream: ResponseWriter, FlushingWriter {
         connection.resumeIfDeferred(self)
     }
 
-    func end() {
+    /// Whether the peer is reset (NO_ERROR) once the response is sent while the request is open.
+    var abortRequestOnEnd = false
+
+    func end(abortingRequest: Bool) {
         guard !closed, !responseEnded else { return }
         responseEnded = true
+        abortRequestOnEnd = abortingRequest
         if !headSubmitted { writeHead(status: 200, headers: []) }
         connection.resumeIfDeferred(self)
     }

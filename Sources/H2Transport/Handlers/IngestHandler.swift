@@ -159,11 +159,21 @@ final class IngestHandler: RequestHandler {
             batcher.output.rejections.removeAll(keepingCapacity: true)
         }
         counters.addSamples(added)
-        if added > 0 || bytes > 0 || force {
+        if added > 0 || bytes > 0 {
             partsInFlight += 1
             batcher.record(handler: self, samples: added, bytes: bytes, lastLine: lineCount)
+        } else if force {
+            // End of body with nothing new to write (the usual case: the body ended with '\n').
+            // The last lines need no durability of their own; they are acknowledged together with
+            // the parts still in flight, or at once when there are none. Saves a writer part and an
+            // extra ack line per short request.
+            finalLine = lineCount
+            if partsInFlight == 0 { ackedLines = max(ackedLines, finalLine) }
         }
     }
+
+    /// Line count at the end of the body, acknowledged once every part in flight is durable.
+    private var finalLine = 0
 
     // MARK: Writer callbacks (event loop)
 
@@ -178,6 +188,7 @@ final class IngestHandler: RequestHandler {
             failed = "server shutting down; samples after line \(ackedLines) were not accepted"
         } else {
             ackedLines = max(ackedLines, part.lastLine)
+            if partsInFlight == 0 { ackedLines = max(ackedLines, finalLine) }
             ackedSamples += part.samples
             if style == .stream && !(requestEnded && partsInFlight == 0) {
                 writeLine("{\"ack\":\(ackedLines),\"samples\":\(ackedSamples)}\n")
@@ -223,7 +234,7 @@ final class IngestHandler: RequestHandler {
             }
             b.writeStaticString("}}\n")
             writer.writeBody(b)
-            writer.end()
+            writer.end(abortingRequest: !requestEnded)
         case .influx:
             if draining && !requestEnded && failed == nil {
                 // The body was cut short: the client must not take the batch as written.
@@ -264,7 +275,7 @@ final class IngestHandler: RequestHandler {
         writer.writeHead(status: status, headers: [("content-type", "application/json"), ("content-length", String(buf.readableBytes)),
                                                    ("x-influxdb-error", error.count > 200 ? String(error.prefix(200)) : error)])
         writer.writeBody(buf)
-        writer.end()
+        writer.end(abortingRequest: !requestEnded)
     }
 
     private func writeLine(_ s: String) {
