@@ -11,6 +11,13 @@ let package = Package(
         .package(url: "https://github.com/ordo-one/benchmark", from: "1.38.1", traits: ["MallocInterposer"]),
     ],
     targets: [
+        // A plain wall-clock harness (no malloc interposer): end-to-end core throughput the way the
+        // server runs it, parsing on one thread while the sharded aggregator folds on the pool.
+        .executableTarget(
+            name: "CoreThroughput",
+            dependencies: [.product(name: "MetricsCore", package: "RealtimeDashboard")],
+            path: "Sources/CoreThroughput"
+        ),
         .executableTarget(
             name: "CoreBenchmarks",
             dependencies: [

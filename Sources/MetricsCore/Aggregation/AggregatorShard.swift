@@ -26,26 +26,36 @@ public actor AggregatorShard {
     public var seriesCount: Int { keys.count }
 
     /// Folds a batch of samples.
+    ///
+    /// Two passes: first every sample's series index is resolved (creating new series), then all
+    /// samples are folded through one mutable buffer pointer over the states, so the per-sample
+    /// work is the arithmetic itself, without array uniqueness checks or state copies.
     public func ingest(_ samples: [MetricSample]) {
-        for s in samples { fold(s) }
-        samplesFolded += samples.count
-    }
-
-    /// Folds one sample (used by ``ingest(_:)``).
-    private func fold(_ s: MetricSample) {
-        let key = s.seriesKey
-        let i: Int
-        if let existing = index[key] {
-            i = existing
-        } else {
-            guard keys.count < maxSeries else {
+        var slots = [Int32](repeating: -1, count: samples.count)
+        for (n, s) in samples.enumerated() {
+            let key = s.seriesKey
+            if let existing = index[key] {
+                slots[n] = Int32(existing)
+            } else if keys.count < maxSeries {
+                slots[n] = Int32(addSeries(key))
+            } else {
                 rejectedNewSeries += 1
-                return
             }
-            i = addSeries(key)
         }
-        if !states[i].dirty { dirtyList.append(i) }
-        if let r = states[i].add(value: s.value, timestamp: s.timestamp, key: key) { sealed.append(r) }
+        var newlyDirty: [Int] = []
+        var newlySealed: [MinuteRollup] = []
+        let keys = self.keys
+        states.withUnsafeMutableBufferPointer { states in
+            for (n, s) in samples.enumerated() {
+                let i = Int(slots[n])
+                if i < 0 { continue }
+                if !states[i].dirty { newlyDirty.append(i) }
+                if let r = states[i].add(value: s.value, timestamp: s.timestamp, key: keys[i]) { newlySealed.append(r) }
+            }
+        }
+        dirtyList.append(contentsOf: newlyDirty)
+        sealed.append(contentsOf: newlySealed)
+        samplesFolded += samples.count
     }
 
     private func addSeries(_ key: SeriesKey) -> Int {
