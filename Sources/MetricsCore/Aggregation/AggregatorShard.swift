@@ -3,8 +3,8 @@
 /// An actor, so every shard folds its batches on its own and shards run in parallel on the
 /// cooperative pool. Callers hand it whole batches (one actor hop per batch), never single samples.
 public actor AggregatorShard {
-    private var index: [SeriesKey: Int] = [:]
-    private var keys: [SeriesKey] = []
+    private var index = SeriesIndex()
+    /// Series states by series number; each holds its key (verified on lookup, see ``SeriesIndex``).
     private var states: [SeriesState] = []
     private var dirtyList: [Int] = []
     /// Series indexes by "server\0metric", for history lookups across label sets.
@@ -23,46 +23,58 @@ public actor AggregatorShard {
     }
 
     /// Number of live series.
-    public var seriesCount: Int { keys.count }
+    public var seriesCount: Int { states.count }
 
     /// Folds a batch of samples.
     ///
-    /// Two passes: first every sample's series index is resolved (creating new series), then all
-    /// samples are folded through one mutable buffer pointer over the states, so the per-sample
-    /// work is the arithmetic itself, without array uniqueness checks or state copies.
+    /// One pass through a mutable buffer pointer over the states: look the series up in the
+    /// compact index, verify the key in the state, fold the value. The pass is left only to create
+    /// a new series (appending needs the array itself), then resumes.
     public func ingest(_ samples: [MetricSample]) {
-        var slots = [Int32](repeating: -1, count: samples.count)
-        for (n, s) in samples.enumerated() {
-            let key = s.seriesKey
-            if let existing = index[key] {
-                slots[n] = Int32(existing)
-            } else if keys.count < maxSeries {
-                slots[n] = Int32(addSeries(key))
-            } else {
-                rejectedNewSeries += 1
-            }
-        }
+        var n = 0
+        let count = samples.count
         var newlyDirty: [Int] = []
         var newlySealed: [MinuteRollup] = []
-        let keys = self.keys
-        states.withUnsafeMutableBufferPointer { states in
-            for (n, s) in samples.enumerated() {
-                let i = Int(slots[n])
-                if i < 0 { continue }
-                if !states[i].dirty { newlyDirty.append(i) }
-                if let r = states[i].add(value: s.value, timestamp: s.timestamp, key: keys[i]) { newlySealed.append(r) }
+        while n < count {
+            var missing = false
+            let index = self.index
+            states.withUnsafeMutableBufferPointer { st in
+                while n < count {
+                    let s = samples[n]
+                    let h = SeriesIndex.hash(serverID: s.serverID, metricName: s.metricName, labels: s.labels)
+                    guard let id = index.find(hash: h, matches: { st[Int($0)].key.matches(s) }) else {
+                        missing = true
+                        return
+                    }
+                    let i = Int(id)
+                    if !st[i].dirty { newlyDirty.append(i) }
+                    if let r = st[i].add(value: s.value, timestamp: s.timestamp) { newlySealed.append(r) }
+                    n += 1
+                }
+            }
+            if missing {
+                if states.count < maxSeries {
+                    _ = addSeries(samples[n].seriesKey)  // the next round finds it
+                } else {
+                    rejectedNewSeries += 1
+                    n += 1
+                }
             }
         }
         dirtyList.append(contentsOf: newlyDirty)
         sealed.append(contentsOf: newlySealed)
-        samplesFolded += samples.count
+        samplesFolded += count
+    }
+
+    private func find(_ key: SeriesKey) -> Int? {
+        let h = SeriesIndex.hash(serverID: key.serverID, metricName: key.metricName, labels: key.labels)
+        return index.find(hash: h) { states[Int($0)].key == key }.map(Int.init)
     }
 
     private func addSeries(_ key: SeriesKey) -> Int {
-        let i = keys.count
-        index[key] = i
-        keys.append(key)
-        states.append(SeriesState(relativeAccuracy: relativeAccuracy))
+        let i = states.count
+        index.insert(hash: SeriesIndex.hash(serverID: key.serverID, metricName: key.metricName, labels: key.labels), id: Int32(i))
+        states.append(SeriesState(key: key, relativeAccuracy: relativeAccuracy))
         byServerMetric[key.serverID + "\u{0}" + key.metricName, default: []].append(i)
         return i
     }
@@ -71,11 +83,11 @@ public actor AggregatorShard {
     func openMinutes(serverID: String, metricName: String, labels: String?) -> [MinuteRollup] {
         var out: [MinuteRollup] = []
         for i in byServerMetric[serverID + "\u{0}" + metricName] ?? [] {
-            if let labels, keys[i].labels != labels { continue }
+            if let labels, states[i].key.labels != labels { continue }
             let st = states[i]
             let open = st.currentUnsent ?? st.current  // the part of the minute the store does not hold
             if st.currentMinute != .min && !open.isEmpty {
-                out.append(MinuteRollup(key: keys[i], minute: st.currentMinute, sketch: open))
+                out.append(MinuteRollup(key: st.key, minute: st.currentMinute, sketch: open))
             }
         }
         return out
@@ -85,8 +97,8 @@ public actor AggregatorShard {
     func warm(_ rollups: [MinuteRollup]) {
         for r in rollups.sorted(by: { $0.minute < $1.minute }) {
             let i: Int
-            if let existing = index[r.key] { i = existing } else {
-                guard keys.count < maxSeries else { continue }
+            if let existing = find(r.key) { i = existing } else {
+                guard states.count < maxSeries else { continue }
                 i = addSeries(r.key)
             }
             var st = states[i]
@@ -122,7 +134,7 @@ public actor AggregatorShard {
         // Seal stale minutes: cheap check per series, done once per tick.
         let sealBefore = MinuteRollup.minute(of: now - sealAfter)
         for i in states.indices where states[i].currentMinute != .min && states[i].currentMinute < sealBefore && !states[i].current.isEmpty {
-            if let r = states[i].seal(key: keys[i], newMinute: states[i].currentMinute + 60_000) { sealed.append(r) }
+            if let r = states[i].seal(key: states[i].key, newMinute: states[i].currentMinute + 60_000) { sealed.append(r) }
         }
         let out = sealed
         sealed.removeAll(keepingCapacity: true)
@@ -132,7 +144,7 @@ public actor AggregatorShard {
     /// Seals every open minute (at shutdown) and returns all unsent rollups.
     func sealAll() -> [MinuteRollup] {
         for i in states.indices where !states[i].current.isEmpty {
-            if let r = states[i].seal(key: keys[i], newMinute: states[i].currentMinute + 60_000) { sealed.append(r) }
+            if let r = states[i].seal(key: states[i].key, newMinute: states[i].currentMinute + 60_000) { sealed.append(r) }
         }
         let out = sealed
         sealed.removeAll()
@@ -146,13 +158,13 @@ public actor AggregatorShard {
 
     /// Snapshot of one series, if known.
     public func snapshot(of key: SeriesKey, now: Int64) -> SeriesSnapshot? {
-        index[key].map { snapshot($0, now: now) }
+        find(key).map { snapshot($0, now: now) }
     }
 
     private func snapshot(_ i: Int, now: Int64) -> SeriesSnapshot {
         let st = states[i]
         let q = st.quantiles()
-        return SeriesSnapshot(key: keys[i], last: st.last, lastTimestamp: st.lastTimestamp, total: st.total,
+        return SeriesSnapshot(key: st.key, last: st.last, lastTimestamp: st.lastTimestamp, total: st.total,
                               window1m: st.window1m(now: now), window5m: st.window5m(now: now),
                               p50: q?.p50, p95: q?.p95, p99: q?.p99, changedSeq: st.changedSeq)
     }

@@ -28,12 +28,16 @@ struct SeriesState {
     var changedSeq: UInt64 = 0
     var dirty = false
 
-    init(relativeAccuracy: Double) {
+    /// The series (verified against on every index lookup).
+    let key: SeriesKey
+
+    init(key: SeriesKey, relativeAccuracy: Double) {
+        self.key = key
         current = QuantileSketch(relativeAccuracy: relativeAccuracy)
     }
 
     /// Folds one sample. Returns a sealed rollup when the sample starts a newer minute.
-    mutating func add(value: Double, timestamp: Int64, key: SeriesKey) -> MinuteRollup? {
+    mutating func add(value: Double, timestamp: Int64) -> MinuteRollup? {
         dirty = true
         if timestamp >= lastTimestamp {
             last = value

@@ -56,6 +56,12 @@ public struct SeriesKey: Sendable, Hashable, Comparable, CustomStringConvertible
         return lhs.labels < rhs.labels
     }
 
+    /// Whether `sample` belongs to this series (no key is built).
+    @inlinable
+    public func matches(_ sample: MetricSample) -> Bool {
+        serverID == sample.serverID && metricName == sample.metricName && labels == sample.labels
+    }
+
     public var description: String {
         labels.isEmpty ? "\(serverID)/\(metricName)" : "\(serverID)/\(metricName){\(labels)}"
     }
