@@ -15,13 +15,31 @@ final class IngestBatcher {
     }
 
     /// Samples are parsed straight into this output by the handlers.
-    var output = ParseOutput()
+    // Unchecked: handlers pass it `inout` to the parser for every chunk; it is event-loop confined
+    // and never accessed reentrantly, so the dynamic exclusivity check is pure cost here.
+    @exclusivity(unchecked) var output = ParseOutput()
     private var parts: [Part] = []
     private let writer: BatchWriter
     let eventLoop: any EventLoop
     weak var context: ConnectionContext?
     /// Submit early when a read batch grows this large (keeps submissions bounded).
     static let maxSamplesPerSubmission = 16_384
+
+    /// One spare NDJSON parser per connection: short requests on a connection reuse it (warm
+    /// name caches, no per-request parser allocation). At most one is kept, so the pool costs a
+    /// connection at most one parser's caches (~12 KiB).
+    private var spareParser: NDJSONParser?
+
+    func takeParser(defaultServerID: String?, limits: ParseLimits) -> NDJSONParser {
+        guard var p = spareParser else { return NDJSONParser(defaultServerID: defaultServerID, limits: limits) }
+        spareParser = nil
+        p.reset(defaultServerID: defaultServerID, limits: limits)
+        return p
+    }
+
+    func recycle(_ parser: NDJSONParser) {
+        if spareParser == nil { spareParser = parser }
+    }
 
     init(writer: BatchWriter, eventLoop: any EventLoop) {
         self.writer = writer

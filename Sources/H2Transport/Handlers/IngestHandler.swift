@@ -18,7 +18,8 @@ import NIOCore
 final class IngestHandler: RequestHandler {
     enum Style { case stream, influx }
     enum Parser {
-        case ndjson(NDJSONParser)
+        /// NDJSON; the parser comes from the connection's pool.
+        case ndjson(defaultServerID: String?, limits: ParseLimits)
         case lineProtocol(LineProtocolParser)
     }
     // Kept as two optionals so the parser is mutated in place (no copy of its carry buffer).
@@ -53,7 +54,7 @@ final class IngestHandler: RequestHandler {
         self.batcher = context.ingest
         self.style = style
         switch parser {
-        case .ndjson(let p): ndjson = p
+        case .ndjson(let id, let limits): ndjson = context.ingest.takeParser(defaultServerID: id, limits: limits)
         case .lineProtocol(let p): lineProtocol = p
         }
         self.counters = counters
@@ -114,7 +115,20 @@ final class IngestHandler: RequestHandler {
     func cancelled() {
         if !finished { counters.streamClosed() }
         finished = true
+        recycleParser()
     }
+
+    /// Hands the NDJSON parser back to the connection once this request needs it no more.
+    private func recycleParser() {
+        if let p = ndjson {
+            ndjson = nil
+            finalLineCount = p.lineCount
+            batcher.recycle(p)
+        }
+    }
+
+    /// The line count after the parser went back to the pool.
+    private var finalLineCount = 0
 
     func drain() {
         guard !finished else { return }
@@ -126,7 +140,7 @@ final class IngestHandler: RequestHandler {
     // MARK: Parsing
 
     private var lineCount: Int {
-        ndjson?.lineCount ?? lineProtocol?.lineCount ?? 0
+        ndjson?.lineCount ?? lineProtocol?.lineCount ?? finalLineCount
     }
 
     private func parse(_ bytes: UnsafeRawBufferPointer, releasing: Int) {
@@ -201,6 +215,7 @@ final class IngestHandler: RequestHandler {
         guard !finished, partsInFlight == 0, requestEnded || draining || failed != nil else { return }
         finished = true
         counters.streamClosed()
+        defer { recycleParser() }
         switch style {
         case .stream:
             ensureHead()

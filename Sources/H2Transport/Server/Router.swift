@@ -40,7 +40,7 @@ final class Router: Sendable {
             let parser: IngestHandler.Parser = influx
                 ? .lineProtocol(LineProtocolParser(precision: TimestampPrecision(query: head.queryValue("precision") ?? "ms") ?? .milliseconds,
                                                    defaultServerID: defaultServerID(head), limits: limits))
-                : .ndjson(NDJSONParser(defaultServerID: defaultServerID(head), limits: limits))
+                : .ndjson(defaultServerID: defaultServerID(head), limits: limits)
             return ingest(head, writer, connection, style: .stream, parser: parser)
         case "/write", "/api/v2/write":
             guard method == "POST" else { return methodNotAllowed(writer, "POST") }

@@ -68,14 +68,15 @@ public final class Aggregator: Sendable {
             await shards[0].ingest(samples)
             return
         }
-        var parts = [[MetricSample]](repeating: [], count: shards.count)
+        // Split by index, not by copying samples: every shard gets the shared batch and its positions.
+        var parts = [[Int32]](repeating: [], count: shards.count)
         let expected = samples.count / shards.count + 16
         for i in parts.indices { parts[i].reserveCapacity(expected) }
-        for s in samples { parts[shardIndex(for: s.serverID)].append(s) }
+        for (n, s) in samples.enumerated() { parts[shardIndex(for: s.serverID)].append(Int32(n)) }
         await withTaskGroup(of: Void.self) { group in
             for (i, part) in parts.enumerated() where !part.isEmpty {
                 let shard = shards[i]
-                group.addTask { await shard.ingest(part) }
+                group.addTask { await shard.ingest(samples, positions: part) }
             }
         }
     }

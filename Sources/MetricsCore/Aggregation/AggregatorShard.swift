@@ -31,8 +31,18 @@ public actor AggregatorShard {
     /// compact index, verify the key in the state, fold the value. The pass is left only to create
     /// a new series (appending needs the array itself), then resumes.
     public func ingest(_ samples: [MetricSample]) {
+        fold(samples, count: samples.count) { $0 }
+    }
+
+    /// Folds `samples[positions[k]]` for every k: the ``Aggregator`` hands each shard the shared
+    /// batch and the positions of its samples instead of copying them into per-shard arrays.
+    func ingest(_ samples: [MetricSample], positions: [Int32]) {
+        fold(samples, count: positions.count) { Int(positions[$0]) }
+    }
+
+    @inline(__always)
+    private func fold(_ samples: [MetricSample], count: Int, position: (Int) -> Int) {
         var n = 0
-        let count = samples.count
         var newlyDirty: [Int] = []
         var newlySealed: [MinuteRollup] = []
         while n < count {
@@ -40,7 +50,7 @@ public actor AggregatorShard {
             let index = self.index
             states.withUnsafeMutableBufferPointer { st in
                 while n < count {
-                    let s = samples[n]
+                    let s = samples[position(n)]
                     let h = SeriesIndex.hash(serverID: s.serverID, metricName: s.metricName, labels: s.labels)
                     guard let id = index.find(hash: h, matches: { st[Int($0)].key.matches(s) }) else {
                         missing = true
@@ -54,7 +64,7 @@ public actor AggregatorShard {
             }
             if missing {
                 if states.count < maxSeries {
-                    _ = addSeries(samples[n].seriesKey)  // the next round finds it
+                    _ = addSeries(samples[position(n)].seriesKey)  // the next round finds it
                 } else {
                     rejectedNewSeries += 1
                     n += 1

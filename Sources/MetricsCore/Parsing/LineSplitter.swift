@@ -23,7 +23,7 @@ protocol LineHandler {
 /// holds more than `maxLineLength` bytes.
 struct LineSplitter {
     /// Longest accepted line, not counting `\n`.
-    let maxLineLength: Int
+    var maxLineLength: Int
     /// Lines completed so far.
     private(set) var lineCount = 0
     /// The partial line carried over from the previous chunk.
@@ -33,6 +33,14 @@ struct LineSplitter {
 
     init(maxLineLength: Int) {
         self.maxLineLength = maxLineLength
+    }
+
+    /// Starts a new stream: line numbers from 1, no partial line (the carry's capacity is kept).
+    mutating func reset() {
+        lineCount = 0
+        // A carry that grew for a long line is released rather than kept by a pooled parser.
+        if carry.capacity > 4096 { carry = [] } else { carry.removeAll(keepingCapacity: true) }
+        discarding = false
     }
 
     /// Feeds one chunk; the chunk may end anywhere.

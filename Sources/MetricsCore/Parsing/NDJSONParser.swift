@@ -43,6 +43,15 @@ public struct NDJSONParser: Sendable {
         lines = NDJSONLineParser(defaultServerID: defaultServerID)
     }
 
+    /// Makes the parser ready for a new stream (line numbers restart at 1), keeping its scratch
+    /// buffers and name caches: a server reuses one parser per connection across short requests,
+    /// so the caches stay warm and nothing is allocated or freed per request.
+    public mutating func reset(defaultServerID: String?, limits: ParseLimits = ParseLimits()) {
+        splitter.reset()
+        splitter.maxLineLength = max(1, limits.maxLineLength)
+        lines.setDefaultServerID(defaultServerID)
+    }
+
     /// Parses one chunk of the stream.
     /// - Parameters:
     ///   - chunk: The next bytes; only read during the call. Complete lines are parsed in place,
@@ -67,8 +76,8 @@ public struct NDJSONParser: Sendable {
 
 /// Parses single NDJSON lines; keeps reusable scratch buffers.
 struct NDJSONLineParser: LineHandler {
-    private let defaultServerID: String?
-    private let defaultServerIDIsValid: Bool
+    private var defaultServerID: String?
+    private var defaultServerIDIsValid: Bool
     private var labels = LabelBuilder()
     /// Decoded escaped strings (slow path).
     private var scratch: [UInt8] = []
@@ -78,6 +87,11 @@ struct NDJSONLineParser: LineHandler {
     init(defaultServerID: String?) {
         self.defaultServerID = defaultServerID
         defaultServerIDIsValid = defaultServerID.map { NameRules.isValidName($0) } ?? false
+    }
+
+    mutating func setDefaultServerID(_ id: String?) {
+        defaultServerID = id
+        defaultServerIDIsValid = id.map { NameRules.isValidName($0) } ?? false
     }
 
     mutating func handleLine(_ line: UnsafeRawBufferPointer, number: Int, now: Int64, into output: inout ParseOutput) {

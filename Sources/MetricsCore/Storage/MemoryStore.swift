@@ -2,7 +2,8 @@ import DequeModule
 
 /// The embedded, bounded, in-process store: the default backend.
 ///
-/// - Raw samples are kept in a ring of at most ``Configuration/maxSamples``; when full, the
+/// - Raw samples are kept in a ring of at most ``Configuration/maxSamples`` (held as the batches
+///   they arrived in, so up to one batch more may stay referenced); when full, the
 ///   oldest sample is overwritten (raw data here is a short recent buffer, not an archive).
 /// - Minute rollups are kept per series for ``Configuration/retentionMinutes``; older minutes are
 ///   removed as new ones arrive. At most ``Configuration/maxSeries`` series are kept; rollups of
@@ -28,8 +29,10 @@ public actor MemoryStore: MetricStore {
     }
 
     private let configuration: Configuration
-    private var ring: [MetricSample] = []
-    private var ringNext = 0
+    /// Raw samples as the batches they arrived in (oldest first); keeping whole batches makes a
+    /// write O(1) instead of a copy per sample. Trimmed from the front to `maxSamples`.
+    private var raw = Deque<ArraySlice<MetricSample>>()
+    private var rawCount = 0
     private var rollups: [SeriesKey: Deque<MinuteRollup>] = [:]
     private var byServerMetric: [String: Set<String>] = [:]  // "server\u{0}metric" -> label sets
     private var rollupCount = 0
@@ -44,12 +47,18 @@ public actor MemoryStore: MetricStore {
     }
 
     public func write(_ batch: StoreBatch) async throws {
-        for s in batch.samples {
-            if ring.count < configuration.maxSamples {
-                ring.append(s)
-            } else {
-                ring[ringNext] = s
-                ringNext = (ringNext + 1) % configuration.maxSamples
+        if !batch.samples.isEmpty {
+            raw.append(batch.samples[...])
+            rawCount += batch.samples.count
+            while rawCount > configuration.maxSamples, let first = raw.first {
+                let excess = rawCount - configuration.maxSamples
+                if first.count <= excess {
+                    raw.removeFirst()
+                    rawCount -= first.count
+                } else {
+                    raw[raw.startIndex] = first.dropFirst(excess)
+                    rawCount -= excess
+                }
             }
         }
         samplesWritten += batch.samples.count
@@ -115,14 +124,17 @@ public actor MemoryStore: MetricStore {
     public func health() async -> StoreHealth {
         StoreHealth(
             healthy: true, backend: "memory",
-            detail: "ring \(ring.count)/\(configuration.maxSamples) samples, \(rollups.count)/\(configuration.maxSeries) series",
-            storedSamples: ring.count, storedRollups: rollupCount)
+            detail: "ring \(rawCount)/\(configuration.maxSamples) samples, \(rollups.count)/\(configuration.maxSeries) series",
+            storedSamples: rawCount, storedRollups: rollupCount)
     }
 
     /// The most recent raw samples, newest last (for tests and debugging).
     public func recentSamples(limit: Int) -> [MetricSample] {
-        if ring.count < configuration.maxSamples { return Array(ring.suffix(limit)) }
-        let ordered = Array(ring[ringNext...]) + Array(ring[..<ringNext])
-        return Array(ordered.suffix(limit))
+        var out: [MetricSample] = []
+        for slice in raw.reversed() {
+            if out.count >= limit { break }
+            out.insert(contentsOf: slice.suffix(limit - out.count), at: 0)
+        }
+        return out
     }
 }
