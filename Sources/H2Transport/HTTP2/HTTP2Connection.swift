@@ -360,9 +360,12 @@ enum HeaderName {
 
     /// The kept header's name if `name` (already lower case, as HTTP/2 requires) is one of them.
     static func kept(_ name: UnsafeBufferPointer<UInt8>) -> String? {
+        // Most headers are not kept; the length check rejects them before any byte comparison.
+        guard name.count < 64, keptLengthMask & (1 << UInt64(name.count)) != 0 else { return nil }
         for (bytes, s) in kept where equals(name, bytes) { return s }
         return nil
     }
+    static let keptLengthMask: UInt64 = kept.reduce(0) { $0 | (1 << UInt64($1.0.count)) }
 }
 
 #if canImport(Glibc)

@@ -42,7 +42,11 @@ final class HTTP2Stream: ResponseWriter, FlushingWriter {
     func writeBody(_ bytes: ByteBuffer) {
         guard !closed, !responseEnded else { return }
         wantsWritable = true
-        out.writeImmutableBuffer(bytes)
+        if out.readableBytes == 0 {
+            out = bytes  // the common case (one reply line at a time): no copy
+        } else {
+            out.writeImmutableBuffer(bytes)
+        }
         connection.resumeIfDeferred(self)
     }
 
