@@ -1,3 +1,4 @@
+import MetricsCore
 import NIOCore
 
 /// A complete response known up front.
@@ -26,7 +27,7 @@ struct HTTPResponse: Sendable {
 
     /// A JSON error body `{"error":"…"}`.
     static func error(_ status: Int, _ message: String) -> HTTPResponse {
-        var w = MetricsCoreJSON()
+        var w = JSONWriter()
         w.raw("{\"error\":")
         w.string(message)
         w.raw("}\n")
@@ -41,9 +42,6 @@ struct HTTPResponse: Sendable {
         writer.end()
     }
 }
-
-import MetricsCore
-typealias MetricsCoreJSON = JSONWriter
 
 /// Answers at once and ignores (but releases) any request body.
 final class FixedResponseHandler: RequestHandler {
