@@ -31,7 +31,7 @@ final class HTTP1ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
-        let batcher = IngestBatcher(writer: router.engine.writer, eventLoop: context.eventLoop)
+        let batcher = IngestBatcher(writer: router.engine.writer, eventLoop: context.eventLoop, counters: router.counters, statistics: router.statistics)
         let cc = ConnectionContext(eventLoop: context.eventLoop, ingest: batcher)
         batcher.context = cc
         cc.flush = { [weak context] in context?.flush() }
@@ -56,6 +56,7 @@ final class HTTP1ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
         connectionContext?.ingest.submit()
         exchange?.handler?.cancelled()
         exchange?.handler = nil
+        connectionContext?.ingest.publishCounters()
         exchange = nil
         router.statistics.h1Connections.wrappingAdd(-1, ordering: .relaxed)
         registry.unregister(registration)

@@ -36,7 +36,7 @@ final class HTTP2Connection {
         self.router = router
         self.logger = logger
         self.outbound = context.channel.allocator.buffer(capacity: 16 << 10)
-        let batcher = IngestBatcher(writer: router.engine.writer, eventLoop: context.eventLoop)
+        let batcher = IngestBatcher(writer: router.engine.writer, eventLoop: context.eventLoop, counters: router.counters, statistics: router.statistics)
         self.connectionContext = ConnectionContext(eventLoop: context.eventLoop, ingest: batcher)
         batcher.context = connectionContext
 
@@ -108,6 +108,7 @@ final class HTTP2Connection {
             s.handler?.cancelled()
             s.handler = nil
         }
+        connectionContext.ingest.publishCounters()
         connectionContext.drainables.removeAll()
         if let session { nghttp2_session_del(session) }
         session = nil

@@ -41,9 +41,30 @@ final class IngestBatcher {
         if spareParser == nil { spareParser = parser }
     }
 
-    init(writer: BatchWriter, eventLoop: any EventLoop) {
+    private let counters: IngestCounters
+    private let statistics: ServerStatistics
+
+    // Per-connection tallies, published to the shared atomics once per read batch or completion:
+    // several relaxed atomic adds per tiny request from both event loops made their cache line
+    // bounce between the cores.
+    var pendingBytes = 0
+    var pendingSamples = 0
+    var pendingOpenStreams = 0
+    var pendingRequests = 0
+
+    init(writer: BatchWriter, eventLoop: any EventLoop, counters: IngestCounters, statistics: ServerStatistics) {
         self.writer = writer
         self.eventLoop = eventLoop
+        self.counters = counters
+        self.statistics = statistics
+    }
+
+    /// Adds the tallies to the server-wide counters.
+    func publishCounters() {
+        if pendingBytes != 0 { counters.addBytes(pendingBytes); pendingBytes = 0 }
+        if pendingSamples != 0 { counters.addSamples(pendingSamples); pendingSamples = 0 }
+        if pendingOpenStreams != 0 { counters.addOpenStreams(pendingOpenStreams); pendingOpenStreams = 0 }
+        if pendingRequests != 0 { statistics.requests.wrappingAdd(pendingRequests, ordering: .relaxed); pendingRequests = 0 }
     }
 
     /// Records what one handler just parsed into ``output``.
@@ -54,6 +75,7 @@ final class IngestBatcher {
 
     /// Submits everything recorded since the last call (called at the end of each read batch).
     func submit() {
+        publishCounters()
         guard !parts.isEmpty else { return }
         var samples: [MetricSample] = []
         swap(&samples, &output.samples)
@@ -73,6 +95,7 @@ final class IngestBatcher {
             onDurable: { outcome in
                 loop.execute {
                     for p in bound.value.0 { p.handler.durable(p, outcome: outcome) }
+                    bound.value.1.publishCounters()
                     bound.value.1.context?.flush()
                 }
             })

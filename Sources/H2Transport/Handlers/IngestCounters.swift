@@ -9,8 +9,7 @@ final class IngestCounters: Sendable {
     private let byCode = Mutex<[String: Int]>([:])
     private let open = Atomic<Int>(0)
 
-    func streamOpened() { open.wrappingAdd(1, ordering: .relaxed) }
-    func streamClosed() { open.wrappingSubtract(1, ordering: .relaxed) }
+    func addOpenStreams(_ delta: Int) { open.wrappingAdd(delta, ordering: .relaxed) }
     /// Ingest requests in progress.
     var openStreams: Int { open.load(ordering: .relaxed) }
 

@@ -59,7 +59,7 @@ final class IngestHandler: RequestHandler {
         }
         self.counters = counters
         self.gzip = gzip
-        counters.streamOpened()
+        batcher.pendingOpenStreams += 1
     }
 
     private var headWritten = false
@@ -80,7 +80,7 @@ final class IngestHandler: RequestHandler {
             writer.releaseRequestBytes(bytes.count)
             return
         }
-        counters.addBytes(bytes.count)
+        batcher.pendingBytes += bytes.count
         if let gzip {
             // Compressed bodies are buffered (bounded) and parsed at the end.
             if !gzip.append(bytes) {
@@ -113,7 +113,7 @@ final class IngestHandler: RequestHandler {
     }
 
     func cancelled() {
-        if !finished { counters.streamClosed() }
+        if !finished { batcher.pendingOpenStreams -= 1 }
         finished = true
         recycleParser()
     }
@@ -172,7 +172,7 @@ final class IngestHandler: RequestHandler {
             }
             batcher.output.rejections.removeAll(keepingCapacity: true)
         }
-        counters.addSamples(added)
+        batcher.pendingSamples += added
         if added > 0 || bytes > 0 {
             partsInFlight += 1
             batcher.record(handler: self, samples: added, bytes: bytes, lastLine: lineCount)
@@ -214,7 +214,7 @@ final class IngestHandler: RequestHandler {
     private func maybeFinish() {
         guard !finished, partsInFlight == 0, requestEnded || draining || failed != nil else { return }
         finished = true
-        counters.streamClosed()
+        batcher.pendingOpenStreams -= 1
         defer { recycleParser() }
         switch style {
         case .stream:
@@ -272,7 +272,7 @@ final class IngestHandler: RequestHandler {
         guard !finished else { return }
         if style == .influx && partsInFlight == 0 {
             finished = true
-            counters.streamClosed()
+            batcher.pendingOpenStreams -= 1
             respondInflux(status: status, error: message)
         } else {
             failed = message

@@ -31,7 +31,7 @@ final class Router: Sendable {
     }
 
     func makeHandler(for head: RequestHead, writer: any ResponseWriter, connection: ConnectionContext) -> any RequestHandler {
-        statistics.requests.wrappingAdd(1, ordering: .relaxed)
+        connection.ingest.pendingRequests += 1
         let method = head.method
         switch head.path {
         case "/api/metrics/stream", "/api/metrics":
