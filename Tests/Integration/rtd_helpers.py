@@ -381,7 +381,35 @@ class _LineReader:
         return line
 
 
-class StreamingIngest:
+class _CurlProcess:
+    """A curl subprocess with its own work dir, stderr file and line reader (shared by the
+    streaming-ingest and SSE clients)."""
+
+    def _start(self, cmd: list, prefix: str, name: str, stdin) -> None:
+        self.workdir = Path(tempfile.mkdtemp(prefix=prefix))
+        self.cmd = cmd
+        self._stderr = open(self.workdir / "curl.stderr", "wb")
+        self.proc = subprocess.Popen(cmd, stdin=stdin, stdout=subprocess.PIPE, stderr=self._stderr)
+        self.reader = _LineReader(self.proc, name)
+
+    def stderr(self) -> str:
+        try:
+            return (self.workdir / "curl.stderr").read_text(errors="replace")[-2000:]
+        except OSError:
+            return ""
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+        self._stderr.close()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+class StreamingIngest(_CurlProcess):
     """A long-lived POST /api/metrics/stream through curl reading its body from a pipe.
 
     Uses `-T .` (curl's non-blocking stdin upload), not `-T -`: with `-T -` curl 7.88 blocks in
@@ -391,16 +419,12 @@ class StreamingIngest:
 
     def __init__(self, server: ServerProcess, proto: str = "h2c", headers: Optional[dict] = None, path: str = "/api/metrics/stream",
                  extra_args: Iterable[str] = ()):
-        self.workdir = Path(tempfile.mkdtemp(prefix="rtd-stream-"))
         cmd = ["curl", "-sS", "-N", *CURL_PROTO_ARGS[proto], *extra_args, "-X", "POST", "-T", ".",
                "-H", "content-type: application/x-ndjson"]
         for k, v in (headers or {}).items():
             cmd += ["-H", f"{k}: {v}"]
         cmd.append(server.url(path, tls=is_tls(proto)))
-        self.cmd = cmd
-        self._stderr = open(self.workdir / "curl.stderr", "wb")
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr)
-        self.reader = _LineReader(self.proc, "ingest-stream")
+        self._start(cmd, "rtd-stream-", "ingest-stream", subprocess.PIPE)
         self.received: list[dict] = []
 
     def send(self, data: bytes) -> None:
@@ -455,25 +479,12 @@ class StreamingIngest:
     def running(self) -> bool:
         return self.proc.poll() is None
 
-    def stderr(self) -> str:
-        try:
-            return (self.workdir / "curl.stderr").read_text(errors="replace")[-2000:]
-        except OSError:
-            return ""
-
     def close(self) -> None:
         try:
             self.finish_request()
         except (BrokenPipeError, OSError):
             pass
-        if self.proc.poll() is None:
-            self.proc.kill()
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
-        self._stderr.close()
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        super().close()
 
 
 @dataclass
@@ -506,7 +517,7 @@ def row_key(r: dict) -> tuple:
     return (r["server_id"], r["metric_name"], r.get("labels", ""))
 
 
-class SSEClient:
+class SSEClient(_CurlProcess):
     """GET /api/dashboard/stream through curl (-N -i); parses status, headers and SSE events.
 
     `state` is the client-side view a dashboard would build: `init` replaces it, `update`
@@ -514,16 +525,12 @@ class SSEClient:
 
     def __init__(self, server: ServerProcess, query: str = "", proto: str = "h1", headers: Optional[dict] = None,
                  connect_timeout: float = 15):
-        self.workdir = Path(tempfile.mkdtemp(prefix="rtd-sse-"))
         path = "/api/dashboard/stream" + (("?" + query) if query else "")
         cmd = ["curl", "-sS", "-N", "-i", *CURL_PROTO_ARGS[proto]]
         for k, v in (headers or {}).items():
             cmd += ["-H", f"{k}: {v}"]
         cmd.append(server.url(path, tls=is_tls(proto)))
-        self.cmd = cmd
-        self._stderr = open(self.workdir / "curl.stderr", "wb")
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._stderr, stdin=subprocess.DEVNULL)
-        self.reader = _LineReader(self.proc, "sse")
+        self._start(cmd, "rtd-sse-", "sse", subprocess.DEVNULL)
         self.status: Optional[int] = None
         self.status_line = ""
         self.headers: dict = {}
@@ -621,22 +628,6 @@ class SSEClient:
                 raise AssertionError(f"SSE stream did not end within {timeout}s") from None
             if line is None:
                 return
-
-    def stderr(self) -> str:
-        try:
-            return (self.workdir / "curl.stderr").read_text(errors="replace")[-2000:]
-        except OSError:
-            return ""
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
-        self._stderr.close()
-        shutil.rmtree(self.workdir, ignore_errors=True)
 
     def __enter__(self) -> "SSEClient":
         return self

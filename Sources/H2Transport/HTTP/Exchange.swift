@@ -12,8 +12,6 @@ struct RequestHead {
     var query: Substring
     /// Kept headers, lower-cased names.
     var headers: [(String, String)]
-    /// The remote address, for logs.
-    var remote: String = ""
 
     /// Header names the handlers read; every other header is dropped at parse time.
     static let keptHeaders: Set<String> = [

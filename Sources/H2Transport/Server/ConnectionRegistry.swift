@@ -41,8 +41,6 @@ final class ConnectionRegistry: Sendable {
         for w in waiters { w.resume() }
     }
 
-    var count: Int { state.withLock { $0.entries.count } }
-
     /// Asks every connection to drain.
     func shutdownAll() {
         let entries = state.withLock { s in

@@ -4,7 +4,6 @@ import Synchronization
 public final class ServerStatistics: Sendable {
     let h1Connections = Atomic<Int>(0)
     let h2Connections = Atomic<Int>(0)
-    let tlsConnections = Atomic<Int>(0)
     let requests = Atomic<Int>(0)
     let protocolErrors = Atomic<Int>(0)
 

@@ -7,36 +7,9 @@ import Synchronization
 // the target.
 
 enum CoreTestSupport {
-    /// SplitMix64: a small, fast, seeded generator so every random test is reproducible.
-    struct SeededRNG: RandomNumberGenerator {
-        private var state: UInt64
-        init(seed: UInt64) { state = seed }
-
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-
-        /// Uniform in the open interval (0, 1).
-        mutating func unit() -> Double {
-            (Double(next() >> 11) + 0.5) / 9_007_199_254_740_992.0
-        }
-
-        /// Standard normal (Box–Muller).
-        mutating func normal() -> Double {
-            let u1 = unit(), u2 = unit()
-            return (-2 * Foundation.log(u1)).squareRoot() * Foundation.cos(2 * Double.pi * u2)
-        }
-
-        mutating func lognormal(mu: Double, sigma: Double) -> Double { Foundation.exp(mu + sigma * normal()) }
-        mutating func pareto(scale: Double, shape: Double) -> Double { scale / Foundation.pow(unit(), 1 / shape) }
-        mutating func exponential(rate: Double) -> Double { -Foundation.log(unit()) / rate }
-        mutating func int(_ range: ClosedRange<Int>) -> Int { Int.random(in: range, using: &self) }
-        mutating func chance(_ p: Double) -> Bool { unit() < p }
-    }
+    /// The seeded generator shared with the parsing tests (``SplitMix64``), with the
+    /// distributions below, so every random test is reproducible.
+    typealias SeededRNG = SplitMix64
 
     /// The value at the rank `QuantileSketch.quantile(q)` targets: `floor(q * (n - 1))` of the sorted values.
     static func exactQuantile(_ sorted: [Double], _ q: Double) -> Double {
@@ -231,4 +204,23 @@ enum CoreTestSupport {
         var allSamples: [MetricSample] { batches.flatMap(\.samples) }
         var allRollups: [MinuteRollup] { batches.flatMap(\.rollups) }
     }
+}
+
+extension SplitMix64 {
+    /// Uniform in the open interval (0, 1).
+    mutating func unit() -> Double {
+        (Double(next() >> 11) + 0.5) / 9_007_199_254_740_992.0
+    }
+
+    /// Standard normal (Box–Muller).
+    mutating func normal() -> Double {
+        let u1 = unit(), u2 = unit()
+        return (-2 * Foundation.log(u1)).squareRoot() * Foundation.cos(2 * Double.pi * u2)
+    }
+
+    mutating func lognormal(mu: Double, sigma: Double) -> Double { Foundation.exp(mu + sigma * normal()) }
+    mutating func pareto(scale: Double, shape: Double) -> Double { scale / Foundation.pow(unit(), 1 / shape) }
+    mutating func exponential(rate: Double) -> Double { -Foundation.log(unit()) / rate }
+    mutating func int(_ range: ClosedRange<Int>) -> Int { Int.random(in: range, using: &self) }
+    mutating func chance(_ p: Double) -> Bool { unit() < p }
 }
