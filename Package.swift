@@ -7,6 +7,7 @@ let package = Package(
     products: [
         .library(name: "MetricsCore", targets: ["MetricsCore"]),
         .library(name: "H2Transport", targets: ["H2Transport"]),
+        .library(name: "MySQLStore", targets: ["MySQLStore"]),
         .executable(name: "dashboard-server", targets: ["DashboardServer"]),
     ],
     dependencies: [
@@ -26,6 +27,12 @@ let package = Package(
             name: "CNGHTTP2",
             pkgConfig: "libnghttp2",
             providers: [.apt(["libnghttp2-dev"])]
+        ),
+        // The C boundary to MariaDB Connector/C (Debian libmariadb-dev 3.3). Only MySQLStore imports it.
+        .systemLibrary(
+            name: "CMariaDB",
+            pkgConfig: "libmariadb",
+            providers: [.apt(["libmariadb-dev"])]
         ),
         // Model, parsers, aggregation, storage protocol, broadcaster. No NIO, no SQL.
         .target(
@@ -51,12 +58,22 @@ let package = Package(
             ],
             resources: [.copy("Resources/public")]
         ),
+        // Durable storage on MariaDB/MySQL: a MetricStore over Connector/C, blocking calls on its own threads.
+        .target(
+            name: "MySQLStore",
+            dependencies: [
+                "CMariaDB",
+                "MetricsCore",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         // The executable: configuration and wiring only.
         .executableTarget(
             name: "DashboardServer",
             dependencies: [
                 "MetricsCore",
                 "H2Transport",
+                "MySQLStore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -69,6 +86,10 @@ let package = Package(
         .testTarget(
             name: "MetricsCoreTests",
             dependencies: ["MetricsCore"]
+        ),
+        .testTarget(
+            name: "MySQLStoreTests",
+            dependencies: ["MySQLStore", "MetricsCore"]
         ),
         .testTarget(
             name: "H2TransportTests",

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command (README): installs what the tests need on a fresh Debian machine,
 # builds, runs the Swift unit tests, builds the embedding example, and runs the end-to-end suite
-# against the real server over real sockets (curl, nghttp, h2load; HTTP/1.1, h2c and TLS h2).
+# against the real server over real sockets (curl, nghttp, h2load; HTTP/1.1, h2c and TLS h2) and a
+# throwaway MariaDB started here in a temporary directory (no system service, a free port).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -10,7 +11,7 @@ log() { printf '\n==> %s\n' "$*"; }
 
 # 1. System packages (idempotent; only installs what is missing).
 need=()
-for pkg in libnghttp2-dev nghttp2-client nghttp2-server curl openssl zlib1g-dev; do
+for pkg in libnghttp2-dev libmariadb-dev mariadb-server mariadb-client nghttp2-client nghttp2-server curl openssl zlib1g-dev; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if ((${#need[@]})); then
@@ -21,17 +22,24 @@ if ((${#need[@]})); then
 fi
 python3 -c "import pytest, h2, hyperframe" 2>/dev/null || { log "installing pytest, h2"; python3 -m pip install -q pytest h2; }
 
-# 2. Build and unit tests.
+# 2. A throwaway MariaDB for the MySQLStore tests (removed on exit, whatever happens).
+source scripts/lib/mariadb.sh
+log "starting a throwaway MariaDB"
+rtd_mariadb_start
+trap 'rtd_mariadb_stop' EXIT
+export RTD_REQUIRE_MYSQL=1   # the MySQL suites fail instead of skipping if the database is missing
+
+# 3. Build and unit tests.
 log "swift build"
 swift build
 log "swift test (unit tests)"
 swift test
 
-# 3. The embedding example builds and runs against this checkout.
+# 4. The embedding example builds and runs against this checkout.
 log "Examples/EmbeddedAggregator"
 (cd Examples/EmbeddedAggregator && swift build && swift run -q EmbeddedAggregator)
 
-# 4. End-to-end tests against the real server binary.
+# 5. End-to-end tests against the real server binary.
 log "integration tests (pytest)"
 export RTD_SERVER_BIN="$ROOT/.build/debug/dashboard-server"
 python3 -m pytest -q Tests/Integration

@@ -4,6 +4,7 @@ import H2Transport
 import Logging
 import Metrics
 import MetricsCore
+import MySQLStore
 import NIOCore
 import NIOPosix
 import Prometheus
@@ -35,8 +36,27 @@ struct DashboardServerCommand: AsyncParsableCommand {
     @Flag(help: "Generate a self-signed development certificate at start (needs openssl) (RTD_TLS_SELF_SIGNED=1).")
     var tlsSelfSigned: Bool = env("RTD_TLS_SELF_SIGNED") == "1"
 
-    @Option(help: "Storage backend: 'memory' (default, embedded and bounded) (RTD_STORE).")
+    @Option(help: """
+        Storage backend (RTD_STORE): 'memory' (default, embedded and bounded), or MariaDB/MySQL as \
+        mysql://user:pass@host:port/db or mysql://user:pass@localhost/db?socket=/path/mysqld.sock \
+        (a password left out of the URL is read from RTD_STORE_PASSWORD).
+        """)
     var store: String = env("RTD_STORE") ?? "memory"
+
+    @Option(help: "MySQL store: days of raw samples kept, in whole UTC days (RTD_RAW_RETENTION_DAYS).")
+    var rawRetentionDays: Int = env("RTD_RAW_RETENTION_DAYS").flatMap(Int.init) ?? 7
+
+    @Option(help: "MySQL store: days of minute rollups kept (RTD_ROLLUP_RETENTION_DAYS).")
+    var rollupRetentionDays: Int = env("RTD_ROLLUP_RETENTION_DAYS").flatMap(Int.init) ?? 90
+
+    @Option(help: "MySQL store: seconds between partition upkeep / retention runs (RTD_STORE_MAINTENANCE_INTERVAL).")
+    var storeMaintenanceInterval: Int = env("RTD_STORE_MAINTENANCE_INTERVAL").flatMap(Int.init) ?? 600
+
+    @Option(help: "MySQL store: raw insert method: auto, array (MariaDB array binding) or multirow (RTD_STORE_BULK).")
+    var storeBulk: String = env("RTD_STORE_BULK") ?? "auto"
+
+    @Option(help: "MySQL store: seconds to keep retrying the first connection at start (RTD_STORE_CONNECT_WAIT).")
+    var storeConnectWait: Int = env("RTD_STORE_CONNECT_WAIT").flatMap(Int.init) ?? 30
 
     @Option(help: "Dashboard tick in milliseconds (RTD_TICK_MS).")
     var tickMs: Int = env("RTD_TICK_MS").flatMap(Int.init) ?? 1000
@@ -77,7 +97,12 @@ struct DashboardServerCommand: AsyncParsableCommand {
         guard tickMs >= 10 else { throw ValidationError("--tick-ms must be at least 10") }
         guard maxLineLength >= 256 else { throw ValidationError("--max-line-length must be at least 256") }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level \(logLevel)") }
-        guard store == "memory" else { throw ValidationError("unknown --store '\(store)'; this build supports 'memory'") }
+        if store != "memory" {
+            do { _ = try MySQLEndpoint(url: store) } catch { throw ValidationError("--store: \(error)") }
+        }
+        guard MySQLStore.BulkMode(rawValue: storeBulk) != nil else { throw ValidationError("--store-bulk must be auto, array or multirow") }
+        guard rawRetentionDays >= 1, rollupRetentionDays >= 1 else { throw ValidationError("retention must be at least one day") }
+        guard storeMaintenanceInterval >= 1 else { throw ValidationError("--store-maintenance-interval must be at least 1 second") }
     }
 
     func run() async throws {
@@ -100,8 +125,8 @@ struct DashboardServerCommand: AsyncParsableCommand {
             logger.warning("TLS uses a self-signed development certificate", metadata: ["cert": "\(tls!.certificatePath)"])
         }
 
-        let memory = MemoryStore(configuration: .init(maxSamples: memorySamples, retentionMinutes: retentionMinutes))
-        let engine = MetricsEngine(store: memory, configuration: .init(
+        let backend = try await makeStore(logger: logger)
+        let engine = MetricsEngine(store: backend, configuration: .init(
             aggregator: .init(maxSeries: maxSeries),
             writer: .init(maxBatchSamples: maxBatch, bufferCapacity: bufferCapacity),
             broadcaster: .init(tickMilliseconds: tickMs)))
@@ -121,6 +146,29 @@ struct DashboardServerCommand: AsyncParsableCommand {
         try await serviceGroup.run()
         try await group.shutdownGracefully()
         logger.info("stopped cleanly")
+    }
+}
+
+extension DashboardServerCommand {
+    /// The configured store; a MySQL store is retried for `--store-connect-wait` seconds at start.
+    func makeStore(logger: Logger) async throws -> any MetricStore {
+        if store == "memory" {
+            return MemoryStore(configuration: .init(maxSamples: memorySamples, retentionMinutes: retentionMinutes))
+        }
+        var endpoint = try MySQLEndpoint(url: store)
+        if endpoint.password.isEmpty, let pw = env("RTD_STORE_PASSWORD") { endpoint.password = pw }
+        let configuration = MySQLStore.Configuration(
+            endpoint: endpoint, rawRetentionDays: rawRetentionDays, rollupRetentionDays: rollupRetentionDays,
+            maintenanceInterval: .seconds(storeMaintenanceInterval), bulkMode: MySQLStore.BulkMode(rawValue: storeBulk) ?? .auto)
+        let deadline = ContinuousClock.now + .seconds(storeConnectWait)
+        while true {
+            do {
+                return try await MySQLStore(configuration: configuration, logger: Logger(label: "mysql-store"))
+            } catch let e as MySQLError where e.isConnectionLevel && e.code != 0 && ContinuousClock.now < deadline {
+                logger.warning("database not reachable yet; retrying", metadata: ["endpoint": "\(endpoint)", "error": "\(e)"])
+                try await Task.sleep(for: .seconds(1))
+            }
+        }
     }
 }
 

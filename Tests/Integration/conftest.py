@@ -10,7 +10,10 @@ import shutil
 
 import pytest
 
+import os
+
 import rtd_helpers as h
+import rtd_mysql
 
 REQUIRED_TOOLS = ("curl", "nghttp", "h2load")
 
@@ -56,6 +59,31 @@ def server_factory(tmp_path):
         srv.stop(graceful=False)
         if srv in _active_servers:
             _active_servers.remove(srv)
+
+
+@pytest.fixture(scope="session")
+def mariadb():
+    """The throwaway MariaDB (RTD_TEST_MYSQL). Missing: the MySQL tests skip, unless
+    RTD_REQUIRE_MYSQL=1 (the README's test command), where they fail."""
+    db = rtd_mysql.from_env()
+    if db is None:
+        if os.environ.get("RTD_REQUIRE_MYSQL") == "1":
+            pytest.fail("RTD_REQUIRE_MYSQL=1 but RTD_TEST_MYSQL is not set (start scripts/lib/mariadb.sh)")
+        pytest.skip("no MariaDB: set RTD_TEST_MYSQL (scripts/lib/mariadb.sh start DIR)")
+    return db
+
+
+@pytest.fixture
+def mysql_db(mariadb):
+    """A fresh, empty database for one test; dropped afterwards. Makes sure the server process is up
+    again if a fault-injection test left it stopped."""
+    if not mariadb.alive():
+        mariadb.resume()
+    name = mariadb.fresh_db()
+    yield name
+    if not mariadb.alive():
+        mariadb.resume()
+    mariadb.drop_db(name)
 
 
 @pytest.fixture

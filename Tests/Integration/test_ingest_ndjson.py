@@ -69,7 +69,8 @@ def test_ndjson_roundtrip(server, ids, client):
 
     # /api/history includes the current (open) minute.
     hist = server.get_json(f"/api/history?server_id={web}&metric_name=cpu_usage&from=-15m&to=now")
-    assert set(hist) == {"server_id", "metric_name", "from", "to", "resolution_ms", "points"}
+    assert set(hist) == {"server_id", "metric_name", "from", "to", "resolution_ms", "kind", "points"}
+    assert hist["kind"] == "rollup"  # the memory store keeps rollups for history
     assert all(set(p) == {"ts", "count", "avg", "min", "max", "p50", "p95", "p99"} for p in hist["points"])
     assert hist["server_id"] == web and hist["metric_name"] == "cpu_usage"
     assert hist["resolution_ms"] == 60_000

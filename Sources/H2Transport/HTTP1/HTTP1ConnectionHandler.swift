@@ -158,7 +158,8 @@ final class HTTP1ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
 
 /// One HTTP/1.1 request/response, the ``ResponseWriter`` its handler writes to.
 final class HTTP1Exchange: ResponseWriter, FlushingWriter {
-    private unowned let connection: HTTP1ConnectionHandler
+    /// Weak: a handler may complete after the connection is gone (then this is a no-op).
+    private weak var connection: HTTP1ConnectionHandler?
     private let context: ChannelHandlerContext
     var handler: (any RequestHandler)?
     var keepAlive: Bool
@@ -199,12 +200,12 @@ final class HTTP1Exchange: ResponseWriter, FlushingWriter {
         ended = true
         handler = nil
         context.writeAndFlush(NIOAny(HTTPServerResponsePart.end(nil)), promise: nil)
-        connection.exchangeEnded(self)
+        connection?.exchangeEnded(self)
     }
 
     var pendingResponseBytes: Int { context.channel.isWritable ? 0 : Int.max / 2 }
 
-    func releaseRequestBytes(_ count: Int) { connection.released(count) }
+    func releaseRequestBytes(_ count: Int) { connection?.released(count) }
 
     func flushConnection() { context.flush() }
 }

@@ -62,7 +62,7 @@ final class HTTP2Connection {
         ]
         nghttp2_submit_settings(s, UInt8(NGHTTP2_FLAG_NONE.rawValue), &settings, settings.count)
         nghttp2_session_set_local_window_size(s, UInt8(NGHTTP2_FLAG_NONE.rawValue), 0, Int32(cfg.connectionWindow))
-        connectionContext.flush = { [unowned self] in self.flush() }
+        connectionContext.flush = { [weak self] in self?.flush() }
     }
 
     deinit {

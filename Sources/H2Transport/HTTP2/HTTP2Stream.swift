@@ -5,7 +5,10 @@ import NIOCore
 /// Event-loop confined; owned by its ``HTTP2Connection``.
 final class HTTP2Stream: ResponseWriter, FlushingWriter {
     let id: Int32
-    unowned let connection: HTTP2Connection
+    /// Weak: handlers may outlive the connection (e.g. a store write completing after the client
+    /// went away, or during shutdown), and then every call here must be a no-op.
+    weak var connection: HTTP2Connection?
+    let eventLoop: any EventLoop
 
     var method = ""
     var path = ""
@@ -28,15 +31,15 @@ final class HTTP2Stream: ResponseWriter, FlushingWriter {
     init(id: Int32, connection: HTTP2Connection) {
         self.id = id
         self.connection = connection
+        self.eventLoop = connection.eventLoop
     }
 
-    var eventLoop: any EventLoop { connection.eventLoop }
     var isHTTP2: Bool { true }
 
     func writeHead(status: Int, headers: [(String, String)]) {
         guard !headSubmitted, !closed else { return }
         headSubmitted = true
-        connection.submitResponse(self, status: status, headers: headers)
+        connection?.submitResponse(self, status: status, headers: headers)
     }
 
     func writeBody(_ bytes: ByteBuffer) {
@@ -47,7 +50,7 @@ final class HTTP2Stream: ResponseWriter, FlushingWriter {
         } else {
             out.writeImmutableBuffer(bytes)
         }
-        connection.resumeIfDeferred(self)
+        connection?.resumeIfDeferred(self)
     }
 
     /// Whether the peer is reset (NO_ERROR) once the response is sent while the request is open.
@@ -58,7 +61,7 @@ final class HTTP2Stream: ResponseWriter, FlushingWriter {
         responseEnded = true
         abortRequestOnEnd = abortingRequest
         if !headSubmitted { writeHead(status: 200, headers: []) }
-        connection.resumeIfDeferred(self)
+        connection?.resumeIfDeferred(self)
     }
 
     var pendingResponseBytes: Int { out.readableBytes }
@@ -66,8 +69,8 @@ final class HTTP2Stream: ResponseWriter, FlushingWriter {
     func releaseRequestBytes(_ count: Int) {
         guard count > 0 else { return }
         unreleased -= count
-        connection.consume(stream: self, count: count)
+        connection?.consume(stream: self, count: count)
     }
 
-    func flushConnection() { connection.flush() }
+    func flushConnection() { connection?.flush() }
 }

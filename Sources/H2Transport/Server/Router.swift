@@ -134,16 +134,33 @@ final class Router: Sendable {
             return FixedResponseHandler(.error(400, "max_points must be in 1...100000"), writer: writer)
         }
         let labels = value("labels")
-        let query = HistoryQuery(serverID: server, metricName: metric, labels: labels, from: from, to: to, maxPoints: maxPoints)
+        let rawValue = value("raw") ?? "auto"
+        guard let raw = HistoryQuery.RawPolicy(rawValue: rawValue == "true" ? "always" : rawValue == "false" ? "never" : rawValue) else {
+            return FixedResponseHandler(.error(400, "raw must be auto, always (true) or never (false)"), writer: writer)
+        }
+        let query = HistoryQuery(serverID: server, metricName: metric, labels: labels, from: from, to: to,
+                                 maxPoints: maxPoints, raw: raw)
         let engine = self.engine
         return AsyncResponseHandler(writer: writer) {
             do {
                 let result = try await engine.history(query)
-                var w = JSONWriter(capacity: 128 + result.points.count * 120)
+                var w = JSONWriter(capacity: 128 + (result.points.count + (result.raw?.count ?? 0)) * 120)
                 w.raw("{\"server_id\":"); w.string(server)
                 w.raw(",\"metric_name\":"); w.string(metric)
                 if let labels { w.raw(",\"labels\":"); w.string(labels) }
-                w.raw(",\"from\":\(from),\"to\":\(to),\"resolution_ms\":\(result.resolution),\"points\":[")
+                w.raw(",\"from\":\(from),\"to\":\(to),\"resolution_ms\":\(result.resolution)")
+                if let rawPoints = result.raw {
+                    w.raw(",\"kind\":\"raw\",\"points\":[")
+                    for (i, p) in rawPoints.enumerated() {
+                        if i > 0 { w.byte(UInt8(ascii: ",")) }
+                        w.raw("{\"ts\":\(p.timestamp),\"value\":"); w.number(p.value)
+                        if labels == nil && !p.labels.isEmpty { w.raw(",\"labels\":"); w.string(p.labels) }
+                        w.byte(UInt8(ascii: "}"))
+                    }
+                    w.raw("]}\n")
+                    return .json(200, w.bytes)
+                }
+                w.raw(",\"kind\":\"rollup\",\"points\":[")
                 for (i, p) in result.points.enumerated() {
                     if i > 0 { w.byte(UInt8(ascii: ",")) }
                     w.raw("{\"ts\":\(p.timestamp),\"count\":\(p.count),\"avg\":"); w.number(p.avg)
@@ -224,6 +241,9 @@ final class Router: Sendable {
         j.raw(",\"healthy\":\(store.healthy),\"detail\":"); j.string(store.detail)
         if let n = store.storedSamples { j.raw(",\"stored_samples\":\(n)") }
         if let n = store.storedRollups { j.raw(",\"stored_rollups\":\(n)") }
+        for (k, v) in store.counters.sorted(by: { $0.key < $1.key }) {
+            j.byte(UInt8(ascii: ",")); j.string(k); j.raw(":\(v)")
+        }
         j.raw("},\"memory\":{\"rss_bytes\":\(ProcessInfoLite.residentBytes())}}\n")
         return j.bytes
     }

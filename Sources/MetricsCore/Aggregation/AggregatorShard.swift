@@ -125,6 +125,11 @@ public actor AggregatorShard {
                     st.last = r.sketch.quantile(1) ?? st.last
                 }
             }
+            // Publish warmed series at the next tick so a restarted server's dashboard is not blank.
+            if !st.dirty {
+                st.dirty = true
+                dirtyList.append(i)
+            }
             states[i] = st
         }
     }

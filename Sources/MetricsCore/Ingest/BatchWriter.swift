@@ -101,6 +101,7 @@ public final class BatchWriter: Sendable {
         var rollups: [MinuteRollup] = []
         var wakeup: CheckedContinuation<Void, Never>?
         var closed = false
+        var nextSequence: UInt64 = 1
         var stats = Statistics()
     }
 
@@ -246,7 +247,7 @@ public final class BatchWriter: Sendable {
             if small { try? await Task.sleep(for: configuration.linger) }
         }
         // Take a batch: whole submissions, up to maxBatchSamples (at least one).
-        let (subs, rollups): ([Submission], [MinuteRollup]) = state.withLock { s in
+        let (subs, rollups, sequence): ([Submission], [MinuteRollup], UInt64) = state.withLock { s in
             var taken: [Submission] = []
             var n = 0
             while let first = s.buffered.first, taken.isEmpty || n + first.samples.count <= configuration.maxBatchSamples {
@@ -255,7 +256,9 @@ public final class BatchWriter: Sendable {
             }
             let r = s.rollups
             s.rollups = []
-            return (taken, r)
+            let seq = s.nextSequence
+            s.nextSequence += 1
+            return (taken, r, seq)
         }
         var samples: [MetricSample]
         if subs.count == 1 {
@@ -266,7 +269,7 @@ public final class BatchWriter: Sendable {
             for sub in subs { samples.append(contentsOf: sub.samples) }
         }
         if let aggregator, !samples.isEmpty { await aggregator.ingest(samples) }
-        let batch = StoreBatch(samples: samples, rollups: rollups)
+        let batch = StoreBatch(samples: samples, rollups: rollups, sequence: sequence)
         var delay = configuration.retryInitialDelay
         let started = ProcessInfoLite.monotonicNanoseconds()
         if !batch.isEmpty {

@@ -4,11 +4,17 @@ public struct StoreBatch: Sendable {
     public var samples: [MetricSample]
     /// Minute rollups to merge into what the store already holds for the same series and minute.
     public var rollups: [MinuteRollup]
+    /// The batch's number in its writer: increasing, and the same on every retry of the same batch.
+    /// Together with a per-process identity a store can make writes idempotent (a retry after
+    /// an ambiguous failure, such as a connection lost during `COMMIT`, is recognised and not
+    /// applied twice). ``MySQLStore`` does this.
+    public var sequence: UInt64
 
     /// Creates a batch.
-    public init(samples: [MetricSample] = [], rollups: [MinuteRollup] = []) {
+    public init(samples: [MetricSample] = [], rollups: [MinuteRollup] = [], sequence: UInt64 = 0) {
         self.samples = samples
         self.rollups = rollups
+        self.sequence = sequence
     }
 
     /// Whether the batch holds nothing.
@@ -27,14 +33,18 @@ public struct StoreHealth: Sendable, Equatable, Codable {
     public var storedSamples: Int?
     /// Minute rollups the store holds now (when it can tell cheaply), else `nil`.
     public var storedRollups: Int?
+    /// Backend-specific counters (e.g. `reconnects`, `duplicate_batches_skipped`), shown in `/api/stats`.
+    public var counters: [String: Int]
 
     /// Creates a health report.
-    public init(healthy: Bool, backend: String, detail: String = "", storedSamples: Int? = nil, storedRollups: Int? = nil) {
+    public init(healthy: Bool, backend: String, detail: String = "", storedSamples: Int? = nil, storedRollups: Int? = nil,
+                counters: [String: Int] = [:]) {
         self.healthy = healthy
         self.backend = backend
         self.detail = detail
         self.storedSamples = storedSamples
         self.storedRollups = storedRollups
+        self.counters = counters
     }
 }
 
@@ -52,7 +62,8 @@ public struct StoreHealth: Sendable, Equatable, Codable {
 public protocol MetricStore: Sendable {
     /// Persists a batch. See the type's contract.
     func write(_ batch: StoreBatch) async throws
-    /// Minute history for one server's metric.
+    /// History for one server's metric: minute rollups merged into buckets, or raw samples when
+    /// the query allows them (``HistoryQuery/raw``) and the store keeps them.
     func history(_ query: HistoryQuery) async throws -> HistoryResult
     /// Recent minute rollups of every series since `since` (epoch ms), used to warm the live
     /// aggregates after a restart. Stores that cannot answer return `[]`.

@@ -99,29 +99,83 @@ public struct HistoryQuery: Sendable, Equatable {
     /// Minutes still open in the live aggregator (not yet sealed into the store) for this
     /// server and metric; stores merge them into the answer so history reaches "now".
     public var openRollups: [MinuteRollup] = []
+    /// Whether raw samples may answer the query instead of minute rollups.
+    public var raw: RawPolicy
+
+    /// When a store answers with raw samples.
+    public enum RawPolicy: String, Sendable, Equatable {
+        /// Always minute rollups.
+        case never
+        /// Raw samples when the range is at most ``HistoryQuery/rawRangeLimit`` and holds at
+        /// most `maxPoints` samples (and the store keeps raw samples); else rollups.
+        case auto
+        /// Raw samples when the range holds at most `maxPoints` of them, whatever its length; else rollups.
+        case always
+    }
+
+    /// The longest range `auto` answers with raw samples: 30 minutes.
+    public static let rawRangeLimit: Int64 = 30 * 60_000
+
+    /// Whether a store that keeps raw samples should try them first.
+    public var wantsRaw: Bool {
+        switch raw {
+        case .never: false
+        case .auto: to - from <= Self.rawRangeLimit
+        case .always: true
+        }
+    }
 
     /// Creates a query.
-    public init(serverID: String, metricName: String, labels: String? = nil, from: Int64, to: Int64, maxPoints: Int = 1_440) {
+    public init(serverID: String, metricName: String, labels: String? = nil, from: Int64, to: Int64, maxPoints: Int = 1_440,
+                raw: RawPolicy = .auto) {
         self.serverID = serverID
         self.metricName = metricName
         self.labels = labels
         self.from = from
         self.to = to
         self.maxPoints = maxPoints
+        self.raw = raw
     }
 }
 
-/// A history answer: points in time order and the bucket width used.
-public struct HistoryResult: Sendable, Equatable {
-    /// Bucket width in milliseconds (60,000 × n).
-    public var resolution: Int64
-    /// Points in ascending time order; empty buckets are omitted.
-    public var points: [HistoryPoint]
+/// One raw sample in a history answer.
+public struct RawPoint: Sendable, Equatable, Codable {
+    /// Sample time, epoch milliseconds.
+    public var timestamp: Int64
+    /// The value.
+    public var value: Double
+    /// Canonical labels of the sample's series.
+    public var labels: String
 
-    /// Creates a result.
+    /// Creates a raw point.
+    public init(timestamp: Int64, value: Double, labels: String = "") {
+        self.timestamp = timestamp
+        self.value = value
+        self.labels = labels
+    }
+}
+
+/// A history answer: minute-rollup buckets in time order and the bucket width used, or raw samples.
+public struct HistoryResult: Sendable, Equatable {
+    /// Bucket width in milliseconds (60,000 × n); 0 when the answer is raw samples.
+    public var resolution: Int64
+    /// Points in ascending time order; empty buckets are omitted. Empty when ``raw`` is set.
+    public var points: [HistoryPoint]
+    /// Raw samples in ascending time order, when the store answered with them.
+    public var raw: [RawPoint]?
+
+    /// Creates a rollup result.
     public init(resolution: Int64, points: [HistoryPoint]) {
         self.resolution = resolution
         self.points = points
+        self.raw = nil
+    }
+
+    /// Creates a raw result.
+    public init(raw: [RawPoint]) {
+        self.resolution = 0
+        self.points = []
+        self.raw = raw
     }
 
     /// Merges minute rollups (any order, any label sets) into at most `maxPoints` buckets.

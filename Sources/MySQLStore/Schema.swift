@@ -1,0 +1,161 @@
+import Foundation
+import MetricsCore
+
+/// The database schema and its versioned migrations.
+///
+/// Tables (all InnoDB, names prefixed `rtd_` so they can share a database):
+/// - `rtd_schema_migrations`: one row per applied migration.
+/// - `rtd_series`: one row per series (server id, metric name, canonical labels) with a stable
+///   numeric id; `key_hash` (SHA-256 of the three, computed by the server) is the unique key,
+///   because the full key can be longer than an index allows.
+/// - `rtd_servers`: one row per server id: first and last sample time seen, and the labels of its
+///   most recently written sample.
+/// - `rtd_samples`: raw samples `(series_id, ts, value)`, partitioned by day on `ts` (UTC) so
+///   retention drops whole partitions instead of deleting rows. `p_old` holds anything older than
+///   the oldest day partition, `p_future` anything beyond the newest.
+/// - `rtd_rollups`: minute rollups, unique on `(series_id, minute)`, with count/sum/min/max as
+///   columns (for SQL users) and the mergeable quantile sketch as a blob.
+/// - `rtd_write_log`: one row per committed batch `(writer, sequence)`: how a retried batch whose
+///   first attempt did commit is recognised and not applied twice.
+///
+/// Every statement works on MariaDB 10.11 and MySQL 8 (`VALUES()` in `ON DUPLICATE KEY UPDATE` is
+/// deprecated but supported in MySQL 8.0.20+; MariaDB does not support the row-alias form).
+enum Schema {
+    struct Migration {
+        let version: Int
+        let description: String
+        /// Statements; `{P}` is replaced by the initial partition list of `rtd_samples`.
+        let statements: [String]
+    }
+
+    static let migrations: [Migration] = [
+        Migration(version: 1, description: "series, servers, samples (daily partitions), rollups, write log", statements: [
+            """
+            CREATE TABLE IF NOT EXISTS rtd_series (
+              id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+              server_id VARBINARY(200) NOT NULL,
+              metric_name VARBINARY(200) NOT NULL,
+              labels VARBINARY(16000) NOT NULL DEFAULT '',
+              key_hash BINARY(32) AS (UNHEX(SHA2(CONCAT_WS(0x00, server_id, metric_name, labels), 256))) STORED,
+              first_seen BIGINT NOT NULL,
+              UNIQUE KEY series_key (key_hash),
+              KEY server_metric (server_id, metric_name)
+            ) ENGINE=InnoDB
+            """,
+            """
+            CREATE TABLE IF NOT EXISTS rtd_servers (
+              server_id VARBINARY(200) NOT NULL PRIMARY KEY,
+              first_seen BIGINT NOT NULL,
+              last_seen BIGINT NOT NULL,
+              labels VARBINARY(16000) NOT NULL DEFAULT ''
+            ) ENGINE=InnoDB
+            """,
+            """
+            CREATE TABLE IF NOT EXISTS rtd_samples (
+              series_id BIGINT UNSIGNED NOT NULL,
+              ts BIGINT NOT NULL,
+              value DOUBLE NOT NULL,
+              KEY series_ts (series_id, ts)
+            ) ENGINE=InnoDB
+            PARTITION BY RANGE (ts) ({P})
+            """,
+            """
+            CREATE TABLE IF NOT EXISTS rtd_rollups (
+              series_id BIGINT UNSIGNED NOT NULL,
+              minute BIGINT NOT NULL,
+              sample_count BIGINT UNSIGNED NOT NULL,
+              value_sum DOUBLE NOT NULL,
+              value_min DOUBLE NOT NULL,
+              value_max DOUBLE NOT NULL,
+              sketch BLOB NOT NULL,
+              PRIMARY KEY (series_id, minute),
+              KEY minute (minute)
+            ) ENGINE=InnoDB
+            """,
+            """
+            CREATE TABLE IF NOT EXISTS rtd_write_log (
+              writer BINARY(16) NOT NULL,
+              sequence BIGINT UNSIGNED NOT NULL,
+              written_at BIGINT NOT NULL,
+              samples INT UNSIGNED NOT NULL,
+              rollups INT UNSIGNED NOT NULL,
+              PRIMARY KEY (writer, sequence),
+              KEY written_at (written_at)
+            ) ENGINE=InnoDB
+            """,
+        ]),
+    ]
+
+    /// The newest schema version this build knows.
+    static var latestVersion: Int { migrations.last?.version ?? 0 }
+
+    static let dayMilliseconds: Int64 = 86_400_000
+
+    static func dayStart(_ ms: Int64) -> Int64 {
+        let d = ms / dayMilliseconds
+        return (ms < 0 && ms % dayMilliseconds != 0 ? d - 1 : d) * dayMilliseconds
+    }
+
+    /// `p_YYYYMMDD` for the UTC day starting at `dayStart`.
+    static func partitionName(dayStart: Int64) -> String {
+        // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+        let z = dayStart / dayMilliseconds + 719_468
+        let era = (z >= 0 ? z : z - 146_096) / 146_097
+        let doe = z - era * 146_097
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100)
+        let mp = (5 * doy + 2) / 153
+        let d = doy - (153 * mp + 2) / 5 + 1
+        let m = mp < 10 ? mp + 3 : mp - 9
+        let y = yoe + era * 400 + (m <= 2 ? 1 : 0)
+        func two(_ v: Int64) -> String { v < 10 ? "0\(v)" : "\(v)" }
+        return "p_\(y)\(two(m))\(two(d))"
+    }
+
+    /// The partition list for a new `rtd_samples`: `p_old` below `oldest`, one per day up to `until`, `p_future`.
+    static func initialPartitions(oldest: Int64, until: Int64) -> String {
+        var parts = ["PARTITION p_old VALUES LESS THAN (\(oldest))"]
+        var day = oldest
+        while day < until {
+            parts.append("PARTITION \(partitionName(dayStart: day)) VALUES LESS THAN (\(day + dayMilliseconds))")
+            day += dayMilliseconds
+        }
+        parts.append("PARTITION p_future VALUES LESS THAN MAXVALUE")
+        return parts.joined(separator: ", ")
+    }
+
+    /// Creates or upgrades the schema. Several instances may start at once: a named lock
+    /// (`GET_LOCK`) serialises them, and every migration is recorded once.
+    /// - Returns: the versions applied now (empty when the schema was current).
+    static func migrate(_ c: Connection, now: Int64, rawRetentionDays: Int, aheadDays: Int) throws -> [Int] {
+        let got = try c.query("SELECT GET_LOCK('rtd_schema_migration', 60)")
+        guard got.first?.first??.hasPrefix("1") == true else {
+            throw MySQLError(code: 0, message: "could not take the schema migration lock within 60 s")
+        }
+        defer { _ = try? c.query("SELECT RELEASE_LOCK('rtd_schema_migration')") }
+        try c.execute("""
+            CREATE TABLE IF NOT EXISTS rtd_schema_migrations (
+              version INT NOT NULL PRIMARY KEY,
+              description VARCHAR(200) NOT NULL,
+              applied_at BIGINT NOT NULL
+            ) ENGINE=InnoDB
+            """)
+        let current = Int(try c.query("SELECT COALESCE(MAX(version), 0) FROM rtd_schema_migrations").first?.first?.flatMap { $0 } ?? "0") ?? 0
+        guard current <= latestVersion else {
+            throw MySQLError(code: 0, message: "database schema version \(current) is newer than this build knows (\(latestVersion)); upgrade the server")
+        }
+        var applied: [Int] = []
+        let today = dayStart(now)
+        let partitions = initialPartitions(oldest: today - Int64(rawRetentionDays) * dayMilliseconds,
+                                           until: today + Int64(aheadDays + 1) * dayMilliseconds)
+        for m in migrations where m.version > current {
+            for sql in m.statements {
+                try c.execute(sql.replacingOccurrences(of: "{P}", with: partitions))
+            }
+            try c.prepare("INSERT INTO rtd_schema_migrations (version, description, applied_at) VALUES (?, ?, ?)")
+                .execute([.int(Int64(m.version)), .text(m.description), .int(now)])
+            applied.append(m.version)
+        }
+        return applied
+    }
+}

@@ -1,0 +1,293 @@
+"""The MySQL store end to end: the real server binary writing to the throwaway MariaDB
+(scripts/lib/mariadb.sh), checked with SQL. Acknowledged means committed; nothing acknowledged is
+lost or doubled across database outages, killed connections and shutdown."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import threading
+import time
+
+import pytest
+
+import rtd_helpers as h
+
+pytestmark = pytest.mark.own_server
+
+
+def start(server_factory, mariadb, db, *args, name="mysql"):
+    return server_factory("--store", mariadb.url_for(db), *args, name=name)
+
+
+def series_count(mariadb, db, sid) -> list:
+    """(rows, distinct values, min, max) of the raw samples of server `sid`."""
+    return [int(float(x)) if x is not None else None for x in mariadb.sql(
+        "SELECT COUNT(*), COUNT(DISTINCT x.value), MIN(x.value), MAX(x.value) FROM rtd_samples x "
+        f"JOIN rtd_series s ON s.id = x.series_id WHERE s.server_id = '{sid}'", db)[0]]
+
+
+class Feeder:
+    """Streams NDJSON lines with values 0, 1, 2, ... (one series) through one long-lived h2c
+    request from a background thread, paced so the row counts stay small, until stopped."""
+
+    def __init__(self, srv, sid: str, chunk: int = 200, pause: float = 0.01, proto: str = "h2c"):
+        self.stream = h.StreamingIngest(srv, proto=proto)
+        self.sid = sid
+        self.sent = 0
+        self.chunk = chunk
+        self.pause = pause
+        self._stop = threading.Event()
+        self.error = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        base = h.now_ms()
+        try:
+            while not self._stop.is_set():
+                lines = h.ndjson({"server_id": self.sid, "metric_name": "seq", "value": i, "ts": base + i}
+                                 for i in range(self.sent, self.sent + self.chunk))
+                self.stream.send(lines)  # blocks while the server applies backpressure
+                self.sent += self.chunk
+                time.sleep(self.pause)  # pacing, not synchronisation
+        except Exception as e:  # noqa: BLE001 - reported by finish()
+            self.error = e
+
+    def latest_ack(self, timeout: float = 30) -> int:
+        o = self.stream.read_until(lambda o: "ack" in o, timeout=timeout)
+        return o["ack"]
+
+    def wait_ack_at_least(self, n: int, timeout: float = 60) -> int:
+        return self.stream.read_until(lambda o: o.get("ack", -1) >= n, timeout=timeout)["ack"]
+
+    def finish(self, timeout: float = 60) -> dict:
+        """Stops sending, ends the request and returns the final summary."""
+        self._stop.set()
+        self.thread.join(timeout=timeout)
+        assert self.error is None, f"feeder failed: {self.error}"
+        self.stream.finish_request()
+        return self.stream.read_until(lambda o: "summary" in o, timeout=timeout)["summary"]
+
+    def close(self):
+        self._stop.set()
+        self.stream.close()
+
+
+def test_acknowledged_samples_are_committed_at_ack_time(server_factory, mariadb, mysql_db, ids):
+    """No waiting after the ack: what was acknowledged is already in the tables, exactly once."""
+    srv = start(server_factory, mariadb, mysql_db)
+    sid = f"{ids}-acked"
+    base = h.now_ms() - 1_000
+    stream = h.StreamingIngest(srv, proto="h2c")
+    try:
+        for part in range(4):
+            stream.send(h.ndjson({"server_id": sid, "metric_name": "v", "value": i, "ts": base + i, "labels": {"part": str(part)}}
+                                 for i in range(part * 2_500, (part + 1) * 2_500)))
+            stream.read_until(lambda o: o.get("ack", 0) >= (part + 1) * 2_500, timeout=30)
+            assert series_count(mariadb, mysql_db, sid) == [(part + 1) * 2_500, (part + 1) * 2_500, 0, (part + 1) * 2_500 - 1]
+    finally:
+        stream.close()
+    # HTTP/1.1 one-shot POST and Influx line protocol: a 2xx reply means committed too.
+    r = h.ingest(srv, h.ndjson({"server_id": f"{sid}-h1", "metric_name": "v", "value": i} for i in range(100)), "curl-h1")
+    assert r.status == 200, r.body
+    assert series_count(mariadb, mysql_db, f"{sid}-h1")[0] == 100
+    lp = "\n".join(f"sys,host={sid}-lp,dc=eu load={i}i,up={i * 2} {base + i}" for i in range(50)).encode()
+    r = h.curl(srv, "/write?precision=ms", data=lp)
+    assert r.status == 204, r.body
+    assert series_count(mariadb, mysql_db, f"{sid}-lp")[0] == 100
+    names = {row[0] for row in mariadb.sql(f"SELECT metric_name FROM rtd_series WHERE server_id = '{sid}-lp'", mysql_db)}
+    assert names == {"sys_load", "sys_up"}
+    assert mariadb.sql(f"SELECT DISTINCT labels FROM rtd_series WHERE server_id = '{sid}-lp'", mysql_db) == [["dc=eu"]]
+    # The servers table knows all three servers.
+    assert int(mariadb.scalar(f"SELECT COUNT(*) FROM rtd_servers WHERE server_id LIKE '{sid}%'", mysql_db)) == 3
+    st = srv.stats()["store"]
+    assert st["backend"] == "mysql" and st["healthy"] and st["samples_inserted"] >= 10_200
+
+
+def test_rollups_equal_naive_recomputation_and_serve_history(server_factory, mariadb, mysql_db, ids):
+    srv = start(server_factory, mariadb, mysql_db)
+    sid = f"{ids}-roll"
+    rng = random.Random(7)
+    now = h.now_ms()
+    m0 = now // 60_000 * 60_000 - 4 * 60_000  # four minutes ago: sealed at the next tick
+    samples = [{"server_id": sid, "metric_name": metric, "value": round(rng.uniform(0, 100), 3), "ts": m0 + rng.randrange(0, 180_000)}
+               for metric in ("cpu", "mem") for _ in range(600)]
+    assert h.ingest(srv, h.ndjson(samples), "curl-h2c").status == 200
+
+    def rollups():
+        return mariadb.sql(
+            "SELECT s.metric_name, r.minute, r.sample_count, r.value_sum, r.value_min, r.value_max FROM rtd_rollups r "
+            f"JOIN rtd_series s ON s.id = r.series_id WHERE s.server_id = '{sid}' ORDER BY 1, 2", mysql_db)
+
+    def naive():
+        return mariadb.sql(
+            "SELECT s.metric_name, FLOOR(x.ts / 60000) * 60000, COUNT(*), SUM(x.value), MIN(x.value), MAX(x.value) "
+            f"FROM rtd_samples x JOIN rtd_series s ON s.id = x.series_id WHERE s.server_id = '{sid}' GROUP BY 1, 2 ORDER BY 1, 2", mysql_db)
+
+    def same(a, b):
+        if len(a) != len(b):
+            return False
+        for x, y in zip(a, b):
+            if x[:3] != y[:3] or abs(float(x[3]) - float(y[3])) > 1e-6 or float(x[4]) != float(y[4]) or float(x[5]) != float(y[5]):
+                return False
+        return True
+
+    h.wait_until(lambda: sum(int(r[2]) for r in rollups()) == 1_200, timeout=20, what="rollups of 1,200 samples")
+    assert same(rollups(), naive()), (rollups(), naive())
+    assert len(rollups()) == 6
+
+    # Late samples for a sealed minute arrive as merge rollups: the stored row absorbs them.
+    late = [{"server_id": sid, "metric_name": "cpu", "value": v, "ts": m0 + 30_000} for v in (1000.5, -5.25)]
+    assert h.ingest(srv, h.ndjson(late), "curl-h1").status == 200
+    h.wait_until(lambda: sum(int(r[2]) for r in rollups()) == 1_202, timeout=20, what="late samples merged")
+    assert same(rollups(), naive())
+    assert srv.stats()["store"]["rollups_merged"] >= 1
+
+    # History from MySQL: minute rollups for the range...
+    x = srv.get_json(f"/api/history?server_id={sid}&metric_name=cpu&from={m0 - 60_000}&to={now}&raw=false")
+    assert x["kind"] == "rollup" and x["resolution_ms"] == 60_000
+    by_minute = {int(r[1]): int(r[2]) for r in rollups() if r[0] == "cpu"}
+    assert {p["ts"]: p["count"] for p in x["points"]} == by_minute
+    first = next(p for p in x["points"] if p["ts"] == m0)
+    row = next(r for r in naive() if r[0] == "cpu" and int(r[1]) == m0)
+    assert (first["min"], first["max"]) == (float(row[4]), float(row[5]))
+    # ... raw points for a short one (auto), exactly the stored samples.
+    x = srv.get_json(f"/api/history?server_id={sid}&metric_name=cpu&from={m0}&to={m0 + 60_000}")
+    want = sorted((s["ts"], s["value"]) for s in samples + late if s["metric_name"] == "cpu" and m0 <= s["ts"] < m0 + 60_000)
+    assert x["kind"] == "raw" and x["resolution_ms"] == 0
+    assert sorted((p["ts"], p["value"]) for p in x["points"]) == want
+    # ... and rollups again when the raw points would exceed max_points.
+    x = srv.get_json(f"/api/history?server_id={sid}&metric_name=cpu&from={m0}&to={m0 + 60_000}&max_points=5")
+    assert x["kind"] == "rollup"
+
+
+def test_restart_warms_live_aggregates_from_stored_rollups(server_factory, mariadb, mysql_db, ids):
+    sid = f"{ids}-warm"
+    now = h.now_ms()
+    m0 = now // 60_000 * 60_000 - 3 * 60_000
+    values = [float(v) for v in range(1, 121)]
+    srv = start(server_factory, mariadb, mysql_db, name="warm-a")
+    body = h.ndjson({"server_id": sid, "metric_name": "load", "value": v, "ts": m0 + i * 1_000} for i, v in enumerate(values))
+    assert h.ingest(srv, body, "curl-h2c").status == 200
+    srv.stop()  # SIGTERM: seals and writes every open minute
+    assert srv.proc.returncode == 0
+    assert int(mariadb.scalar("SELECT SUM(sample_count) FROM rtd_rollups", mysql_db)) == 120
+
+    srv2 = start(server_factory, mariadb, mysql_db, name="warm-b")
+    state = h.sse_rows(srv2, [sid], lambda s: len(h.rows_for(s, sid)) == 1)
+    row = h.rows_for(state, sid)[0]
+    assert row["count"] == 120 and (row["min5m"], row["max5m"]) == (1, 120), row
+
+
+def test_database_stopped_mid_stream_loses_nothing_and_bounds_memory(server_factory, mariadb, mysql_db, ids):
+    cap = 20_000
+    srv = start(server_factory, mariadb, mysql_db, "--buffer-capacity", str(cap), "--max-batch", "5000")
+    sid = f"{ids}-outage"
+    feeder = Feeder(srv, sid)
+    try:
+        feeder.wait_ack_at_least(2_000)
+        mariadb.pause()
+        h.wait_until(lambda: srv.stats()["writer"]["write_failures_total"] > 0, timeout=30, what="store write failures")
+        # Ingestion is pushed back (clients paused), not dropped, and the buffer stays within its bound.
+        h.wait_until(lambda: srv.stats()["writer"]["backpressure_events_total"] > 0, timeout=30, what="backpressure")
+        st = srv.stats()
+        assert st["writer"]["buffered_samples"] <= cap
+        assert st["memory"]["rss_bytes"] < 1_000_000_000
+        status, _, body = h.http_get(srv.url("/health"))
+        assert status == 503 and json.loads(body)["store"]["healthy"] is False
+        sent_during_outage = feeder.sent
+        mariadb.resume()
+        feeder.wait_ack_at_least(sent_during_outage + 1_000, timeout=60)
+        summary = feeder.finish()
+    finally:
+        feeder.close()
+    assert summary["rejected"] == 0 and summary["acked_lines"] == feeder.sent == summary["lines"]
+    assert series_count(mariadb, mysql_db, sid) == [feeder.sent, feeder.sent, 0, feeder.sent - 1]
+    assert srv.stats()["store"]["healthy"]
+    status, _, _ = h.http_get(srv.url("/health"))
+    assert status == 200
+
+
+def test_killed_writer_connections_lose_and_double_nothing(server_factory, mariadb, mysql_db, ids):
+    srv = start(server_factory, mariadb, mysql_db, "--max-batch", "2000")
+    sid = f"{ids}-kill"
+    feeder = Feeder(srv, sid)
+    kills = 0
+    try:
+        feeder.wait_ack_at_least(1_000)
+        for _ in range(5):
+            opened = srv.stats()["store"]["connections_opened"]
+            ids_ = [r[0] for r in mariadb.sql(
+                f"SELECT ID FROM information_schema.PROCESSLIST WHERE DB = '{mysql_db}' AND ID <> CONNECTION_ID()")]
+            for cid in ids_:
+                try:
+                    mariadb.sql(f"KILL CONNECTION {cid}")
+                    kills += 1
+                except RuntimeError:
+                    pass  # already gone
+            # The writer notices on its next batch and reconnects.
+            h.wait_until(lambda: srv.stats()["store"]["connections_opened"] > opened, timeout=30, what="reconnect")
+        acked = feeder.wait_ack_at_least(feeder.sent - 400, timeout=60)
+        assert acked > 1_000
+        summary = feeder.finish()
+    finally:
+        feeder.close()
+    assert kills >= 5
+    assert summary["acked_lines"] == feeder.sent
+    assert series_count(mariadb, mysql_db, sid) == [feeder.sent, feeder.sent, 0, feeder.sent - 1]
+    assert srv.stats()["writer"]["write_failures_total"] >= 1
+
+
+def test_sigterm_with_a_full_buffer_flushes_before_exit(server_factory, mariadb, mysql_db, ids):
+    """The database blocks writes (a table lock) until the buffer is full and clients are paused;
+    SIGTERM then drains HTTP, but the process stays up until every accepted sample is committed."""
+    srv = start(server_factory, mariadb, mysql_db, "--buffer-capacity", "5000", "--max-batch", "1000", "--drain-timeout", "3")
+    sid = f"{ids}-full"
+    locker = subprocess.Popen(
+        ["mariadb", "--no-defaults", "-h", mariadb.host, "-P", str(mariadb.port), "-u", mariadb.user, f"-p{mariadb.password}",
+         "-N", "-B", "--unbuffered", mysql_db], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    feeder = None
+    try:
+        locker.stdin.write(b"LOCK TABLES rtd_samples WRITE; SELECT 'locked';\n")
+        locker.stdin.flush()
+        assert locker.stdout.readline().strip() == b"locked"
+        feeder = Feeder(srv, sid, chunk=500, pause=0.0)
+        h.wait_until(lambda: srv.stats()["writer"]["parked_samples"] > 0, timeout=30, what="buffer full, client parked")
+        st = srv.stats()
+        assert st["writer"]["buffered_samples"] <= 5_000
+        accepted = st["writer"]["buffered_samples"] + st["writer"]["parked_samples"]
+        assert accepted >= 5_000
+        srv.signal(signal.SIGTERM)
+        h.wait_until(lambda: h.port_refuses(srv.port), timeout=10, what="listeners closed")
+        # HTTP has drained (3 s); the process must still be waiting for the database.
+        time.sleep(4)  # the drain timeout elapsing is the point of this check, not a synchronisation
+        assert srv.alive(), "exited with accepted samples not yet committed"
+        locker.stdin.write(b"UNLOCK TABLES; SELECT 'unlocked';\n")
+        locker.stdin.flush()
+        assert locker.stdout.readline().strip() == b"unlocked"
+        assert srv.wait(timeout=60) == 0
+    finally:
+        if feeder:
+            feeder.close()
+        locker.kill()
+        locker.wait()
+    stored = series_count(mariadb, mysql_db, sid)
+    assert stored[0] == stored[1], "no sample twice"
+    assert stored[0] >= accepted, f"stored {stored[0]} < accepted {accepted}"
+    assert stored[2] == 0 and stored[3] == stored[0] - 1, "a gapless prefix of the stream"
+
+
+def test_server_waits_for_the_database_at_start(server_factory, mariadb, mysql_db, ids):
+    mariadb.pause()
+    resumer = threading.Timer(2.0, mariadb.resume)
+    resumer.start()
+    try:
+        srv = start(server_factory, mariadb, mysql_db, "--store-connect-wait", "60")
+    finally:
+        resumer.join()
+    assert h.ingest(srv, h.ndjson([{"server_id": f"{ids}-w", "metric_name": "m", "value": 1}]), "curl-h1").status == 200
+    assert series_count(mariadb, mysql_db, f"{ids}-w")[0] == 1
+    assert "not reachable yet" in srv.stderr_text()

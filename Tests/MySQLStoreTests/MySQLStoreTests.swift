@@ -1,0 +1,227 @@
+import Foundation
+import Testing
+@testable import MetricsCore
+@testable import MySQLStore
+
+@Suite("MySQLEndpoint")
+struct MySQLEndpointTests {
+    @Test("TCP, socket and percent-encoded forms parse; bad URLs are refused with a reason")
+    func parsing() throws {
+        let a = try MySQLEndpoint(url: "mysql://rtd:s%40cret@db.example:3307/metrics")
+        #expect(a.user == "rtd" && a.password == "s@cret" && a.host == "db.example" && a.port == 3307 && a.database == "metrics")
+        #expect(a.description == "mysql://rtd@db.example:3307/metrics", "no password in logs")
+        let b = try MySQLEndpoint(url: "mariadb://root@localhost/rtd?socket=/tmp/x%20y/sock&read_timeout=5")
+        #expect(b.socket == "/tmp/x y/sock" && b.password == "" && b.port == 3306 && b.readTimeout == 5)
+        let c = try MySQLEndpoint(url: "mysql://u:p@[::1]:4000/d")
+        #expect(c.host == "::1" && c.port == 4000)
+        let bads: [String] = ["postgres://u@h/d", "mysql://h/d", "mysql://u@h", "mysql://u@h:99999/d", "mysql://u@h/d;drop",
+                              "mysql://u@h/d?nope=1", "mysql://u@h/d?read_timeout=0", "mysql://u@h/d?socket=%zz"]
+        for bad in bads {
+            #expect(throws: MySQLError.self, "\(bad)") { try MySQLEndpoint(url: bad) }
+        }
+    }
+}
+
+@Suite("MySQLStore against MariaDB", .enabled(if: MySQLTestSupport.enabled), .serialized)
+struct MySQLStoreTests {
+    typealias S = MySQLTestSupport
+    static let now = ProcessInfoLite.nowMilliseconds()
+    static let minute = MinuteRollup.minute(of: now) - 10 * 60_000
+
+    static func samples(_ n: Int, servers: Int = 3, from ts: Int64 = minute) -> [MetricSample] {
+        var out: [MetricSample] = []
+        for i in 0..<n {
+            let metric: String = i % 2 == 0 ? "cpu" : "mem"
+            let labels: String = i % 4 == 1 ? "dc=eu,rack=r\(i % 3)" : ""
+            out.append(MetricSample(serverID: "srv-\(i % servers)", metricName: metric, value: Double(i) * 0.5,
+                                    timestamp: ts + Int64(i), labels: labels))
+        }
+        return out
+    }
+
+    @Test("the schema is created and versioned; a second start applies nothing and keeps the data")
+    func migrations() async throws {
+        let e = try S.freshDatabase()
+        defer { S.dropDatabase(e) }
+        let first = try await MySQLStore(configuration: .init(endpoint: e))
+        try await first.write(StoreBatch(samples: Self.samples(10), sequence: 1))
+        try await first.close()
+        #expect(try S.scalar(e, "SELECT MAX(version) FROM rtd_schema_migrations") == Int64(Schema.latestVersion))
+        let tables = Set(try S.query(e, "SHOW TABLES").compactMap { $0[0] })
+        #expect(tables.isSuperset(of: ["rtd_series", "rtd_servers", "rtd_samples", "rtd_rollups", "rtd_write_log", "rtd_schema_migrations"]))
+        let second = try await MySQLStore(configuration: .init(endpoint: e))
+        try await second.close()
+        #expect(try S.scalar(e, "SELECT COUNT(*) FROM rtd_schema_migrations") == Int64(Schema.migrations.count))
+        #expect(try S.scalar(e, "SELECT COUNT(*) FROM rtd_samples") == 10)
+        // Day partitions exist from the retention horizon to two days ahead.
+        let parts = try S.query(e, "SELECT PARTITION_NAME FROM information_schema.PARTITIONS WHERE TABLE_SCHEMA = '\(e.database)' AND TABLE_NAME = 'rtd_samples'").compactMap { $0[0] }
+        #expect(parts.contains(Schema.partitionName(dayStart: Schema.dayStart(Self.now) + 2 * Schema.dayMilliseconds)))
+        #expect(parts.first == "p_old" && parts.last == "p_future")
+    }
+
+    @Test("partition names are UTC calendar days")
+    func partitionNames() {
+        #expect(Schema.partitionName(dayStart: 0) == "p_19700101")
+        #expect(Schema.partitionName(dayStart: 1_709_164_800_000) == "p_20240229")  // leap day
+        #expect(Schema.partitionName(dayStart: 1_798_675_200_000) == "p_20261231")
+    }
+
+    @Test("samples, rollups, servers and series round-trip exactly", arguments: [MySQLStore.BulkMode.arrayBinding, .multiRow])
+    func roundTrip(mode: MySQLStore.BulkMode) async throws {
+        try await S.withStore({ $0.bulkMode = mode; $0.bulkRows = 700 }) { store, e in
+            let batch1 = Self.samples(2_500)
+            let rollups = [S.rollup("srv-0", "cpu", minute: Self.minute, values: [1, 2, 3]),
+                           S.rollup("srv-1", "mem", minute: Self.minute, values: [10], labels: "dc=eu,rack=r1")]
+            try await store.write(StoreBatch(samples: batch1, rollups: rollups, sequence: 1))
+            try await store.write(StoreBatch(samples: Self.samples(500, from: Self.minute + 10_000), sequence: 2))
+            let all = batch1 + Self.samples(500, from: Self.minute + 10_000)
+            #expect(try S.scalar(e, "SELECT COUNT(*) FROM rtd_samples") == Int64(all.count))
+            // Every sample, exactly: compare the multiset of (server, metric, labels, ts, value).
+            let rows = try S.query(e, """
+                SELECT s.server_id, s.metric_name, s.labels, x.ts, x.value FROM rtd_samples x JOIN rtd_series s ON s.id = x.series_id
+                """)
+            let got = rows.map { "\($0[0]!)|\($0[1]!)|\($0[2]!)|\($0[3]!)|\(Double($0[4]!)!)" }.sorted()
+            let want = all.map { "\($0.serverID)|\($0.metricName)|\($0.labels)|\($0.timestamp)|\($0.value)" }.sorted()
+            #expect(got == want)
+            #expect(try S.scalar(e, "SELECT COUNT(*) FROM rtd_series") == 3 * 2 + 3)  // plain series + labelled ones
+            #expect(try S.scalar(e, "SELECT COUNT(*) FROM rtd_servers") == 3)
+            let srv = try S.query(e, "SELECT first_seen, last_seen FROM rtd_servers WHERE server_id = 'srv-0'")
+            let mine = all.filter { $0.serverID == "srv-0" }.map(\.timestamp)
+            // first_seen is exact; last_seen may trail the newest sample by the refresh granularity.
+            #expect(Int64(srv[0][0]!) == mine.min())
+            let lastSeen = Int64(srv[0][1]!)!
+            #expect(lastSeen <= mine.max()! && mine.max()! - lastSeen < 10_000)
+            let r = try S.query(e, "SELECT sample_count, value_sum, value_min, value_max FROM rtd_rollups ORDER BY sample_count DESC")
+            #expect(r.count == 2 && r[0] == ["3", "6", "1", "3"])
+            #expect(store.statistics.batchesCommitted == 2 && store.statistics.samplesInserted == 3_000)
+
+            // History: rollups for a long range, raw samples for a short one.
+            let h = try await store.history(HistoryQuery(serverID: "srv-0", metricName: "cpu", from: Self.minute - 3_600_000, to: Self.now, raw: .never))
+            #expect(h.raw == nil && h.points.count == 1 && h.points[0].count == 3 && h.points[0].timestamp == Self.minute)
+            let raw = try await store.history(HistoryQuery(serverID: "srv-0", metricName: "cpu", from: Self.minute, to: Self.minute + 60_000, maxPoints: 5_000))
+            let expected = all.filter { $0.serverID == "srv-0" && $0.metricName == "cpu" }
+            #expect(raw.raw?.count == expected.count)
+            #expect(raw.raw?.map(\.timestamp) == expected.map(\.timestamp).sorted())
+            // Too many raw points for max_points: minute rollups instead.
+            let capped = try await store.history(HistoryQuery(serverID: "srv-0", metricName: "cpu", from: Self.minute, to: Self.minute + 60_000, maxPoints: 10))
+            #expect(capped.raw == nil)
+            // Warm-up reads the rollups back.
+            let warm = try await store.recentRollups(since: Self.minute)
+            #expect(Set(warm.map(\.key)) == Set(rollups.map(\.key)))
+            #expect(warm.first { $0.key.labels == "dc=eu,rack=r1" }?.sketch == rollups[1].sketch)
+        }
+    }
+
+    @Test("a batch retried with the same sequence is applied once")
+    func idempotentRetry() async throws {
+        try await S.withStore { store, e in
+            let batch = StoreBatch(samples: Self.samples(1_000), rollups: [S.rollup("srv-0", "cpu", minute: Self.minute, values: [5])], sequence: 7)
+            try await store.write(batch)
+            try await store.write(batch)  // as if the first COMMIT's reply had been lost
+            #expect(try S.scalar(e, "SELECT COUNT(*) FROM rtd_samples") == 1_000)
+            #expect(try S.scalar(e, "SELECT sample_count FROM rtd_rollups") == 1)
+            #expect(store.statistics.duplicateBatchesSkipped == 1)
+            try await store.write(StoreBatch(samples: Self.samples(1_000), sequence: 8))
+            #expect(try S.scalar(e, "SELECT COUNT(*) FROM rtd_samples") == 2_000, "a new sequence is a new batch")
+        }
+    }
+
+    @Test("late rollups merge with stored ones and equal a naive recomputation from raw rows")
+    func rollupMerge() async throws {
+        try await S.withStore { store, e in
+            var rng = SplitMix(seed: 42)
+            var all: [Double] = []
+            for seq in 1...6 {
+                let values = (0..<200).map { _ in Double(rng.next() % 10_000) / 100 }
+                all += values
+                let samples = values.enumerated().map { MetricSample(serverID: "s", metricName: "m", value: $1, timestamp: Self.minute + Int64(seq * 1_000 + $0)) }
+                // Two rollups of the same minute in one batch, and more in later batches.
+                let half = values.count / 2
+                try await store.write(StoreBatch(samples: samples, rollups: [
+                    S.rollup("s", "m", minute: Self.minute, values: Array(values[..<half])),
+                    S.rollup("s", "m", minute: Self.minute, values: Array(values[half...])),
+                ], sequence: UInt64(seq)))
+            }
+            let row = try S.query(e, "SELECT sample_count, value_sum, value_min, value_max FROM rtd_rollups")
+            #expect(row.count == 1)
+            let naive = try S.query(e, "SELECT COUNT(*), SUM(value), MIN(value), MAX(value) FROM rtd_samples")[0]
+            #expect(row[0][0] == naive[0] && row[0][0] == "\(all.count)")
+            #expect(abs(Double(row[0][1]!)! - Double(naive[1]!)!) < 1e-6)
+            #expect(Double(row[0][2]!)! == all.min() && Double(row[0][3]!)! == all.max())
+            #expect(store.statistics.rollupsMerged == 5)
+            // The stored sketch's median is within 1 % of the exact one.
+            let h = try await store.history(HistoryQuery(serverID: "s", metricName: "m", from: Self.minute, to: Self.minute + 60_000, raw: .never))
+            let sorted = all.sorted()
+            let exact = sorted[Int((0.5 * Double(sorted.count - 1)).rounded(.down))]
+            #expect(abs(h.points[0].p50 - exact) <= 0.01 * exact + 1e-9)
+        }
+    }
+
+    @Test("retention drops expired day partitions, empties p_old and deletes old rollups; recent data stays")
+    func retention() async throws {
+        try await S.withStore({ $0.rawRetentionDays = 3; $0.rollupRetentionDays = 5 }) { store, e in
+            let day = Schema.dayMilliseconds
+            let old = Self.samples(100, from: Self.now - 10 * day)       // p_old
+            let edge = Self.samples(100, from: Schema.dayStart(Self.now) - 3 * day + 1_000)  // oldest day partition
+            let recent = Self.samples(100, from: Self.now - 60_000)
+            try await store.write(StoreBatch(samples: old + edge + recent, rollups: [
+                S.rollup("srv-0", "cpu", minute: MinuteRollup.minute(of: Self.now - 6 * day), values: [1]),
+                S.rollup("srv-0", "cpu", minute: MinuteRollup.minute(of: Self.now - 4 * day), values: [1]),
+            ], sequence: 1))
+            #expect(try S.scalar(e, "SELECT COUNT(*) FROM rtd_samples") == 300)
+            try await store.runMaintenance(now: Self.now)
+            #expect(try S.scalar(e, "SELECT COUNT(*) FROM rtd_samples") == 200, "p_old emptied")
+            #expect(try S.scalar(e, "SELECT COUNT(*) FROM rtd_rollups") == 1, "the 6-day-old rollup is gone")
+            // A day later the edge partition has aged out too; partitions ahead are added.
+            try await store.runMaintenance(now: Self.now + day)
+            #expect(try S.scalar(e, "SELECT COUNT(*) FROM rtd_samples") == 100)
+            #expect(store.statistics.partitionsDropped >= 1)
+            let parts = try S.query(e, "SELECT PARTITION_NAME FROM information_schema.PARTITIONS WHERE TABLE_SCHEMA = '\(e.database)' AND TABLE_NAME = 'rtd_samples'").compactMap { $0[0] }
+            #expect(parts.contains(Schema.partitionName(dayStart: Schema.dayStart(Self.now) + 3 * day)))
+            // New samples still land after the partition changes.
+            try await store.write(StoreBatch(samples: Self.samples(10, from: Self.now), sequence: 2))
+            #expect(try S.scalar(e, "SELECT COUNT(*) FROM rtd_samples") == 110)
+        }
+    }
+
+    @Test("a killed connection fails the write; the retry reconnects and applies the batch once")
+    func killedConnection() async throws {
+        try await S.withStore { store, e in
+            try await store.write(StoreBatch(samples: Self.samples(100), sequence: 1))
+            // Kill every connection of this database but our own, as a DBA or a failover would.
+            let admin = try Connection(e)
+            defer { admin.close() }
+            for row in try admin.query("SELECT ID FROM information_schema.PROCESSLIST WHERE DB = '\(e.database)' AND ID <> CONNECTION_ID()") {
+                _ = try? admin.execute("KILL CONNECTION \(row[0]!)")
+            }
+            let batch = StoreBatch(samples: Self.samples(100, from: Self.minute + 5_000), sequence: 2)
+            var failures = 0
+            while true {
+                do {
+                    try await store.write(batch)
+                    break
+                } catch let error as MySQLError {
+                    #expect(error.isConnectionLevel)
+                    failures += 1
+                    try #require(failures < 5)
+                }
+            }
+            #expect(failures >= 1, "the killed connection must surface as an error, not be hidden")
+            #expect(try S.scalar(e, "SELECT COUNT(*) FROM rtd_samples") == 200)
+            #expect(store.statistics.connectionsOpened >= 2)
+        }
+    }
+}
+
+/// SplitMix64 for reproducible values.
+struct SplitMix {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
