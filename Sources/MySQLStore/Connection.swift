@@ -1,4 +1,5 @@
 import CMariaDB
+import MetricsCore
 
 #if canImport(Glibc)
 import Glibc
@@ -144,6 +145,19 @@ public struct MySQLEndpoint: Sendable, Equatable, CustomStringConvertible {
     }
 }
 
+/// Accumulates the time a connection's thread spends blocked in Connector/C waiting for the
+/// server. Touched only by that connection's thread.
+final class DatabaseClock {
+    private(set) var nanoseconds: UInt64 = 0
+
+    @inline(__always)
+    func time<T>(_ body: () -> T) -> T {
+        let t0 = ProcessInfoLite.monotonicNanoseconds()
+        defer { nanoseconds &+= ProcessInfoLite.monotonicNanoseconds() &- t0 }
+        return body()
+    }
+}
+
 /// One Connector/C connection (`MYSQL *`).
 ///
 /// Not thread-safe and blocking: it is owned by one ``BlockingWorker`` thread and only ever used
@@ -151,6 +165,8 @@ public struct MySQLEndpoint: Sendable, Equatable, CustomStringConvertible {
 /// this module goes through this type or ``PreparedStatement``.
 final class Connection {
     private var handle: UnsafeMutablePointer<MYSQL>?
+    /// Time spent waiting for the server (execute/fetch/query), for the store's statistics.
+    let clock = DatabaseClock()
     private var statements: [String: PreparedStatement] = [:]
     /// Whether the server is MariaDB (array binding available) rather than MySQL.
     private(set) var isMariaDB = false
@@ -208,7 +224,7 @@ final class Connection {
     func execute(_ sql: String) throws -> UInt64 {
         let h = try live()
         var sql = sql
-        let rc = sql.withUTF8 { mysql_real_query(h, UnsafeRawPointer($0.baseAddress!).assumingMemoryBound(to: CChar.self), UInt($0.count)) }
+        let rc = clock.time { sql.withUTF8 { mysql_real_query(h, UnsafeRawPointer($0.baseAddress!).assumingMemoryBound(to: CChar.self), UInt($0.count)) } }
         if rc != 0 { throw Self.error(of: h) }
         let affected = mysql_affected_rows(h)
         if let result = mysql_store_result(h) { mysql_free_result(result) } else if mysql_field_count(h) != 0 { throw Self.error(of: h) }
@@ -248,7 +264,7 @@ final class Connection {
     /// A prepared statement for `sql`, prepared once per connection and cached.
     func prepare(_ sql: String) throws -> PreparedStatement {
         if let s = statements[sql] { return s }
-        let s = try PreparedStatement(connection: try live(), sql: sql)
+        let s = try PreparedStatement(connection: try live(), sql: sql, clock: clock)
         statements[sql] = s
         return s
     }

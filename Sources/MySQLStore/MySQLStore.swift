@@ -15,8 +15,9 @@ import Synchronization
 /// 2. One transaction: a row in `rtd_write_log` for `(writer id, batch sequence)` — if it already
 ///    exists, an earlier attempt of this batch committed (e.g. the connection died while `COMMIT`'s
 ///    reply was in flight) and the batch is skipped; the raw samples (array binding on MariaDB,
-///    multi-row prepared inserts on MySQL); the minute rollups, merged with what is stored
-///    (`SELECT … FOR UPDATE`, merge the sketches, upsert); the servers' first/last seen.
+///    multi-row prepared inserts on MySQL); the minute rollups, upserted, with rows that already
+///    existed merged (count/sum/min/max in SQL, sketches in Swift, see `upsertRollups`); the
+///    servers' first/last seen.
 /// 3. `COMMIT`. Only when it returns does ``write(_:)`` return, and only then does the server
 ///    acknowledge the samples to their agents.
 ///
@@ -97,6 +98,11 @@ public final class MySQLStore: MetricStore {
         public var rollupsExpired = 0
         /// Duration of the last commit, seconds.
         public var lastCommitSeconds: Double = 0
+        /// Time spent in successful writes, microseconds.
+        public var writeMicroseconds = 0
+        /// Of that, time the writer thread waited for the database server, microseconds (the rest is
+        /// this process preparing rows: series ids, arrays, sketches).
+        public var databaseWaitMicroseconds = 0
         /// Last error, empty after a success.
         public var lastError = ""
     }
@@ -207,6 +213,8 @@ public final class MySQLStore: MetricStore {
                 }
                 s.seriesCreated += outcome.newSeries
                 s.lastCommitSeconds = seconds
+                s.writeMicroseconds += Int(seconds * 1e6)
+                s.databaseWaitMicroseconds += Int(outcome.databaseNanoseconds / 1_000)
                 s.lastError = ""
             }
         } catch {
@@ -300,6 +308,7 @@ public final class MySQLStore: MetricStore {
                 "series_created": s.seriesCreated, "write_errors": s.writeErrors, "connections_opened": s.connectionsOpened,
                 "maintenance_runs": s.maintenanceRuns, "partitions_dropped": s.partitionsDropped,
                 "rollups_expired": s.rollupsExpired, "last_commit_us": Int(s.lastCommitSeconds * 1e6),
+                "write_us_total": s.writeMicroseconds, "database_wait_us_total": s.databaseWaitMicroseconds,
             ])
     }
 
@@ -341,13 +350,30 @@ public final class MySQLStore: MetricStore {
 /// State only the writer thread touches.
 private final class WriterState: @unchecked Sendable {
     // @unchecked: used only from the writer BlockingWorker's thread.
-    var seriesIDs: [SeriesKey: UInt64] = [:]
-    /// Per server: (first, last) sample time already written to `rtd_servers`.
-    var serverSeen: [String: (Int64, Int64)] = [:]
+    struct SeriesEntry {
+        var id: UInt64
+        /// Index into `serverNames`.
+        var server: Int32
+    }
+    var seriesIDs: [SeriesKey: SeriesEntry] = [:]
+    var serverNames: [String] = []
+    var serverIndex: [String: Int32] = [:]
+    /// Per server slot: (first, last) sample time already written to `rtd_servers` (`Int64.max`, `Int64.min` if never).
+    var serverSeen: [(first: Int64, last: Int64)] = []
+
+    func serverSlot(_ id: String) -> Int32 {
+        if let i = serverIndex[id] { return i }
+        let i = Int32(serverNames.count)
+        serverNames.append(id)
+        serverIndex[id] = i
+        serverSeen.append((Int64.max, Int64.min))
+        return i
+    }
     /// This process's writer identity in `rtd_write_log`.
     let writerID: [UInt8] = (0..<16).map { _ in UInt8.random(in: 0...255) }
 
     struct Outcome: Sendable {
+        var databaseNanoseconds: UInt64 = 0
         var duplicate = false
         var rollups = 0
         var merged = 0
@@ -358,6 +384,13 @@ private final class WriterState: @unchecked Sendable {
     static let lastSeenGranularity: Int64 = 10_000
 
     func write(_ batch: StoreBatch, _ c: Connection, _ store: MySQLStore) throws -> Outcome {
+        let waited = c.clock.nanoseconds
+        var outcome = try writeTimed(batch, c, store)
+        outcome.databaseNanoseconds = c.clock.nanoseconds &- waited
+        return outcome
+    }
+
+    private func writeTimed(_ batch: StoreBatch, _ c: Connection, _ store: MySQLStore) throws -> Outcome {
         var outcome = Outcome()
         let now = ProcessInfoLite.nowMilliseconds()
         // 1. Series ids (autocommit, outside the batch's transaction: series rows are idempotent
@@ -372,17 +405,53 @@ private final class WriterState: @unchecked Sendable {
                 rollups.append(r)
             }
         }
-        if seriesIDs.count + batch.samples.count + rollups.count > store.seriesCacheLimit { seriesIDs.removeAll(keepingCapacity: true) }
+        if seriesIDs.count + batch.samples.count + rollups.count > store.seriesCacheLimit {
+            seriesIDs.removeAll(keepingCapacity: true)
+            serverNames.removeAll(keepingCapacity: true)
+            serverIndex.removeAll(keepingCapacity: true)
+            serverSeen.removeAll(keepingCapacity: true)
+        }
+        // One pass over the samples: series id and server slot per sample (consecutive samples of
+        // one series skip the dictionary), and the keys not cached yet.
+        let samples = batch.samples
+        let n = samples.count
+        var ids = [UInt64](repeating: 0, count: n)
+        var slots = [Int32](repeating: 0, count: n)
+        var unresolved: [Int] = []
         var missing: [SeriesKey] = []
         var missingSet = Set<SeriesKey>()
-        for s in batch.samples {
-            let k = s.seriesKey
-            if seriesIDs[k] == nil && missingSet.insert(k).inserted { missing.append(k) }
+        var lastKey: SeriesKey? = nil
+        var lastEntry = SeriesEntry(id: 0, server: 0)
+        for p in 0..<n {
+            let smp = samples[p]
+            if let lk = lastKey, lk.matches(smp) {
+                ids[p] = lastEntry.id
+                slots[p] = lastEntry.server
+                continue
+            }
+            let k = smp.seriesKey
+            if let e = seriesIDs[k] {
+                ids[p] = e.id
+                slots[p] = e.server
+                lastKey = k
+                lastEntry = e
+            } else {
+                unresolved.append(p)
+                if missingSet.insert(k).inserted { missing.append(k) }
+                lastKey = nil
+            }
         }
         for r in rollups where seriesIDs[r.key] == nil && missingSet.insert(r.key).inserted {
             missing.append(r.key)
         }
-        if !missing.isEmpty { outcome.newSeries = try resolve(missing, c, store, now: now) }
+        if !missing.isEmpty {
+            outcome.newSeries = try resolve(missing, c, store, now: now)
+            for p in unresolved {
+                guard let e = seriesIDs[samples[p].seriesKey] else { throw MySQLError(code: 0, message: "no id for series \(samples[p].seriesKey)") }
+                ids[p] = e.id
+                slots[p] = e.server
+            }
+        }
 
         // 2. The batch, in one transaction.
         try c.execute("START TRANSACTION")
@@ -395,13 +464,13 @@ private final class WriterState: @unchecked Sendable {
                 outcome.duplicate = true
                 return outcome
             }
-            try insertSamples(batch.samples, c, store)
+            try insertSamples(samples, ids, c, store)
             let (upserted, merged) = try upsertRollups(rollups, c, store)
             outcome.rollups = upserted
             outcome.merged = merged
-            let servers = try upsertServers(batch.samples, c, store)
+            let servers = try upsertServers(samples, slots, c, store)
             try c.execute("COMMIT")
-            for (id, seen) in servers { serverSeen[id] = seen }
+            for (slot, seen) in servers { serverSeen[Int(slot)] = seen }
         } catch {
             _ = try? c.execute("ROLLBACK")
             throw error
@@ -442,7 +511,7 @@ private final class WriterState: @unchecked Sendable {
             }
             for row in try c.prepare(selectSQL).select(values) {
                 guard let id = row[0].uint64, let s = row[1].string, let m = row[2].string else { continue }
-                seriesIDs[SeriesKey(serverID: s, metricName: m, labels: row[3].string ?? "")] = id
+                seriesIDs[SeriesKey(serverID: s, metricName: m, labels: row[3].string ?? "")] = SeriesEntry(id: id, server: serverSlot(s))
             }
             for k in part where seriesIDs[k] == nil {
                 throw MySQLError(code: 0, message: "series \(k) was inserted but cannot be found")
@@ -451,148 +520,111 @@ private final class WriterState: @unchecked Sendable {
         return created
     }
 
-    private func insertSamples(_ samples: [MetricSample], _ c: Connection, _ store: MySQLStore) throws {
+    private func insertSamples(_ samples: [MetricSample], _ ids: [UInt64], _ c: Connection, _ store: MySQLStore) throws {
         guard !samples.isEmpty else { return }
-        let rowsPerExecute = store.bulkRows
-        var ids: [UInt64] = [], ts: [Int64] = [], values: [Double] = []
-        ids.reserveCapacity(min(samples.count, rowsPerExecute))
-        ts.reserveCapacity(ids.capacity)
-        values.reserveCapacity(ids.capacity)
-        // Consecutive samples often belong to the same series: skip the dictionary then.
-        var lastKey: SeriesKey? = nil
-        var lastID: UInt64 = 0
-        func flush() throws {
-            guard !ids.isEmpty else { return }
+        let per = store.bulkRows
+        var start = 0
+        while start < samples.count {
+            let end = min(start + per, samples.count)
+            let ts = samples[start..<end].map(\.timestamp)
+            let values = samples[start..<end].map(\.value)
             if store.arrayBinding {
-                try c.prepare("INSERT INTO rtd_samples (series_id, ts, value) VALUES (?, ?, ?)").executeBulk([.uint64(ids), .int64(ts), .double(values)])
+                try c.prepare("INSERT INTO rtd_samples (series_id, ts, value) VALUES (?, ?, ?)")
+                    .executeBulk([.uint64(Array(ids[start..<end])), .int64(ts), .double(values)])
             } else {
                 let sql = "INSERT INTO rtd_samples (series_id, ts, value) VALUES "
-                    + Array(repeating: "(?, ?, ?)", count: ids.count).joined(separator: ", ")
+                    + Array(repeating: "(?, ?, ?)", count: end - start).joined(separator: ", ")
                 var params: [SQLValue] = []
-                params.reserveCapacity(ids.count * 3)
-                for k in ids.indices { params += [.uint(ids[k]), .int(ts[k]), .double(values[k])] }
+                params.reserveCapacity((end - start) * 3)
+                for k in 0..<(end - start) { params += [.uint(ids[start + k]), .int(ts[k]), .double(values[k])] }
                 try c.prepare(sql).execute(params)
             }
-            ids.removeAll(keepingCapacity: true)
-            ts.removeAll(keepingCapacity: true)
-            values.removeAll(keepingCapacity: true)
+            start = end
         }
-        for s in samples {
-            let id: UInt64
-            if let lk = lastKey, lk.matches(s) {
-                id = lastID
-            } else {
-                let k = s.seriesKey
-                guard let found = seriesIDs[k] else { throw MySQLError(code: 0, message: "no id for series \(k)") }
-                id = found
-                lastKey = k
-                lastID = found
-            }
-            ids.append(id)
-            ts.append(s.timestamp)
-            values.append(s.value)
-            if ids.count == rowsPerExecute { try flush() }
-        }
-        try flush()
     }
 
+    /// Inserts the batch's rollups; where a row for the same series and minute exists (late
+    /// data, a retry after a crash, another writer), count/sum/min/max are merged by SQL and the
+    /// incoming sketch is parked in `incoming` with `merge_pending = 1`; those rows (found through
+    /// their index, locked by the upsert already) then get the merged sketch. Both steps are in the
+    /// batch's transaction, so no committed row is ever half-merged. The common case (all rows
+    /// new) costs one bulk statement and one empty indexed lookup.
     private func upsertRollups(_ rollups: [MinuteRollup], _ c: Connection, _ store: MySQLStore) throws -> (Int, Int) {
         guard !rollups.isEmpty else { return (0, 0) }
-        var merged = 0
-        var out = rollups
-        // Merge with stored rollups of the same series and minute (late data, or a second writer),
-        // under row locks so concurrent writers cannot interleave.
-        var index: [RollupKey: Int] = [:]
-        var ids: [UInt64] = []
-        for (i, r) in out.enumerated() {
-            let id = seriesIDs[r.key]!
-            ids.append(id)
-            index[RollupKey(id: id, minute: r.minute)] = i
-        }
-        let chunk = 256
-        let selectSQL = "SELECT series_id, minute, sketch FROM rtd_rollups WHERE (series_id, minute) IN ("
-            + Array(repeating: "(?, ?)", count: chunk).joined(separator: ", ") + ") FOR UPDATE"
-        var i = 0
-        while i < out.count {
-            let end = min(i + chunk, out.count)
-            var values: [SQLValue] = []
-            values.reserveCapacity(chunk * 2)
-            for j in 0..<chunk {
-                let k = min(i + j, end - 1)
-                values += [.uint(ids[k]), .int(out[k].minute)]
-            }
-            for row in try c.prepare(selectSQL).select(values) {
-                guard let id = row[0].uint64, let minute = row[1].int64, let bytes = row[2].bytes,
-                      let at = index[RollupKey(id: id, minute: minute)] else { continue }
-                let stored = try QuantileSketch(serialized: bytes)
-                out[at].sketch.merge(stored)
-                merged += 1
-            }
-            i = end
-        }
-        let upsert = """
-            INSERT INTO rtd_rollups (series_id, minute, sample_count, value_sum, value_min, value_max, sketch)
-            VALUES (?, ?, ?, ?, ?, ?, ?) ON DUPLICATE KEY UPDATE sample_count = VALUES(sample_count),
-            value_sum = VALUES(value_sum), value_min = VALUES(value_min), value_max = VALUES(value_max), sketch = VALUES(sketch)
+        let ids = rollups.map { seriesIDs[$0.key]!.id }
+        let columns = "(series_id, minute, sample_count, value_sum, value_min, value_max, sketch)"
+        let onDuplicate = """
+             ON DUPLICATE KEY UPDATE sample_count = sample_count + VALUES(sample_count), value_sum = value_sum + VALUES(value_sum),
+            value_min = LEAST(value_min, VALUES(value_min)), value_max = GREATEST(value_max, VALUES(value_max)),
+            incoming = VALUES(sketch), merge_pending = 1
             """
-        i = 0
+        var i = 0
         let per = store.arrayBinding ? 5_000 : 500
-        while i < out.count {
-            let part = out[i..<min(i + per, out.count)]
-            let partIDs = ids[i..<min(i + per, out.count)]
-            i += per
+        while i < rollups.count {
+            let end = min(i + per, rollups.count)
+            let part = rollups[i..<end]
+            let partIDs = ids[i..<end]
+            i = end
             if store.arrayBinding {
-                try c.prepare(upsert).executeBulk([
+                try c.prepare("INSERT INTO rtd_rollups \(columns) VALUES (?, ?, ?, ?, ?, ?, ?)" + onDuplicate).executeBulk([
                     .uint64(Array(partIDs)), .int64(part.map(\.minute)), .uint64(part.map(\.count)),
                     .double(part.map(\.sum)), .double(part.map(\.min)), .double(part.map(\.max)),
                     .blob(part.map { $0.sketch.serialized() }),
                 ])
             } else {
-                let sql = """
-                    INSERT INTO rtd_rollups (series_id, minute, sample_count, value_sum, value_min, value_max, sketch) VALUES
-                    """ + " " + Array(repeating: "(?, ?, ?, ?, ?, ?, ?)", count: part.count).joined(separator: ", ") + """
-                     ON DUPLICATE KEY UPDATE sample_count = VALUES(sample_count),
-                    value_sum = VALUES(value_sum), value_min = VALUES(value_min), value_max = VALUES(value_max), sketch = VALUES(sketch)
-                    """
+                let sql = "INSERT INTO rtd_rollups \(columns) VALUES "
+                    + Array(repeating: "(?, ?, ?, ?, ?, ?, ?)", count: part.count).joined(separator: ", ") + onDuplicate
                 var values: [SQLValue] = []
+                values.reserveCapacity(part.count * 7)
                 for (id, r) in zip(partIDs, part) {
                     values += [.uint(id), .int(r.minute), .uint(r.count), .double(r.sum), .double(r.min), .double(r.max), .blob(r.sketch.serialized())]
                 }
                 try c.prepare(sql).execute(values)
             }
         }
-        return (out.count, merged)
+        // Rows that existed: merge the sketches.
+        var merged: [(UInt64, Int64, [UInt8])] = []
+        for row in try c.prepare("SELECT series_id, minute, sketch, incoming FROM rtd_rollups WHERE merge_pending = 1 FOR UPDATE").select([]) {
+            guard let id = row[0].uint64, let minute = row[1].int64, let stored = row[2].bytes, let incoming = row[3].bytes else { continue }
+            var sketch = try QuantileSketch(serialized: stored)
+            sketch.merge(try QuantileSketch(serialized: incoming))
+            merged.append((id, minute, sketch.serialized()))
+        }
+        if !merged.isEmpty {
+            let update = "UPDATE rtd_rollups SET sketch = ?, incoming = NULL, merge_pending = NULL WHERE series_id = ? AND minute = ?"
+            if store.arrayBinding {
+                try c.prepare(update).executeBulk([.blob(merged.map(\.2)), .uint64(merged.map(\.0)), .int64(merged.map(\.1))])
+            } else {
+                for m in merged { try c.prepare(update).execute([.blob(m.2), .uint(m.0), .int(m.1)]) }
+            }
+        }
+        return (rollups.count, merged.count)
     }
 
     /// Upserts first/last seen for servers whose stored times are missing or stale by more than
     /// ``lastSeenGranularity``. Returns the new values to cache once the transaction commits.
-    private func upsertServers(_ samples: [MetricSample], _ c: Connection, _ store: MySQLStore) throws -> [(String, (Int64, Int64))] {
+    private func upsertServers(_ samples: [MetricSample], _ slots: [Int32], _ c: Connection, _ store: MySQLStore) throws -> [(Int32, (first: Int64, last: Int64))] {
         guard !samples.isEmpty else { return [] }
-        var seen: [String: (first: Int64, last: Int64, labels: String)] = [:]
-        var lastServer = ""
-        for s in samples {
-            if s.serverID == lastServer, var e = seen[s.serverID] {
-                if s.timestamp < e.first { e.first = s.timestamp }
-                if s.timestamp >= e.last { e.last = s.timestamp; e.labels = s.labels }
-                seen[s.serverID] = e
-                continue
-            }
-            lastServer = s.serverID
-            if var e = seen[s.serverID] {
-                if s.timestamp < e.first { e.first = s.timestamp }
-                if s.timestamp >= e.last { e.last = s.timestamp; e.labels = s.labels }
-                seen[s.serverID] = e
-            } else {
-                seen[s.serverID] = (s.timestamp, s.timestamp, s.labels)
-            }
+        var first = [Int64](repeating: .max, count: serverNames.count)
+        var last = [Int64](repeating: .min, count: serverNames.count)
+        var newest = [Int](repeating: 0, count: serverNames.count)
+        var touched: [Int32] = []
+        for p in 0..<samples.count {
+            let sv = Int(slots[p])
+            let ts = samples[p].timestamp
+            if first[sv] == .max { touched.append(Int32(sv)) }
+            if ts < first[sv] { first[sv] = ts }
+            if ts >= last[sv] { last[sv] = ts; newest[sv] = p }
         }
-        var rows: [(String, Int64, Int64, String)] = []
-        for (id, e) in seen {
-            if let (first, last) = serverSeen[id], e.first >= first, e.last < last + Self.lastSeenGranularity { continue }
-            rows.append((id, e.first, e.last, e.labels))
+        var rows: [(slot: Int32, first: Int64, last: Int64, labels: String)] = []
+        for sv in touched {
+            let i = Int(sv)
+            let seen = serverSeen[i]
+            if first[i] >= seen.first && last[i] < seen.last &+ Self.lastSeenGranularity && seen.last != .min { continue }
+            rows.append((sv, first[i], last[i], samples[newest[i]].labels))
         }
         guard !rows.isEmpty else { return [] }
-        rows.sort { $0.0 < $1.0 }  // a stable lock order across writers
+        rows.sort { serverNames[Int($0.slot)] < serverNames[Int($1.slot)] }  // a stable lock order across writers
         let sql = """
             INSERT INTO rtd_servers (server_id, first_seen, last_seen, labels) VALUES (?, ?, ?, ?)
             ON DUPLICATE KEY UPDATE first_seen = LEAST(first_seen, VALUES(first_seen)),
@@ -600,13 +632,14 @@ private final class WriterState: @unchecked Sendable {
             last_seen = GREATEST(last_seen, VALUES(last_seen))
             """
         if store.arrayBinding {
-            try c.prepare(sql).executeBulk([.text(rows.map(\.0)), .int64(rows.map(\.1)), .int64(rows.map(\.2)), .text(rows.map(\.3))])
+            try c.prepare(sql).executeBulk([.text(rows.map { serverNames[Int($0.slot)] }), .int64(rows.map(\.first)),
+                                            .int64(rows.map(\.last)), .text(rows.map(\.labels))])
         } else {
-            for r in rows { try c.prepare(sql).execute([.text(r.0), .int(r.1), .int(r.2), .text(r.3)]) }
+            for r in rows { try c.prepare(sql).execute([.text(serverNames[Int(r.slot)]), .int(r.first), .int(r.last), .text(r.labels)]) }
         }
         return rows.map { r in
-            let old = serverSeen[r.0]
-            return (r.0, (min(r.1, old?.0 ?? r.1), max(r.2, old?.1 ?? r.2)))
+            let old = serverSeen[Int(r.slot)]
+            return (r.slot, (min(r.first, old.first), max(r.last, old.last)))
         }
     }
 }
@@ -616,11 +649,6 @@ final class Locked<Value: Sendable>: Sendable {
     private let mutex: Mutex<Value>
     init(_ value: Value) { mutex = Mutex(value) }
     func withLock<R: Sendable>(_ body: (inout sending Value) throws -> sending R) rethrows -> R { try mutex.withLock(body) }
-}
-
-private struct RollupKey: Hashable {
-    var id: UInt64
-    var minute: Int64
 }
 
 private struct SeriesMinute: Hashable {

@@ -129,10 +129,13 @@ private final class BindArena {
 /// - ``select(_:)``: parameters in, rows out (typed: integers, doubles, text/blobs of any length).
 final class PreparedStatement {
     private var stmt: UnsafeMutablePointer<MYSQL_STMT>?
+    /// Nanoseconds spent waiting in Connector/C execute/fetch calls, shared with the connection.
+    let clock: DatabaseClock
     let parameterCount: Int
     let sql: String
 
-    init(connection: UnsafeMutablePointer<MYSQL>, sql: String) throws {
+    init(connection: UnsafeMutablePointer<MYSQL>, sql: String, clock: DatabaseClock) throws {
+        self.clock = clock
         guard let s = mysql_stmt_init(connection) else { throw Connection.error(of: connection) }
         var text = sql
         let rc = text.withUTF8 { mysql_stmt_prepare(s, UnsafeRawPointer($0.baseAddress!).assumingMemoryBound(to: CChar.self), UInt($0.count)) }
@@ -206,7 +209,7 @@ final class PreparedStatement {
             _ = mysql_stmt_attr_set(s, STMT_ATTR_ARRAY_SIZE, &one)
         }
         guard mysql_stmt_bind_param(s, binds) == 0 else { throw Self.error(of: s) }
-        guard mysql_stmt_execute(s) == 0 else { throw Self.error(of: s) }
+        guard clock.time({ mysql_stmt_execute(s) }) == 0 else { throw Self.error(of: s) }
         return mysql_stmt_affected_rows(s)
     }
 
@@ -263,7 +266,7 @@ final class PreparedStatement {
         let s = try live()
         let arena = BindArena()
         try bind(values, s, arena)
-        guard mysql_stmt_execute(s) == 0 else { throw Self.error(of: s) }
+        guard clock.time({ mysql_stmt_execute(s) }) == 0 else { throw Self.error(of: s) }
         return mysql_stmt_affected_rows(s)
     }
 
@@ -273,13 +276,13 @@ final class PreparedStatement {
         let s = try live()
         let arena = BindArena()
         try bind(values, s, arena)
-        guard mysql_stmt_execute(s) == 0 else { throw Self.error(of: s) }
+        guard clock.time({ mysql_stmt_execute(s) }) == 0 else { throw Self.error(of: s) }
         guard let meta = mysql_stmt_result_metadata(s) else {
             if mysql_stmt_field_count(s) == 0 { return [] }
             throw Self.error(of: s)
         }
         defer { mysql_free_result(meta) }
-        guard mysql_stmt_store_result(s) == 0 else { throw Self.error(of: s) }
+        guard clock.time({ mysql_stmt_store_result(s) }) == 0 else { throw Self.error(of: s) }
         defer { mysql_stmt_free_result(s) }
         let n = Int(mysql_num_fields(meta))
         let fields = mysql_fetch_fields(meta)!

@@ -14,7 +14,9 @@ import MetricsCore
 ///   retention drops whole partitions instead of deleting rows. `p_old` holds anything older than
 ///   the oldest day partition, `p_future` anything beyond the newest.
 /// - `rtd_rollups`: minute rollups, unique on `(series_id, minute)`, with count/sum/min/max as
-///   columns (for SQL users) and the mergeable quantile sketch as a blob.
+///   columns (for SQL users) and the mergeable quantile sketch as a blob. `incoming` and
+///   `merge_pending` are only ever non-NULL inside a writer's transaction (a sketch waiting to be
+///   merged into a row that already existed); committed rows never have them set.
 /// - `rtd_write_log`: one row per committed batch `(writer, sequence)`: how a retried batch whose
 ///   first attempt did commit is recognised and not applied twice.
 ///
@@ -68,8 +70,11 @@ enum Schema {
               value_min DOUBLE NOT NULL,
               value_max DOUBLE NOT NULL,
               sketch BLOB NOT NULL,
+              incoming BLOB NULL,
+              merge_pending TINYINT NULL,
               PRIMARY KEY (series_id, minute),
-              KEY minute (minute)
+              KEY minute (minute),
+              KEY merge_pending (merge_pending)
             ) ENGINE=InnoDB
             """,
             """

@@ -10,6 +10,32 @@ public actor AggregatorShard {
     /// Series indexes by "server\0metric", for history lookups across label sets.
     private var byServerMetric: [String: [Int]] = [:]
     private var sealed: [MinuteRollup] = []
+    /// Where the rollup of (series, minute) is in `sealed`: late samples of one minute within a
+    /// tick coalesce into one rollup instead of one per sample (a backfilling agent would
+    /// otherwise produce a rollup, and a store merge, per sample).
+    private var sealedIndex: [SealedSlot: Int] = [:]
+
+    struct SealedSlot: Hashable {
+        var series: Int
+        var minute: Int64
+    }
+
+    private func appendSealed(_ series: Int, _ r: MinuteRollup) {
+        let k = SealedSlot(series: series, minute: r.minute)
+        if let at = sealedIndex[k] {
+            sealed[at].sketch.merge(r.sketch)
+        } else {
+            sealedIndex[k] = sealed.count
+            sealed.append(r)
+        }
+    }
+
+    private func takeSealed() -> [MinuteRollup] {
+        let out = sealed
+        sealed.removeAll(keepingCapacity: true)
+        sealedIndex.removeAll(keepingCapacity: true)
+        return out
+    }
     private let relativeAccuracy: Double
     private let maxSeries: Int
     /// Samples of series that could not be created because ``Aggregator/Configuration/maxSeries`` was reached.
@@ -44,7 +70,7 @@ public actor AggregatorShard {
     private func fold(_ samples: [MetricSample], count: Int, position: (Int) -> Int) {
         var n = 0
         var newlyDirty: [Int] = []
-        var newlySealed: [MinuteRollup] = []
+        var newlySealed: [(Int, MinuteRollup)] = []
         while n < count {
             var missing = false
             let index = self.index
@@ -58,7 +84,7 @@ public actor AggregatorShard {
                     }
                     let i = Int(id)
                     if !st[i].dirty { newlyDirty.append(i) }
-                    if let r = st[i].add(value: s.value, timestamp: s.timestamp) { newlySealed.append(r) }
+                    if let r = st[i].add(value: s.value, timestamp: s.timestamp) { newlySealed.append((i, r)) }
                     n += 1
                 }
             }
@@ -72,7 +98,7 @@ public actor AggregatorShard {
             }
         }
         dirtyList.append(contentsOf: newlyDirty)
-        sealed.append(contentsOf: newlySealed)
+        for (i, r) in newlySealed { appendSealed(i, r) }
         samplesFolded += count
     }
 
@@ -149,21 +175,17 @@ public actor AggregatorShard {
         // Seal stale minutes: cheap check per series, done once per tick.
         let sealBefore = MinuteRollup.minute(of: now - sealAfter)
         for i in states.indices where states[i].currentMinute != .min && states[i].currentMinute < sealBefore && !states[i].current.isEmpty {
-            if let r = states[i].seal(key: states[i].key, newMinute: states[i].currentMinute + 60_000) { sealed.append(r) }
+            if let r = states[i].seal(key: states[i].key, newMinute: states[i].currentMinute + 60_000) { appendSealed(i, r) }
         }
-        let out = sealed
-        sealed.removeAll(keepingCapacity: true)
-        return (changed, out)
+        return (changed, takeSealed())
     }
 
     /// Seals every open minute (at shutdown) and returns all unsent rollups.
     func sealAll() -> [MinuteRollup] {
         for i in states.indices where !states[i].current.isEmpty {
-            if let r = states[i].seal(key: states[i].key, newMinute: states[i].currentMinute + 60_000) { sealed.append(r) }
+            if let r = states[i].seal(key: states[i].key, newMinute: states[i].currentMinute + 60_000) { appendSealed(i, r) }
         }
-        let out = sealed
-        sealed.removeAll()
-        return out
+        return takeSealed()
     }
 
     /// Snapshots of every series (for tests and for consumers that need everything at once).

@@ -6,7 +6,7 @@ import Synchronization
 ///
 /// ## Flushing
 /// One flush loop (``run()``) takes everything buffered, up to ``Configuration/maxBatchSamples``,
-/// folds it into the ``Aggregator``, writes it to the store and then completes the submissions.
+/// folds it into the ``Aggregator`` while writing it to the store, and then completes the submissions.
 /// While a write is in progress new submissions accumulate, so batches grow with load by
 /// themselves (group commit) and an idle server flushes at once. ``Configuration/linger`` adds an
 /// optional wait for more data before a small flush.
@@ -268,7 +268,11 @@ public final class BatchWriter: Sendable {
             samples.reserveCapacity(subs.reduce(0) { $0 + $1.samples.count })
             for sub in subs { samples.append(contentsOf: sub.samples) }
         }
-        if let aggregator, !samples.isEmpty { await aggregator.ingest(samples) }
+        // Fold into the live aggregates while the store writes: the two are independent, and
+        // overlapping them keeps the store busy (the fold would otherwise sit between writes).
+        // Both finish before any submission completes.
+        let toFold = samples
+        async let folded: Void = { if let aggregator = self.aggregator, !toFold.isEmpty { await aggregator.ingest(toFold) } }()
         let batch = StoreBatch(samples: samples, rollups: rollups, sequence: sequence)
         var delay = configuration.retryInitialDelay
         let started = ProcessInfoLite.monotonicNanoseconds()
@@ -287,6 +291,7 @@ public final class BatchWriter: Sendable {
                 }
             }
         }
+        await folded
         let finished = ProcessInfoLite.monotonicNanoseconds()
         // Complete, free room, promote parked submissions that now fit.
         let promoted: [Submission] = state.withLock { s in
