@@ -35,9 +35,11 @@ swift build
 log "swift test (unit tests)"
 swift test
 
-# 4. The embedding example builds and runs against this checkout.
+# 4. The examples build and run against this checkout.
 log "Examples/EmbeddedAggregator"
 (cd Examples/EmbeddedAggregator && swift build && swift run -q EmbeddedAggregator)
+log "Examples/CustomStore"
+(cd Examples/CustomStore && swift build && swift run -q CustomStore)
 
 # 5. End-to-end tests against the real server binary.
 log "integration tests (pytest)"

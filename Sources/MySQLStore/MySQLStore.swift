@@ -478,12 +478,18 @@ private final class WriterState: @unchecked Sendable {
         return outcome
     }
 
+    /// Finds or creates the ids of `keys`: look up first (after a restart every series exists
+    /// already, and a read-only lookup costs no commit), insert only what is missing (one bulk
+    /// insert, committed on its own: series rows are idempotent metadata), then look those up.
     private func resolve(_ keys: [SeriesKey], _ c: Connection, _ store: MySQLStore, now: Int64) throws -> Int {
+        try lookUp(keys, c)
+        let missing = keys.filter { seriesIDs[$0] == nil }
+        guard !missing.isEmpty else { return 0 }
         var created = 0
-        let chunk = 256
+        let chunk = 5_000
         var i = 0
-        while i < keys.count {
-            let part = Array(keys[i..<min(i + chunk, keys.count)])
+        while i < missing.count {
+            let part = missing[i..<min(i + chunk, missing.count)]
             i += chunk
             let insertSQL = "INSERT INTO rtd_series (server_id, metric_name, labels, first_seen) VALUES (?, ?, ?, ?) ON DUPLICATE KEY UPDATE id = id"
             if store.arrayBinding {
@@ -492,32 +498,47 @@ private final class WriterState: @unchecked Sendable {
                     .int64([Int64](repeating: now, count: part.count)),
                 ]))
             } else {
-                let sql = "INSERT INTO rtd_series (server_id, metric_name, labels, first_seen) VALUES "
-                    + Array(repeating: "(?, ?, ?, ?)", count: part.count).joined(separator: ", ") + " ON DUPLICATE KEY UPDATE id = id"
-                var values: [SQLValue] = []
-                for k in part { values += [.text(k.serverID), .text(k.metricName), .text(k.labels), .int(now)] }
-                created += Int(try c.prepare(sql).execute(values))
+                var j = part.startIndex
+                while j < part.endIndex {
+                    let sub = part[j..<min(j + 500, part.endIndex)]
+                    j += 500
+                    let sql = "INSERT INTO rtd_series (server_id, metric_name, labels, first_seen) VALUES "
+                        + Array(repeating: "(?, ?, ?, ?)", count: sub.count).joined(separator: ", ") + " ON DUPLICATE KEY UPDATE id = id"
+                    var values: [SQLValue] = []
+                    for k in sub { values += [.text(k.serverID), .text(k.metricName), .text(k.labels), .int(now)] }
+                    created += Int(try c.prepare(sql).execute(values))
+                }
             }
-            // Look the ids up by the same hash the unique key uses. The statement always has
-            // `chunk` slots (the last key repeats) so it is prepared once.
-            let slot = "UNHEX(SHA2(CONCAT_WS(0x00, ?, ?, ?), 256))"
-            let selectSQL = "SELECT id, server_id, metric_name, labels FROM rtd_series WHERE key_hash IN ("
-                + Array(repeating: slot, count: chunk).joined(separator: ", ") + ")"
+        }
+        try lookUp(missing, c)
+        for k in missing where seriesIDs[k] == nil {
+            throw MySQLError(code: 0, message: "series \(k) was inserted but cannot be found")
+        }
+        return created
+    }
+
+    /// Caches the ids of those `keys` that exist, looked up by the hash the unique key uses. The
+    /// statement always has `chunk` slots (the last key repeats) so it is prepared once.
+    private func lookUp(_ keys: [SeriesKey], _ c: Connection) throws {
+        let chunk = 256
+        let slot = "UNHEX(SHA2(CONCAT_WS(0x00, ?, ?, ?), 256))"
+        let selectSQL = "SELECT id, server_id, metric_name, labels FROM rtd_series WHERE key_hash IN ("
+            + Array(repeating: slot, count: chunk).joined(separator: ", ") + ")"
+        var i = 0
+        while i < keys.count {
+            let part = keys[i..<min(i + chunk, keys.count)]
+            i += chunk
             var values: [SQLValue] = []
             values.reserveCapacity(chunk * 3)
             for j in 0..<chunk {
-                let k = part[min(j, part.count - 1)]
+                let k = part[part.startIndex + min(j, part.count - 1)]
                 values += [.text(k.serverID), .text(k.metricName), .text(k.labels)]
             }
             for row in try c.prepare(selectSQL).select(values) {
                 guard let id = row[0].uint64, let s = row[1].string, let m = row[2].string else { continue }
                 seriesIDs[SeriesKey(serverID: s, metricName: m, labels: row[3].string ?? "")] = SeriesEntry(id: id, server: serverSlot(s))
             }
-            for k in part where seriesIDs[k] == nil {
-                throw MySQLError(code: 0, message: "series \(k) was inserted but cannot be found")
-            }
         }
-        return created
     }
 
     private func insertSamples(_ samples: [MetricSample], _ ids: [UInt64], _ c: Connection, _ store: MySQLStore) throws {
