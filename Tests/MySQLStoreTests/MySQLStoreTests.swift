@@ -129,10 +129,10 @@ struct MySQLStoreTests {
     @Test("late rollups merge with stored ones and equal a naive recomputation from raw rows")
     func rollupMerge() async throws {
         try await S.withStore { store, e in
-            var rng = SplitMix(seed: 42)
             var all: [Double] = []
             for seq in 1...6 {
-                let values = (0..<200).map { _ in Double(rng.next() % 10_000) / 100 }
+                // Reproducible, well-spread values: a multiplicative sequence mod 10,007.
+                let values = (0..<200).map { k in Double((seq * 200 + k) * 7_919 % 10_007) / 100 }
                 all += values
                 let samples = values.enumerated().map { MetricSample(serverID: "s", metricName: "m", value: $1, timestamp: Self.minute + Int64(seq * 1_000 + $0)) }
                 // Two rollups of the same minute in one batch, and more in later batches.
@@ -210,18 +210,5 @@ struct MySQLStoreTests {
             #expect(try S.scalar(e, "SELECT COUNT(*) FROM rtd_samples") == 200)
             #expect(store.statistics.connectionsOpened >= 2)
         }
-    }
-}
-
-/// SplitMix64 for reproducible values.
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }
