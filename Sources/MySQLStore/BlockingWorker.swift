@@ -63,30 +63,64 @@ final class BlockingWorker: @unchecked Sendable {
     /// A connection-level error closes the connection (the next job reconnects) and is rethrown.
     func run<T: Sendable>(_ body: @escaping (Connection) throws -> T) async throws -> T {
         try await withCheckedThrowingContinuation { (c: CheckedContinuation<T, any Error>) in
-            let job: () -> Void = { [self] in
-                do {
-                    let conn = try currentConnection()
-                    do {
-                        c.resume(returning: try body(conn))
-                    } catch let e as MySQLError where e.isConnectionLevel {
-                        conn.close()
-                        connection = nil
-                        c.resume(throwing: e)
-                    }
-                } catch {
-                    c.resume(throwing: error)
-                }
-            }
+            enqueue(body) { c.resume(with: $0) }
+        }
+    }
+
+    /// Starts `body` on the worker thread and returns at once; another blocking thread (never an
+    /// async context) collects the result with ``Pending/wait()``.
+    func start<T>(_ body: @escaping (Connection) throws -> T) -> Pending<T> {
+        let pending = Pending<T>()
+        enqueue(body) { pending.complete($0) }
+        return pending
+    }
+
+    /// The result of ``start(_:)``.
+    final class Pending<T>: @unchecked Sendable {
+        // @unchecked: `result` is guarded by `condition`.
+        private let condition = NSCondition()
+        private var result: Result<T, any Error>?
+
+        func complete(_ r: Result<T, any Error>) {
             condition.lock()
-            if stopping {
-                condition.unlock()
-                c.resume(throwing: MySQLError(code: 2006, message: "store is closed"))
-                return
-            }
-            jobs.append(job)
-            condition.signal()
+            result = r
+            condition.broadcast()
             condition.unlock()
         }
+
+        /// Blocks the calling thread until the job finished.
+        func wait() -> Result<T, any Error> {
+            condition.lock()
+            defer { condition.unlock() }
+            while result == nil { condition.wait() }
+            return result!
+        }
+    }
+
+    private func enqueue<T>(_ body: @escaping (Connection) throws -> T, _ done: @escaping (Result<T, any Error>) -> Void) {
+        let job: () -> Void = { [self] in
+            do {
+                let conn = try currentConnection()
+                do {
+                    done(.success(try body(conn)))
+                } catch let e as MySQLError where e.isConnectionLevel {
+                    conn.close()
+                    connection = nil
+                    done(.failure(e))
+                }
+            } catch {
+                done(.failure(error))
+            }
+        }
+        condition.lock()
+        if stopping {
+            condition.unlock()
+            done(.failure(MySQLError(code: 2006, message: "store is closed")))
+            return
+        }
+        jobs.append(job)
+        condition.signal()
+        condition.unlock()
     }
 
     private func currentConnection() throws -> Connection {

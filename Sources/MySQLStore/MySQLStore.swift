@@ -110,6 +110,9 @@ public final class MySQLStore: MetricStore {
     private let configuration: Configuration
     private let logger: Logger
     private let writer: BlockingWorker
+    /// A second writer connection: large batches are split in two transactions, one per
+    /// connection, so the database works on one while this process prepares or commits the other.
+    private let writer2: BlockingWorker
     private let readers: [BlockingWorker]
     private let maintenance: BlockingWorker
     private let writerState: WriterState
@@ -132,6 +135,7 @@ public final class MySQLStore: MetricStore {
             stats.withLock { $0.connectionsOpened += 1 }
         }
         writer = BlockingWorker(name: "mysql-writer", endpoint: configuration.endpoint, onConnect: session)
+        writer2 = BlockingWorker(name: "mysql-writer-2", endpoint: configuration.endpoint, onConnect: session)
         readers = (0..<configuration.readers).map { i in
             BlockingWorker(name: "mysql-reader-\(i)", endpoint: configuration.endpoint, onConnect: session)
         }
@@ -150,7 +154,7 @@ public final class MySQLStore: MetricStore {
                 return (c.serverVersion, c.isMariaDB, applied)
             }
         } catch {
-            await Self.stopAll(writer, readers, maintenance)
+            await Self.stopAll(writer, [writer2] + readers, maintenance)
             throw error
         }
         serverInfo = version
@@ -158,7 +162,7 @@ public final class MySQLStore: MetricStore {
         case .auto: useArrayBinding = isMariaDB
         case .arrayBinding:
             guard isMariaDB else {
-                await Self.stopAll(writer, readers, maintenance)
+                await Self.stopAll(writer, [writer2] + readers, maintenance)
                 throw MySQLError(code: 0, message: "array binding needs MariaDB; the server is \(version)")
             }
             useArrayBinding = true
@@ -229,6 +233,9 @@ public final class MySQLStore: MetricStore {
     fileprivate var arrayBinding: Bool { useArrayBinding }
     fileprivate var bulkRows: Int { useArrayBinding ? configuration.bulkRows : min(1_000, configuration.bulkRows) }
     fileprivate var seriesCacheLimit: Int { configuration.seriesCacheLimit }
+    fileprivate var secondWriter: BlockingWorker { writer2 }
+    /// Batches with at least this many samples are split over the two writer connections.
+    static let splitThreshold = 16_384
 
     // MARK: - Reading
 
@@ -319,7 +326,7 @@ public final class MySQLStore: MetricStore {
         }
         task?.cancel()
         await task?.value
-        await Self.stopAll(writer, readers, maintenance)
+        await Self.stopAll(writer, [writer2] + readers, maintenance)
     }
 
     // MARK: - Maintenance
@@ -344,7 +351,10 @@ public final class MySQLStore: MetricStore {
     }
 
     /// Closes the writer's connection (the next write reconnects). For fault-injection tests.
-    public func dropWriterConnection() { writer.dropConnection() }
+    public func dropWriterConnection() {
+        writer.dropConnection()
+        writer2.dropConnection()
+    }
 }
 
 /// State only the writer thread touches.
@@ -453,29 +463,81 @@ private final class WriterState: @unchecked Sendable {
             }
         }
 
-        // 2. The batch, in one transaction.
+        // 2. The batch: one transaction, or two when it is large (the second half of the raw
+        //    samples on the second connection, in parallel). Each has its own write-log row, so a
+        //    retry skips whichever half committed before.
+        var split = samples.count
+        var second: BlockingWorker.Pending<Bool>? = nil
+        if samples.count >= MySQLStore.splitThreshold {
+            split = samples.count / 2
+            let tailIDs = Array(ids[split...])
+            let tailTS = samples[split...].map(\.timestamp)
+            let tailValues = samples[split...].map(\.value)
+            let writerID = self.writerID, sequence = batch.sequence | (1 << 63), rows = store.bulkRows, array = store.arrayBinding
+            second = store.secondWriter.start { c2 in
+                try Self.writeSamplesOnly(c2, writerID: writerID, sequence: sequence, ids: tailIDs, ts: tailTS, values: tailValues,
+                                          rowsPerExecute: rows, arrayBinding: array, now: now)
+            }
+        }
+        var firstDuplicate = false
+        var failure: (any Error)? = nil
+        do {
+            try c.execute("START TRANSACTION")
+            do {
+                try c.prepare("INSERT INTO rtd_write_log (writer, sequence, written_at, samples, rollups) VALUES (?, ?, ?, ?, ?)")
+                    .execute([.blob(writerID), .uint(batch.sequence), .int(now), .int(Int64(split)), .int(Int64(rollups.count))])
+            } catch let e as MySQLError where e.isDuplicateKey {
+                firstDuplicate = true
+            }
+            if firstDuplicate {
+                try c.execute("ROLLBACK")
+            } else {
+                try Self.insertSamples(ids[..<split], samples[..<split].map(\.timestamp), samples[..<split].map(\.value), c,
+                                       rowsPerExecute: store.bulkRows, arrayBinding: store.arrayBinding)
+                let (upserted, merged) = try upsertRollups(rollups, c, store)
+                outcome.rollups = upserted
+                outcome.merged = merged
+                let servers = try upsertServers(samples, slots, c, store)
+                try c.execute("COMMIT")
+                for (slot, seen) in servers { serverSeen[Int(slot)] = seen }
+            }
+        } catch {
+            _ = try? c.execute("ROLLBACK")
+            failure = error
+        }
+        // Always collect the second half before returning or throwing.
+        var secondDuplicate = true
+        if let second {
+            switch second.wait() {
+            case .success(let dup): secondDuplicate = dup
+            case .failure(let e): if failure == nil { failure = e }
+            }
+        }
+        if let failure { throw failure }
+        outcome.duplicate = firstDuplicate && secondDuplicate
+        return outcome
+    }
+
+    /// The second half of a large batch: write-log row, raw samples, commit. Returns `true` when
+    /// this half had been committed before (a retry).
+    static func writeSamplesOnly(_ c: Connection, writerID: [UInt8], sequence: UInt64, ids: [UInt64], ts: [Int64], values: [Double],
+                                 rowsPerExecute: Int, arrayBinding: Bool, now: Int64) throws -> Bool {
         try c.execute("START TRANSACTION")
         do {
             do {
                 try c.prepare("INSERT INTO rtd_write_log (writer, sequence, written_at, samples, rollups) VALUES (?, ?, ?, ?, ?)")
-                    .execute([.blob(writerID), .uint(batch.sequence), .int(now), .int(Int64(batch.samples.count)), .int(Int64(rollups.count))])
+                    .execute([.blob(writerID), .uint(sequence), .int(now), .int(Int64(ids.count)), .int(0)])
             } catch let e as MySQLError where e.isDuplicateKey {
                 try c.execute("ROLLBACK")
-                outcome.duplicate = true
-                return outcome
+                return true
             }
-            try insertSamples(samples, ids, c, store)
-            let (upserted, merged) = try upsertRollups(rollups, c, store)
-            outcome.rollups = upserted
-            outcome.merged = merged
-            let servers = try upsertServers(samples, slots, c, store)
+            try insertSamples(ids[...], ts, values, c, rowsPerExecute: rowsPerExecute, arrayBinding: arrayBinding)
             try c.execute("COMMIT")
-            for (slot, seen) in servers { serverSeen[Int(slot)] = seen }
+            return false
         } catch {
             _ = try? c.execute("ROLLBACK")
             throw error
         }
-        return outcome
     }
 
     /// Finds or creates the ids of `keys`: look up first (after a restart every series exists
@@ -541,23 +603,22 @@ private final class WriterState: @unchecked Sendable {
         }
     }
 
-    private func insertSamples(_ samples: [MetricSample], _ ids: [UInt64], _ c: Connection, _ store: MySQLStore) throws {
-        guard !samples.isEmpty else { return }
-        let per = store.bulkRows
+    static func insertSamples(_ ids: ArraySlice<UInt64>, _ ts: [Int64], _ values: [Double], _ c: Connection,
+                              rowsPerExecute per: Int, arrayBinding: Bool) throws {
         var start = 0
-        while start < samples.count {
-            let end = min(start + per, samples.count)
-            let ts = samples[start..<end].map(\.timestamp)
-            let values = samples[start..<end].map(\.value)
-            if store.arrayBinding {
+        let n = ts.count
+        while start < n {
+            let end = min(start + per, n)
+            let idPart = Array(ids[(ids.startIndex + start)..<(ids.startIndex + end)])
+            if arrayBinding {
                 try c.prepare("INSERT INTO rtd_samples (series_id, ts, value) VALUES (?, ?, ?)")
-                    .executeBulk([.uint64(Array(ids[start..<end])), .int64(ts), .double(values)])
+                    .executeBulk([.uint64(idPart), .int64(Array(ts[start..<end])), .double(Array(values[start..<end]))])
             } else {
                 let sql = "INSERT INTO rtd_samples (series_id, ts, value) VALUES "
                     + Array(repeating: "(?, ?, ?)", count: end - start).joined(separator: ", ")
                 var params: [SQLValue] = []
                 params.reserveCapacity((end - start) * 3)
-                for k in 0..<(end - start) { params += [.uint(ids[start + k]), .int(ts[k]), .double(values[k])] }
+                for k in 0..<(end - start) { params += [.uint(idPart[k]), .int(ts[start + k]), .double(values[start + k])] }
                 try c.prepare(sql).execute(params)
             }
             start = end

@@ -126,6 +126,30 @@ struct MySQLStoreTests {
         }
     }
 
+    @Test("a large batch is split over two connections; a retry re-applies only the half that did not commit")
+    func splitBatchRetry() async throws {
+        try await S.withStore { store, e in
+            let n = 40_000
+            let batch = StoreBatch(samples: Self.samples(n), sequence: 3)
+            try await store.write(batch)
+            #expect(try S.scalar(e, "SELECT COUNT(*) FROM rtd_samples") == Int64(n))
+            #expect(try S.scalar(e, "SELECT COUNT(*) FROM rtd_write_log") == 2, "one write-log row per half")
+            try await store.write(batch)
+            #expect(try S.scalar(e, "SELECT COUNT(*) FROM rtd_samples") == Int64(n))
+            #expect(store.statistics.duplicateBatchesSkipped == 1)
+            // As if the second half's transaction had been lost: only it is written again.
+            let second = UInt64(3) | (1 << 63)
+            let c = try Connection(e)
+            defer { c.close() }
+            try c.execute("DELETE FROM rtd_write_log WHERE sequence = \(second)")
+            try c.execute("DELETE FROM rtd_samples WHERE ts >= \(Self.minute + Int64(n / 2))")
+            #expect(try S.scalar(e, "SELECT COUNT(*) FROM rtd_samples") == Int64(n / 2))
+            try await store.write(batch)
+            #expect(try S.scalar(e, "SELECT COUNT(*) FROM rtd_samples") == Int64(n))
+            #expect(try S.scalar(e, "SELECT COUNT(DISTINCT ts) FROM rtd_samples") == Int64(n), "no sample twice")
+        }
+    }
+
     @Test("late rollups merge with stored ones and equal a naive recomputation from raw rows")
     func rollupMerge() async throws {
         try await S.withStore { store, e in
