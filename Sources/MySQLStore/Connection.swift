@@ -218,14 +218,20 @@ final class Connection {
         return h
     }
 
-    /// Runs SQL without parameters (DDL, BEGIN/COMMIT, maintenance) and discards any result.
-    /// Never pass user data here; use ``prepare(_:)``.
-    @discardableResult
-    func execute(_ sql: String) throws -> UInt64 {
+    /// Sends a text-protocol statement and waits for its reply; the caller reads the result.
+    private func send(_ sql: String) throws -> UnsafeMutablePointer<MYSQL> {
         let h = try live()
         var sql = sql
         let rc = clock.time { sql.withUTF8 { mysql_real_query(h, UnsafeRawPointer($0.baseAddress!).assumingMemoryBound(to: CChar.self), UInt($0.count)) } }
         if rc != 0 { throw Self.error(of: h) }
+        return h
+    }
+
+    /// Runs SQL without parameters (DDL, BEGIN/COMMIT, maintenance) and discards any result.
+    /// Never pass user data here; use ``prepare(_:)``.
+    @discardableResult
+    func execute(_ sql: String) throws -> UInt64 {
+        let h = try send(sql)
         let affected = mysql_affected_rows(h)
         if let result = mysql_store_result(h) { mysql_free_result(result) } else if mysql_field_count(h) != 0 { throw Self.error(of: h) }
         return affected == UInt64.max ? 0 : affected
@@ -234,10 +240,7 @@ final class Connection {
     /// Runs SQL without parameters and returns its rows as text (NULL as `nil`). For catalogue
     /// queries (schema version, partitions); never with user data.
     func query(_ sql: String) throws -> [[String?]] {
-        let h = try live()
-        var sql = sql
-        let rc = sql.withUTF8 { mysql_real_query(h, UnsafeRawPointer($0.baseAddress!).assumingMemoryBound(to: CChar.self), UInt($0.count)) }
-        if rc != 0 { throw Self.error(of: h) }
+        let h = try send(sql)
         guard let result = mysql_store_result(h) else {
             if mysql_field_count(h) != 0 { throw Self.error(of: h) }
             return []

@@ -403,8 +403,6 @@ private final class WriterState: @unchecked Sendable {
     private func writeTimed(_ batch: StoreBatch, _ c: Connection, _ store: MySQLStore) throws -> Outcome {
         var outcome = Outcome()
         let now = ProcessInfoLite.nowMilliseconds()
-        // 1. Series ids (autocommit, outside the batch's transaction: series rows are idempotent
-        //    metadata and the cache must never hold an id whose insert was rolled back).
         // Several rollups of one series and minute in a batch (a sealed minute and late data) are merged first.
         var rollupIndex: [SeriesMinute: Int] = [:]
         var rollups: [MinuteRollup] = []
@@ -421,6 +419,8 @@ private final class WriterState: @unchecked Sendable {
             serverIndex.removeAll(keepingCapacity: true)
             serverSeen.removeAll(keepingCapacity: true)
         }
+        // 1. Series ids (autocommit, outside the batch's transaction: series rows are idempotent
+        //    metadata and the cache must never hold an id whose insert was rolled back).
         // One pass over the samples: series id and server slot per sample (consecutive samples of
         // one series skip the dictionary), and the keys not cached yet.
         let samples = batch.samples
@@ -483,12 +483,8 @@ private final class WriterState: @unchecked Sendable {
         var failure: (any Error)? = nil
         do {
             try c.execute("START TRANSACTION")
-            do {
-                try c.prepare("INSERT INTO rtd_write_log (writer, sequence, written_at, samples, rollups) VALUES (?, ?, ?, ?, ?)")
-                    .execute([.blob(writerID), .uint(batch.sequence), .int(now), .int(Int64(split)), .int(Int64(rollups.count))])
-            } catch let e as MySQLError where e.isDuplicateKey {
-                firstDuplicate = true
-            }
+            firstDuplicate = try Self.alreadyWritten(c, writerID: writerID, sequence: batch.sequence, samples: split,
+                                                     rollups: rollups.count, now: now)
             if firstDuplicate {
                 try c.execute("ROLLBACK")
             } else {
@@ -518,16 +514,26 @@ private final class WriterState: @unchecked Sendable {
         return outcome
     }
 
+    /// Inserts the write-log row of `(writerID, sequence)` as the first statement of a batch's
+    /// transaction. Returns `true` when the row already exists: that batch (or half) committed on
+    /// an earlier attempt, and the caller rolls back instead of applying it again.
+    static func alreadyWritten(_ c: Connection, writerID: [UInt8], sequence: UInt64, samples: Int, rollups: Int, now: Int64) throws -> Bool {
+        do {
+            try c.prepare("INSERT INTO rtd_write_log (writer, sequence, written_at, samples, rollups) VALUES (?, ?, ?, ?, ?)")
+                .execute([.blob(writerID), .uint(sequence), .int(now), .int(Int64(samples)), .int(Int64(rollups))])
+            return false
+        } catch let e as MySQLError where e.isDuplicateKey {
+            return true
+        }
+    }
+
     /// The second half of a large batch: write-log row, raw samples, commit. Returns `true` when
     /// this half had been committed before (a retry).
     static func writeSamplesOnly(_ c: Connection, writerID: [UInt8], sequence: UInt64, ids: [UInt64], ts: [Int64], values: [Double],
                                  rowsPerExecute: Int, arrayBinding: Bool, now: Int64) throws -> Bool {
         try c.execute("START TRANSACTION")
         do {
-            do {
-                try c.prepare("INSERT INTO rtd_write_log (writer, sequence, written_at, samples, rollups) VALUES (?, ?, ?, ?, ?)")
-                    .execute([.blob(writerID), .uint(sequence), .int(now), .int(Int64(ids.count)), .int(0)])
-            } catch let e as MySQLError where e.isDuplicateKey {
+            if try alreadyWritten(c, writerID: writerID, sequence: sequence, samples: ids.count, rollups: 0, now: now) {
                 try c.execute("ROLLBACK")
                 return true
             }
@@ -565,7 +571,7 @@ private final class WriterState: @unchecked Sendable {
                     let sub = part[j..<min(j + 500, part.endIndex)]
                     j += 500
                     let sql = "INSERT INTO rtd_series (server_id, metric_name, labels, first_seen) VALUES "
-                        + Array(repeating: "(?, ?, ?, ?)", count: sub.count).joined(separator: ", ") + " ON DUPLICATE KEY UPDATE id = id"
+                        + valueRows(sub.count, columns: 4) + " ON DUPLICATE KEY UPDATE id = id"
                     var values: [SQLValue] = []
                     for k in sub { values += [.text(k.serverID), .text(k.metricName), .text(k.labels), .int(now)] }
                     created += Int(try c.prepare(sql).execute(values))
@@ -615,7 +621,7 @@ private final class WriterState: @unchecked Sendable {
                     .executeBulk([.uint64(idPart), .int64(Array(ts[start..<end])), .double(Array(values[start..<end]))])
             } else {
                 let sql = "INSERT INTO rtd_samples (series_id, ts, value) VALUES "
-                    + Array(repeating: "(?, ?, ?)", count: end - start).joined(separator: ", ")
+                    + valueRows(end - start, columns: 3)
                 var params: [SQLValue] = []
                 params.reserveCapacity((end - start) * 3)
                 for k in 0..<(end - start) { params += [.uint(idPart[k]), .int(ts[start + k]), .double(values[start + k])] }
@@ -655,7 +661,7 @@ private final class WriterState: @unchecked Sendable {
                 ])
             } else {
                 let sql = "INSERT INTO rtd_rollups \(columns) VALUES "
-                    + Array(repeating: "(?, ?, ?, ?, ?, ?, ?)", count: part.count).joined(separator: ", ") + onDuplicate
+                    + valueRows(part.count, columns: 7) + onDuplicate
                 var values: [SQLValue] = []
                 values.reserveCapacity(part.count * 7)
                 for (id, r) in zip(partIDs, part) {
@@ -724,6 +730,12 @@ private final class WriterState: @unchecked Sendable {
             return (r.slot, (min(r.first, old.first), max(r.last, old.last)))
         }
     }
+}
+
+/// `(?, ?, …), (?, ?, …), …`: the placeholder rows of a prepared multi-row `INSERT`.
+func valueRows(_ rows: Int, columns: Int) -> String {
+    let row = "(" + Array(repeating: "?", count: columns).joined(separator: ", ") + ")"
+    return Array(repeating: row, count: rows).joined(separator: ", ")
 }
 
 /// A mutex in a class, so closures can share it.
