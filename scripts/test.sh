@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The project's test command (README): installs what the tests need on a fresh Debian machine,
 # builds, runs the Swift unit tests, builds the embedding example, and runs the end-to-end suite
-# against the real server over real sockets (curl, nghttp, h2load; HTTP/1.1, h2c and TLS h2) and a
-# throwaway MariaDB started here in a temporary directory (no system service, a free port).
+# against the real server over real sockets (curl, nghttp, h2load; HTTP/1.1, h2c and TLS h2), a
+# throwaway MariaDB started here in a temporary directory (no system service, a free port), and the
+# dashboard page in headless Chromium (screenshots in .build/test-artifacts).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -11,7 +12,8 @@ log() { printf '\n==> %s\n' "$*"; }
 
 # 1. System packages (idempotent; only installs what is missing).
 need=()
-for pkg in libnghttp2-dev libmariadb-dev mariadb-server mariadb-client nghttp2-client nghttp2-server curl openssl zlib1g-dev; do
+for pkg in libnghttp2-dev libmariadb-dev mariadb-server mariadb-client nghttp2-client nghttp2-server curl openssl zlib1g-dev \
+           chromium chromium-driver; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if ((${#need[@]})); then
@@ -20,7 +22,7 @@ if ((${#need[@]})); then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
-python3 -c "import pytest, h2, hyperframe" 2>/dev/null || { log "installing pytest, h2"; python3 -m pip install -q pytest h2; }
+python3 -c "import pytest, h2, hyperframe, selenium" 2>/dev/null || { log "installing pytest, h2, selenium"; python3 -m pip install -q pytest h2 selenium; }
 
 # 2. A throwaway MariaDB for the MySQLStore tests (removed on exit, whatever happens).
 source scripts/lib/mariadb.sh
@@ -44,4 +46,6 @@ log "Examples/CustomStore"
 # 5. End-to-end tests against the real server binary.
 log "integration tests (pytest)"
 export RTD_SERVER_BIN="$ROOT/.build/debug/dashboard-server"
+export RTD_REQUIRE_BROWSER=1                    # the browser tests fail instead of skipping without Chromium
+export RTD_ARTIFACTS="$ROOT/.build/test-artifacts"
 python3 -m pytest -q Tests/Integration

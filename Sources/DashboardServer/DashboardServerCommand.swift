@@ -61,6 +61,9 @@ struct DashboardServerCommand: AsyncParsableCommand {
     @Option(help: "Dashboard tick in milliseconds (RTD_TICK_MS).")
     var tickMs: Int = env("RTD_TICK_MS").flatMap(Int.init) ?? 1000
 
+    @Option(help: "Seconds without data after which the dashboard shows a server as stale; clients may ask otherwise with stale= (RTD_STALE_AFTER).")
+    var staleAfter: Int = env("RTD_STALE_AFTER").flatMap(Int.init) ?? 30
+
     @Option(help: "Longest accepted NDJSON/line-protocol line in bytes (RTD_MAX_LINE_LENGTH).")
     var maxLineLength: Int = env("RTD_MAX_LINE_LENGTH").flatMap(Int.init) ?? 65_536
 
@@ -95,6 +98,7 @@ struct DashboardServerCommand: AsyncParsableCommand {
         guard (0...65_535).contains(port), (0...65_535).contains(tlsPort) else { throw ValidationError("ports must be in 0...65535") }
         guard (certPath == nil) == (keyPath == nil) else { throw ValidationError("--tls-cert and --tls-key go together") }
         guard tickMs >= 10 else { throw ValidationError("--tick-ms must be at least 10") }
+        guard (1...86_400).contains(staleAfter) else { throw ValidationError("--stale-after must be 1...86400 seconds") }
         guard maxLineLength >= 256 else { throw ValidationError("--max-line-length must be at least 256") }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level \(logLevel)") }
         if store != "memory" {
@@ -129,7 +133,7 @@ struct DashboardServerCommand: AsyncParsableCommand {
         let engine = MetricsEngine(store: backend, configuration: .init(
             aggregator: .init(maxSeries: maxSeries),
             writer: .init(maxBatchSamples: maxBatch, bufferCapacity: bufferCapacity),
-            broadcaster: .init(tickMilliseconds: tickMs)))
+            broadcaster: .init(tickMilliseconds: tickMs, staleMilliseconds: staleAfter * 1000)))
         let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads))
         let exporter = PrometheusExporter(registry: registry, engine: engine)
         let server = HTTPServer(

@@ -48,8 +48,9 @@ def server_factory(tmp_path):
     """Starts dedicated servers: `server_factory("--max-line-length", "256")`. All are killed at teardown."""
     started: list[h.ServerProcess] = []
 
-    def start(*extra_args: str, name: str = "own") -> h.ServerProcess:
-        srv = h.ServerProcess(tmp_path / f"{name}-{len(started)}", name=f"{name}-{len(started)}", extra_args=extra_args)
+    def start(*extra_args: str, name: str = "own", tick_ms: int = h.TICK_MS, port: int = 0) -> h.ServerProcess:
+        srv = h.ServerProcess(tmp_path / f"{name}-{len(started)}", name=f"{name}-{len(started)}", extra_args=extra_args,
+                              tick_ms=tick_ms, port=port)
         started.append(srv)
         _active_servers.append(srv)
         return srv
@@ -101,3 +102,18 @@ def pytest_runtest_makereport(item, call):
             text = srv.stderr_text(tail=80)
             state = "running" if srv.alive() else f"exited {srv.proc.returncode}"
             report.sections.append((f"server {srv.name} stderr ({state}; {srv.stderr_path})", text or "(empty)"))
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Chromium through chromedriver (selenium), viewport 1280×720. Missing: the browser
+    tests skip, unless RTD_REQUIRE_BROWSER=1 (the README's test command), where they fail."""
+    import rtd_browser
+    try:
+        b = rtd_browser.Browser()
+    except rtd_browser.Unavailable as e:
+        if os.environ.get("RTD_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"RTD_REQUIRE_BROWSER=1 but no browser: {e}")
+        pytest.skip(f"no headless Chromium: {e}")
+    yield b
+    b.quit()

@@ -116,7 +116,7 @@ class ServerProcess:
     """One `dashboard-server` subprocess on ephemeral ports (cleartext + self-signed TLS)."""
 
     def __init__(self, workdir: Path, name: str = "server", extra_args: Iterable[str] = (), tick_ms: int = TICK_MS,
-                 start_timeout: float = 60.0):
+                 start_timeout: float = 60.0, port: int = 0):
         self.name = name
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -125,7 +125,7 @@ class ServerProcess:
         self.port: int = 0
         self.tls_port: int = 0
         self.tick_ms = tick_ms
-        self.cmd = [SERVER_BIN, "--host", HOST, "--port", "0", "--tls-port", "0", "--tls-self-signed",
+        self.cmd = [SERVER_BIN, "--host", HOST, "--port", str(port), "--tls-port", "0", "--tls-self-signed",
                     "--tick-ms", str(tick_ms), *extra_args]
         if not os.access(SERVER_BIN, os.X_OK):
             raise RuntimeError(f"server binary not found or not executable: {SERVER_BIN} (set RTD_SERVER_BIN)")

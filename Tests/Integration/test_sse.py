@@ -129,7 +129,9 @@ def test_fleet_series_and_limit_params(server, dataset, proto):
 
 
 INVALID_QUERIES = ["top=0", "top=1001", "top=abc", "fleet=2", "series=maybe", "limit=0", "limit=100001",
-                   "interval=0", "interval=60001", "interval=x", "metrics=bad%20name", "servers=bad!id"]
+                   "interval=0", "interval=60001", "interval=x", "metrics=bad%20name", "servers=bad!id",
+                   "heatmap=2", "warn=abc", "crit=nan", "worst=up", "stale=0", "cells=20001", "scale=5,1", "labels=novalue",
+                   "focus=bad!id"]
 
 
 @pytest.mark.parametrize("query", INVALID_QUERIES)
@@ -211,3 +213,31 @@ def test_top_n_among_selected_servers(server, wide):
     sids = wide["sids"]
     ev = _init(server, f"metrics={wide['metric']}&servers={sids[0]},{sids[1]}&top=1&fleet=0", "h1")
     assert [(r["server_id"], r["last"]) for r in ev.rows] == [(sids[1], 1)]
+
+
+@pytest.mark.parametrize("proto", PROTOS)
+def test_fleet_view_heatmap_and_focus(server, dataset, proto):
+    """The dashboard's subscription: one metric's fleet view (counts, distribution, one heat byte per
+    server, member ids), the top row, and every series of a focused server."""
+    import base64
+    d = dataset
+    q = f"metrics={d['load']}&heatmap=1&top=1&warn=15&crit=25&fleet=0&server_prefix={d['p']}&focus={d['db1']}&scale=0,253"
+    ev = _init(server, q, proto)
+    (view,) = ev.data["views"]
+    assert view["metric_name"] == d["load"]
+    assert (view["servers"], view["reporting"], view["stale"]) == (3, 3, 0)
+    assert (view["over_warn"], view["over_crit"]) == (2, 1)
+    assert (view["min"], view["p50"], view["max"]) == (10, 20, 30)
+    # Natural order of ids: db-1, web-1, web-2; scale 0..253 makes each heat byte value + 2.
+    assert view["members"] == [d["db1"], d["web1"], d["web2"]]
+    assert list(base64.b64decode(view["heat"])) == [22, 12, 32]
+    assert [h.row_key(r)[:2] for r in ev.rows] == [(d["web2"], d["load"]), (d["db1"], d["load"]), (d["db1"], d["mem"])]
+    assert ev.data["fleet"] == []
+
+
+def test_catalog_lists_metrics(server, dataset):
+    cat = server.get_json("/api/catalog")
+    by = {m["metric_name"]: m for m in cat["metrics"]}
+    assert by[dataset["load"]]["servers"] == 3 and by[dataset["load"]]["series"] == 3
+    assert by[dataset["mem"]]["servers"] == 2
+    assert cat["tick_ms"] > 0 and cat["stale_after_ms"] == 30000

@@ -11,6 +11,7 @@ import NIOCore
 /// | GET, HEAD | /ping | Influx compatibility, 204 |
 /// | GET | /api/dashboard/stream | ``SSEHandler`` |
 /// | GET | /api/history | store history |
+/// | GET | /api/catalog | metrics known now, with series and server counts |
 /// | GET | /api/stats, /health, /metrics | server state |
 /// | GET | / and static files | the dashboard |
 final class Router: Sendable {
@@ -62,6 +63,9 @@ final class Router: Sendable {
         case "/api/history":
             guard method == "GET" || method == "HEAD" else { return methodNotAllowed(writer, "GET") }
             return history(head, writer)
+        case "/api/catalog":
+            guard method == "GET" || method == "HEAD" else { return methodNotAllowed(writer, "GET") }
+            return FixedResponseHandler(.json(200, catalogJSON()), writer: writer, headOnly: method == "HEAD")
         case "/api/stats":
             guard method == "GET" || method == "HEAD" else { return methodNotAllowed(writer, "GET") }
             return AsyncResponseHandler(writer: writer, headOnly: method == "HEAD") { [self] in .json(200, await statsJSON()) }
@@ -110,6 +114,22 @@ final class Router: Sendable {
         }
         return IngestHandler(head: head, writer: writer, context: connection, style: style, parser: parser,
                              counters: counters, gzip: gzip)
+    }
+
+    /// `{"metrics":[{"metric_name","series","servers"}],"stale_after_ms":…,"tick_ms":…}`, by name.
+    private func catalogJSON() -> [UInt8] {
+        let b = engine.broadcaster
+        var w = JSONWriter(capacity: 256)
+        w.raw("{\"metrics\":[")
+        for (i, m) in b.catalog.enumerated() {
+            if i > 0 { w.byte(UInt8(ascii: ",")) }
+            w.raw("{\"metric_name\":"); w.string(m.metricName)
+            w.raw(",\"series\":"); w.number(m.series)
+            w.raw(",\"servers\":"); w.number(m.servers)
+            w.byte(UInt8(ascii: "}"))
+        }
+        w.raw("],\"stale_after_ms\":\(b.configuration.staleMilliseconds),\"tick_ms\":\(b.configuration.tickMilliseconds)}\n")
+        return w.bytes
     }
 
     private func history(_ head: RequestHead, _ writer: any ResponseWriter) -> any RequestHandler {
@@ -213,6 +233,7 @@ final class Router: Sendable {
         let rejectedSeries = await engine.aggregator.rejectedNewSeries()
         let r1 = rates.rates(span: 1), r10 = rates.rates(span: 10)
         let (events, coalesced) = engine.broadcaster.counters
+        let tick = engine.lastTick
         var j = JSONWriter(capacity: 1024)
         j.raw("{\"uptime_ms\":\(ProcessInfoLite.nowMilliseconds() - startedAt)")
         j.raw(",\"ingest\":{\"samples_total\":\(counters.samplesParsed),\"bytes_total\":\(counters.bytesReceived)")
@@ -227,7 +248,7 @@ final class Router: Sendable {
         }
         j.raw("},\"open_streams\":\(counters.openStreams)}")
         j.raw(",\"series\":{\"count\":\(series),\"rejected_new_series_samples\":\(rejectedSeries),\"max\":\(engine.aggregator.configuration.maxSeries)}")
-        j.raw(",\"sse\":{\"clients\":\(engine.broadcaster.subscriberCount),\"events_total\":\(events),\"coalesced_total\":\(coalesced),\"seq\":\(engine.broadcaster.currentSequence)}")
+        j.raw(",\"sse\":{\"clients\":\(engine.broadcaster.subscriberCount),\"events_total\":\(events),\"coalesced_total\":\(coalesced),\"seq\":\(engine.broadcaster.currentSequence),\"last_tick\":{\"collect_us\":\(tick.collectMicroseconds),\"publish_us\":\(tick.publishMicroseconds),\"changed_series\":\(tick.changedSeries)}}")
         j.raw(",\"connections\":{\"http1\":\(statistics.http1Connections),\"http2\":\(statistics.http2Connections),\"requests_total\":\(statistics.requestCount),\"protocol_errors_total\":\(statistics.protocolErrorCount)}")
         j.raw(",\"writer\":{\"buffered_samples\":\(w.bufferedSamples),\"buffer_capacity\":\(w.bufferCapacity),\"buffer_fill\":")
         j.number(Double(w.bufferedSamples) / Double(max(1, w.bufferCapacity)))

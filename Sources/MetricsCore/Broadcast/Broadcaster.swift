@@ -29,9 +29,20 @@ public final class Broadcaster: Sendable {
         public var retryMilliseconds: Int
         /// Most subscribers at once. Default 10,000.
         public var maxSubscribers: Int
+        /// A server is stale in fleet views after this long without a change, unless the client asks
+        /// otherwise (`stale=`). Default 30 s (three intervals of Telegraf's default 10 s).
+        public var staleMilliseconds: Int
+        /// Ticks of unfiltered fleet distribution kept per metric for new dashboards. Default 300.
+        public var fleetHistoryPoints: Int
+        /// Metrics whose fleet distribution history is kept (the first ones seen). Default 1,000.
+        public var fleetHistoryMetrics: Int
         /// Creates a configuration.
         public init(tickMilliseconds: Int = 1000, fleetTopN: Int = 10, subscriberQueueEvents: Int = 32,
-                    subscriberQueueBytes: Int = 8 << 20, retryMilliseconds: Int = 2000, maxSubscribers: Int = 10_000) {
+                    subscriberQueueBytes: Int = 8 << 20, retryMilliseconds: Int = 2000, maxSubscribers: Int = 10_000,
+                    staleMilliseconds: Int = 30_000, fleetHistoryPoints: Int = 300, fleetHistoryMetrics: Int = 1_000) {
+            self.staleMilliseconds = max(1, staleMilliseconds)
+            self.fleetHistoryPoints = max(1, fleetHistoryPoints)
+            self.fleetHistoryMetrics = max(0, fleetHistoryMetrics)
             self.tickMilliseconds = max(10, tickMilliseconds)
             self.fleetTopN = fleetTopN
             self.subscriberQueueEvents = max(2, subscriberQueueEvents)
@@ -44,6 +55,8 @@ public final class Broadcaster: Sendable {
     struct Entry {
         var snapshot: SeriesSnapshot
         var row: [UInt8]
+        /// Where the series sits in its metric's ``MetricServers``.
+        var slot: (server: Int, index: Int)
     }
 
     struct State {
@@ -56,6 +69,10 @@ public final class Broadcaster: Sendable {
         var fleetRows: [String: [UInt8]] = [:]
         /// Every series of a metric by latest value, highest first (serves `top=N` with any filter).
         var ranked: [String: [(key: SeriesKey, value: Double)]] = [:]
+        /// Each metric's servers, for fleet views.
+        var metricServers: [String: MetricServers] = [:]
+        /// Unfiltered fleet distribution per metric, last ``Configuration/fleetHistoryPoints`` ticks.
+        var history: [String: FleetHistory] = [:]
         var subscriptions: [ObjectIdentifier: Subscription] = [:]
         var eventsSent = 0
         var coalesced = 0
@@ -111,11 +128,37 @@ public final class Broadcaster: Sendable {
             var touchedMetrics = Set<String>()
             for (snap, row) in zip(changed, rows) {
                 let key = snap.key
-                if s.entries.updateValue(Entry(snapshot: snap, row: row), forKey: key) == nil {
+                if let slot = s.entries[key]?.slot {
+                    s.entries[key] = Entry(snapshot: snap, row: row, slot: slot)
+                    s.metricServers[key.metricName]!.series[slot.server][slot.index].last = snap.last
+                    s.metricServers[key.metricName]!.series[slot.server][slot.index].changedSeq = snap.changedSeq
+                } else {
+                    let slot = s.metricServers[key.metricName, default: MetricServers()].insert(snap)
+                    s.entries[key] = Entry(snapshot: snap, row: row, slot: slot)
                     s.byMetric[key.metricName, default: []].insert(key)
                     s.byServer[key.serverID, default: []].insert(key)
                 }
                 touchedMetrics.insert(key.metricName)
+            }
+            for m in touchedMetrics { s.metricServers[m]?.sortIfNeeded() }
+            // Fleet views: the history ring of every tracked metric, then what subscribers asked for
+            // (computed once per distinct question).
+            let defaultStale = staleTicks(nil)
+            for (m, servers) in s.metricServers {
+                if s.history[m] == nil {
+                    guard s.history.count < configuration.fleetHistoryMetrics else { continue }
+                    s.history[m] = FleetHistory(capacity: configuration.fleetHistoryPoints)
+                }
+                let key = FleetViewKey(metric: m, filter: SubscriptionFilter(), staleTicks: defaultStale, withCells: false)
+                s.history[m]!.append(timestamp: timestamp, FleetView.compute(key, servers: servers, seq: seq))
+            }
+            var views: [FleetViewKey: (view: FleetView, encoded: [UInt8])] = [:]
+            for sub in s.subscriptions.values where sub.filter.heatmap {
+                for key in viewKeys(sub.filter, state: s) where views[key] == nil {
+                    guard let servers = s.metricServers[key.metric] else { continue }
+                    let v = FleetView.compute(key, servers: servers, seq: seq)
+                    views[key] = (v, v.encode(includeMembers: false, history: nil))
+                }
             }
             for m in touchedMetrics {
                 let keys = s.byMetric[m] ?? []
@@ -133,7 +176,7 @@ public final class Broadcaster: Sendable {
             for (i, snap) in changed.enumerated() { changedByMetric[snap.key.metricName, default: []].append(i) }
             for sub in s.subscriptions.values {
                 if sub.deliverTick(seq: seq, timestamp: timestamp, changed: changed, rows: rows,
-                                   changedByMetric: changedByMetric, state: s, broadcaster: self) {
+                                   changedByMetric: changedByMetric, views: views, state: s, broadcaster: self) {
                     ready.append(sub)
                 }
             }
@@ -169,13 +212,15 @@ public final class Broadcaster: Sendable {
                 resumeFrom = n
             }
             let event: [UInt8]
+            let members: [String: Int]
             if let from = resumeFrom {
-                event = buildEvent(type: "update", seq: s.seq, timestamp: s.lastTickTimestamp, filter: filter,
-                                   state: s, retry: true) { $0.snapshot.changedSeq > from }
+                (event, members) = buildEvent(type: "update", seq: s.seq, timestamp: s.lastTickTimestamp, filter: filter,
+                                              state: s, retry: true) { $0.snapshot.changedSeq > from }
             } else {
-                event = buildEvent(type: "init", seq: s.seq, timestamp: s.lastTickTimestamp, filter: filter, state: s, retry: true) { _ in true }
+                (event, members) = buildEvent(type: "init", seq: s.seq, timestamp: s.lastTickTimestamp, filter: filter,
+                                              state: s, retry: true) { _ in true }
             }
-            sub.enqueueInitial(event, seq: s.seq)
+            sub.enqueueInitial(event, seq: s.seq, members: members)
         }
         return sub
     }
@@ -184,22 +229,53 @@ public final class Broadcaster: Sendable {
         _ = state.withLock { $0.subscriptions.removeValue(forKey: ObjectIdentifier(sub)) }
     }
 
-    func snapshotEvent(for filter: SubscriptionFilter) -> (event: [UInt8], seq: UInt64) {
+    func snapshotEvent(for filter: SubscriptionFilter) -> (event: [UInt8], members: [String: Int]) {
         state.withLock { s in
             s.coalesced += 1
-            return (buildEvent(type: "init", seq: s.seq, timestamp: s.lastTickTimestamp, filter: filter, state: s, retry: false) { _ in true }, s.seq)
+            return buildEvent(type: "init", seq: s.seq, timestamp: s.lastTickTimestamp, filter: filter, state: s, retry: false) { _ in true }
         }
     }
 
-    /// Builds a full event from the stored entries that pass `filter` and `include`.
+    /// The stale threshold in ticks for a client's `stale=` (or the default).
+    func staleTicks(_ milliseconds: Int?) -> UInt64 {
+        let ms = milliseconds ?? configuration.staleMilliseconds
+        return UInt64(max(1, (ms + configuration.tickMilliseconds - 1) / configuration.tickMilliseconds))
+    }
+
+    /// The fleet views a filter asks for: one per selected metric (every metric when none is
+    /// selected, at most 16).
+    func viewKeys(_ filter: SubscriptionFilter, state s: State) -> [FleetViewKey] {
+        guard filter.heatmap else { return [] }
+        let metrics = filter.metrics.isEmpty ? Array(s.metricServers.keys.sorted().prefix(16)) : filter.metrics.sorted()
+        let stale = staleTicks(filter.staleMilliseconds)
+        return metrics.map { FleetViewKey(metric: $0, filter: filter, staleTicks: stale, withCells: true) }
+    }
+
+    /// Fleet views for a snapshot: members always, and the history ring when the view is unfiltered.
+    func snapshotViews(_ filter: SubscriptionFilter, state s: State) -> (views: [[UInt8]], members: [String: Int]) {
+        var out: [[UInt8]] = []
+        var members: [String: Int] = [:]
+        for key in viewKeys(filter, state: s) {
+            guard let servers = s.metricServers[key.metric] else { continue }
+            let v = FleetView.compute(key, servers: servers, seq: s.seq)
+            let history = key.isUnfiltered && key.staleTicks == staleTicks(nil) ? s.history[key.metric] : nil
+            out.append(v.encode(includeMembers: true, history: history))
+            members[key.metric] = v.membersVersion
+        }
+        return (out, members)
+    }
+
+    /// Builds a full event from the stored entries that pass `filter` and `include`, and returns
+    /// the member-list versions of the fleet views it carries.
     func buildEvent(type: String, seq: UInt64, timestamp: Int64, filter: SubscriptionFilter, state s: State,
-                    retry: Bool, include: (Entry) -> Bool) -> [UInt8] {
+                    retry: Bool, include: (Entry) -> Bool) -> ([UInt8], [String: Int]) {
         var rows: [[UInt8]] = []
         var truncated = false
+        var selectedKeys = Set<SeriesKey>()
         if filter.series {
             if let top = filter.top {
                 for key in topKeys(filter: filter, top: top, state: s) {
-                    if let e = s.entries[key], include(e) { rows.append(e.row) }
+                    if let e = s.entries[key], include(e) { rows.append(e.row); if !filter.focus.isEmpty { selectedKeys.insert(key) } }
                 }
             } else {
                 var candidates: [SeriesKey] = []
@@ -215,13 +291,28 @@ public final class Broadcaster: Sendable {
                     guard let e = s.entries[key], include(e) else { continue }
                     if rows.count >= filter.limit { truncated = true; break }
                     rows.append(e.row)
+                    if !filter.focus.isEmpty { selectedKeys.insert(key) }
+                }
+            }
+            for srv in filter.focus {
+                for key in (s.byServer[srv] ?? []).sorted() where !selectedKeys.contains(key) {
+                    if let e = s.entries[key], include(e) { rows.append(e.row) }
                 }
             }
         }
-        return Self.frame(type: type, seq: seq, timestamp: timestamp, epoch: epoch, rows: rows,
-                          fleet: fleetRows(filter: filter, state: s), truncated: truncated,
-                          tickMilliseconds: configuration.tickMilliseconds,
-                          retry: retry ? configuration.retryMilliseconds : nil)
+        let (views, members) = snapshotViews(filter, state: s)
+        let event = Self.frame(type: type, seq: seq, timestamp: timestamp, epoch: epoch, rows: rows,
+                               fleet: fleetRows(filter: filter, state: s), views: views, truncated: truncated,
+                               tickMilliseconds: configuration.tickMilliseconds,
+                               retry: retry ? configuration.retryMilliseconds : nil)
+        return (event, members)
+    }
+
+    /// The metrics known now, with how many series and servers report each.
+    public var catalog: [(metricName: String, series: Int, servers: Int)] {
+        state.withLock { s in
+            s.metricServers.map { ($0.key, $0.value.seriesCount, $0.value.ids.count) }.sorted { $0.metricName < $1.metricName }
+        }
     }
 
     /// The `top` highest series of each selected metric among those the filter admits.
@@ -231,10 +322,15 @@ public final class Broadcaster: Sendable {
         for m in metrics {
             guard let ranked = s.ranked[m] else { continue }
             var n = 0
-            for t in ranked where filter.matches(t.key) {
-                if n >= top { break }
-                out.append(t.key)
-                n += 1
+            func consider(_ t: (key: SeriesKey, value: Double)) -> Bool {
+                if n >= top { return false }
+                if filter.matches(t.key) { out.append(t.key); n += 1 }
+                return true
+            }
+            if filter.lowIsWorse {
+                for t in ranked.reversed() { if !consider(t) { break } }
+            } else {
+                for t in ranked { if !consider(t) { break } }
             }
         }
         return out
@@ -298,8 +394,9 @@ public final class Broadcaster: Sendable {
 
     /// Frames one SSE event: `id`, `event`, optional `retry`, and a single `data:` line.
     static func frame(type: String, seq: UInt64, timestamp: Int64, epoch: String, rows: [[UInt8]],
-                      fleet: [[UInt8]], truncated: Bool, tickMilliseconds: Int, retry: Int?) -> [UInt8] {
-        var w = JSONWriter(capacity: 128 + rows.reduce(0) { $0 + $1.count + 1 } + fleet.reduce(0) { $0 + $1.count + 1 })
+                      fleet: [[UInt8]], views: [[UInt8]] = [], truncated: Bool, tickMilliseconds: Int, retry: Int?) -> [UInt8] {
+        var w = JSONWriter(capacity: 128 + rows.reduce(0) { $0 + $1.count + 1 } + fleet.reduce(0) { $0 + $1.count + 1 }
+                           + views.reduce(0) { $0 + $1.count + 1 })
         if let retry { w.raw("retry: \(retry)\n") }
         w.raw("id: \(epoch)-\(seq)\nevent: \(type)\ndata: {\"type\":\"\(type)\",\"seq\":\(seq),\"timestamp\":\(timestamp),\"tick_ms\":\(tickMilliseconds),\"data\":[")
         for (i, r) in rows.enumerated() {
@@ -312,6 +409,14 @@ public final class Broadcaster: Sendable {
             w.raw(r)
         }
         w.raw("]")
+        if !views.isEmpty {
+            w.raw(",\"views\":[")
+            for (i, r) in views.enumerated() {
+                if i > 0 { w.byte(UInt8(ascii: ",")) }
+                w.raw(r)
+            }
+            w.raw("]")
+        }
         if truncated { w.raw(",\"truncated\":true") }
         w.raw("}\n\n")
         return w.bytes

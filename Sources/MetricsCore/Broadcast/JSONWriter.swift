@@ -61,4 +61,26 @@ public struct JSONWriter: Sendable {
     public mutating func number(_ d: Double?) {
         if let d { number(d) } else { raw("null") }
     }
+
+    /// Appends bytes as a quoted base64 string (RFC 4648, with padding).
+    public mutating func base64(_ data: [UInt8]) {
+        let table: [UInt8] = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
+        bytes.reserveCapacity(bytes.count + (data.count + 2) / 3 * 4 + 2)
+        bytes.append(UInt8(ascii: "\""))
+        var i = 0
+        while i + 2 < data.count {
+            let n = UInt32(data[i]) << 16 | UInt32(data[i + 1]) << 8 | UInt32(data[i + 2])
+            bytes.append(table[Int(n >> 18 & 63)]); bytes.append(table[Int(n >> 12 & 63)])
+            bytes.append(table[Int(n >> 6 & 63)]); bytes.append(table[Int(n & 63)])
+            i += 3
+        }
+        let rest = data.count - i
+        if rest > 0 {
+            let n = UInt32(data[i]) << 16 | (rest == 2 ? UInt32(data[i + 1]) << 8 : 0)
+            bytes.append(table[Int(n >> 18 & 63)]); bytes.append(table[Int(n >> 12 & 63)])
+            bytes.append(rest == 2 ? table[Int(n >> 6 & 63)] : UInt8(ascii: "="))
+            bytes.append(UInt8(ascii: "="))
+        }
+        bytes.append(UInt8(ascii: "\""))
+    }
 }

@@ -20,6 +20,10 @@ public final class Subscription: Sendable {
         var ticks = 0
         var pending: Set<SeriesKey> = []
         var coalescedCount = 0
+        /// Member-list version of each fleet view this client has (sent again only when it changes).
+        var membersSent: [String: Int] = [:]
+        /// The sequence number of the last event queued (focus rows changed after it are due).
+        var lastSeq: UInt64 = 0
     }
 
     private let state = Mutex(State())
@@ -42,7 +46,8 @@ public final class Subscription: Sendable {
             return false
         }
         if snapshot {
-            let (event, _) = broadcaster.snapshotEvent(for: filter)
+            let (event, members) = broadcaster.snapshotEvent(for: filter)
+            state.withLock { $0.membersSent = members }
             return event
         }
         return state.withLock { s in
@@ -70,16 +75,19 @@ public final class Subscription: Sendable {
 
     func notify() { onReady() }
 
-    func enqueueInitial(_ event: [UInt8], seq: UInt64) {
+    func enqueueInitial(_ event: [UInt8], seq: UInt64, members: [String: Int]) {
         state.withLock { s in
             s.queue.append(event)
             s.queuedBytes += event.count
+            s.membersSent = members
+            s.lastSeq = seq
         }
     }
 
     /// Called with the broadcaster's lock held. Returns whether an event was queued.
     func deliverTick(seq: UInt64, timestamp: Int64, changed: [SeriesSnapshot], rows: [[UInt8]],
-                     changedByMetric: [String: [Int]], state b: Broadcaster.State, broadcaster: Broadcaster) -> Bool {
+                     changedByMetric: [String: [Int]], views: [FleetViewKey: (view: FleetView, encoded: [UInt8])],
+                     state b: Broadcaster.State, broadcaster: Broadcaster) -> Bool {
         state.withLock { s in
             if s.cancelled { return false }
             s.ticks += 1
@@ -123,10 +131,37 @@ public final class Subscription: Sendable {
             }
             guard due else { return false }
             if s.needsSnapshot { return true }  // the snapshot it will read covers this tick
+            if filter.series && !filter.focus.isEmpty {
+                // Drill-down servers: every series changed since the last event, unless already selected.
+                var selectedKeys = Set<SeriesKey>()
+                if filter.top != nil {
+                    selectedKeys = Set(broadcaster.topKeys(filter: filter, top: filter.top!, state: b))
+                }
+                for srv in filter.focus {
+                    for key in (b.byServer[srv] ?? []).sorted() {
+                        guard let e = b.entries[key], e.snapshot.changedSeq > s.lastSeq else { continue }
+                        if selectedKeys.contains(key) || (filter.top == nil && filter.matches(key)) { continue }
+                        selected.append(e.row)
+                    }
+                }
+            }
+            var viewBytes: [[UInt8]] = []
+            if filter.heatmap {
+                for key in broadcaster.viewKeys(filter, state: b) {
+                    guard let (v, encoded) = views[key] else { continue }
+                    if s.membersSent[key.metric] != v.membersVersion {
+                        viewBytes.append(v.encode(includeMembers: true, history: nil))
+                        s.membersSent[key.metric] = v.membersVersion
+                    } else {
+                        viewBytes.append(encoded)
+                    }
+                }
+            }
+            s.lastSeq = seq
             let event = Broadcaster.frame(type: "update", seq: seq, timestamp: timestamp, epoch: broadcaster.epoch,
                                           rows: selected, fleet: broadcaster.fleetRows(filter: filter, state: b),
-                                          truncated: truncated, tickMilliseconds: broadcaster.configuration.tickMilliseconds,
-                                          retry: nil)
+                                          views: viewBytes, truncated: truncated,
+                                          tickMilliseconds: broadcaster.configuration.tickMilliseconds, retry: nil)
             let cfg = broadcaster.configuration
             if s.queue.count + 1 > cfg.subscriberQueueEvents || s.queuedBytes + event.count > cfg.subscriberQueueBytes {
                 // Fall-behind: drop the backlog; the next read is a fresh snapshot.

@@ -1,3 +1,4 @@
+import Synchronization
 /// The embeddable core: an ``Aggregator``, a ``BatchWriter`` in front of a ``MetricStore``, and a
 /// ``Broadcaster``, driven by one tick loop.
 ///
@@ -46,6 +47,21 @@ public final class MetricsEngine: Sendable {
     /// The configuration in force.
     public let configuration: Configuration
     private let stopSignal = AsyncSignal()
+    private let tickTimes = Mutex(TickTimes())
+
+    /// How long the last tick took: collecting the changed series from the shards, and
+    /// publishing them (row encoding, fleet views, subscriber events).
+    public struct TickTimes: Sendable, Equatable {
+        /// Microseconds spent collecting changes from the aggregator.
+        public var collectMicroseconds = 0
+        /// Microseconds spent in the broadcaster.
+        public var publishMicroseconds = 0
+        /// Series changed in that tick.
+        public var changedSeries = 0
+    }
+
+    /// Timing of the most recent tick (for `/api/stats`).
+    public var lastTick: TickTimes { tickTimes.withLock { $0 } }
 
     /// Creates an engine around a store.
     public init(store: any MetricStore, configuration: Configuration = Configuration()) {
@@ -112,8 +128,14 @@ public final class MetricsEngine: Sendable {
     public func tick() async {
         let seq = broadcaster.nextSequence
         let now = ProcessInfoLite.nowMilliseconds()
+        let clock = ContinuousClock()
+        let t0 = clock.now
         let (changed, sealed) = await aggregator.collect(now: now, seq: seq, sealAfter: configuration.sealAfterMilliseconds)
+        let t1 = clock.now
         broadcaster.publish(changed: changed, seq: seq, timestamp: now)
+        let t2 = clock.now
         writer.enqueueRollups(sealed)
+        func us(_ d: Duration) -> Int { Int(d.components.seconds * 1_000_000 + d.components.attoseconds / 1_000_000_000_000) }
+        tickTimes.withLock { $0 = TickTimes(collectMicroseconds: us(t1 - t0), publishMicroseconds: us(t2 - t1), changedSeries: changed.count) }
     }
 }
