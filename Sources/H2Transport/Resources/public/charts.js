@@ -164,7 +164,9 @@ export class LineChart {
     for (let t = Math.ceil(t0 / step) * step; t <= t1; t += step) {
       const x = Math.round(X(t)) + 0.5;
       ctx.beginPath(); ctx.moveTo(x, top); ctx.lineTo(x, top + ph); ctx.stroke();
-      ctx.fillText(timeLabel(t, span), x, top + ph + 3);
+      const label = timeLabel(t, span), half = ctx.measureText(label).width / 2;
+      // Labels that would run into the value axis or off the right edge are left out.
+      if (x - half >= left - 2 && x + half <= W) ctx.fillText(label, x, top + ph + 3);
     }
     ctx.save();
     ctx.beginPath(); ctx.rect(left, top, pw, ph); ctx.clip();
