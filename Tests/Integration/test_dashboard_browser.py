@@ -4,6 +4,7 @@ Screenshots land in $RTD_ARTIFACTS (default .build/test-artifacts)."""
 
 from __future__ import annotations
 
+import signal
 import time
 
 import pytest
@@ -118,6 +119,15 @@ def test_server_restart_shows_reconnecting_then_recovers(server_factory, browser
         browser.wait("return document.querySelectorAll('#toptable tbody tr').length === 8", what="8 rows")
         epoch_before = browser.js("return rtd.live.eventId").split("-")[0]
 
+        # A server that stops talking (but keeps the connection) makes the page say "stale".
+        first.signal(signal.SIGSTOP)
+        try:
+            browser.wait("return document.getElementById('state').className === 'stale'", timeout=15, what="stale")
+            assert "old" in browser.text("#age")
+        finally:
+            first.signal(signal.SIGCONT)
+        browser.wait("return document.getElementById('state').className === 'live'", timeout=15, what="live after SIGCONT")
+
         first.kill()
         browser.wait("return document.getElementById('state').className === 'reconnecting'", timeout=15, what="reconnecting")
         assert "reconnecting" in browser.text("#state")
@@ -167,5 +177,38 @@ def test_bytes_per_tick_stay_bounded_with_10000_servers(server_factory, browser)
         print("dashboard 10k:", report)
         assert s["maxUpdateBytes"] < 48 * 1024, report
         assert avg > 10_000, report   # the heatmap really is in there (one byte per server, base64)
+    finally:
+        feed.stop()
+
+
+def test_themes_and_laptop_screen(server_factory, browser):
+    """Dark and light themes, kept in the URL; a 1366×768 laptop screen shows every panel without
+    horizontal scrolling."""
+    srv = server_factory(name="theme", tick_ms=250)
+    feed = feeder_for(srv, 300, h.uid("t") + "-")
+    try:
+        feed.wait_rounds(2)
+        browser.open(srv.url("/#metric=memory_usage&theme=light&warn=60&crit=80"))
+        browser.wait("return document.getElementById('c-servers').textContent === '300'", what="300 servers")
+        assert browser.js("return document.documentElement.dataset.theme") == "light"
+        light_bg = browser.js("return getComputedStyle(document.body).backgroundColor")
+        browser.click("#theme")
+        browser.wait("return document.documentElement.dataset.theme === 'dark'", what="dark theme")
+        assert "theme=dark" in browser.js("return location.hash")
+        assert browser.js("return getComputedStyle(document.body).backgroundColor") != light_bg
+        browser.screenshot("dashboard-dark")
+        browser.driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                                       {"width": 1366, "height": 768, "deviceScaleFactor": 1, "mobile": False})
+        try:
+            browser.open(srv.url("/#metric=memory_usage&theme=dark&warn=60&crit=80"))
+            browser.wait("return document.getElementById('c-servers').textContent === '300'", what="300 servers (1366)")
+            assert browser.js("return document.documentElement.scrollWidth <= innerWidth")
+            for sel in ("#heatmap", "#distchart", "#toptable"):
+                box = browser.js(f"const r = document.querySelector('{sel}').getBoundingClientRect(); return [r.width, r.height, r.right]")
+                assert box[0] > 200 and box[1] > 80 and box[2] <= 1366, (sel, box)
+            browser.screenshot("dashboard-dark-1366x768")
+        finally:
+            browser.driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                                           {"width": 1280, "height": 720, "deviceScaleFactor": 1, "mobile": False})
     finally:
         feed.stop()

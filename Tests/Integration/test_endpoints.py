@@ -92,10 +92,15 @@ def test_prometheus_metrics(server, ids):
 
 
 def test_dashboard_page(server):
+    """The page and its module scripts and stylesheet are served with the right types (over h1 and TLS h2)."""
     status, headers, body = h.http_get(server.url("/"))
     assert status == 200 and headers["content-type"].startswith("text/html")
-    assert b"EventSource" in body
-    resp = h.curl(server, "/", proto="h2-tls")
+    assert b'src="/app.js"' in body and b'href="/style.css"' in body
+    for path, ctype, marker in (("/app.js", "text/javascript", b"EventSource"), ("/charts.js", "text/javascript", b"class Heatmap"),
+                                ("/style.css", "text/css", b"--heat-crit")):
+        status, headers, body = h.http_get(server.url(path))
+        assert status == 200 and headers["content-type"].startswith(ctype) and marker in body, path
+    resp = h.curl(server, "/app.js", proto="h2-tls")
     assert resp.status == 200 and b"EventSource" in resp.body
 
 
