@@ -52,6 +52,61 @@ public final class Broadcaster: Sendable {
         }
     }
 
+    /// A series' place in its metric's ``MetricServers`` and its latest value.
+    struct RankedSeries {
+        var server: Int32
+        var index: Int32
+        var value: Double
+    }
+
+    /// Records one metric's changed series in its ``MetricServers``: values of known series in place,
+    /// new series appended (their slots returned in `new`).
+    static func record(_ changed: [SeriesSnapshot], _ indices: [Int], slots: [(server: Int, index: Int)?],
+                       into ms: inout MetricServers, new: inout [(Int, (server: Int, index: Int))]) {
+        for i in indices {
+            if let slot = slots[i] {
+                ms.series[slot.server][slot.index].last = changed[i].last
+                ms.series[slot.server][slot.index].changedSeq = changed[i].changedSeq
+            } else {
+                new.append((i, ms.insert(changed[i])))
+            }
+        }
+        ms.sortIfNeeded()
+    }
+
+    /// Ranks a metric's series by latest value (highest first; ties by server id, then labels, as
+    /// ``FleetRollup/compute(metricName:values:topN:)`` does) and computes its fleet rollup, with one
+    /// sort of 16-byte records instead of sorting keys.
+    static func rank(metric: String, _ ms: MetricServers, topN: Int) -> ([RankedSeries], FleetRollup) {
+        var ranked: [RankedSeries] = []
+        ranked.reserveCapacity(ms.seriesCount)
+        for (slot, list) in ms.series.enumerated() {
+            for (j, series) in list.enumerated() { ranked.append(RankedSeries(server: Int32(slot), index: Int32(j), value: series.last)) }
+        }
+        ranked.sort { a, b in
+            if a.value != b.value { return a.value > b.value }
+            let ia = ms.ids[Int(a.server)], ib = ms.ids[Int(b.server)]
+            if ia != ib { return ia < ib }
+            return ms.series[Int(a.server)][Int(a.index)].labels < ms.series[Int(b.server)][Int(b.index)].labels
+        }
+        let n = ranked.count
+        func ascending(_ i: Int) -> Double { ranked[n - 1 - i].value }
+        func rank(_ q: Double) -> Double {
+            guard n > 0 else { return 0 }
+            return ascending(Swift.max(0, Swift.min(n - 1, Int((q * Double(n)).rounded(.up)) - 1)))
+        }
+        var sum = 0.0
+        for i in 0..<n { sum += ascending(i) }  // ascending, as FleetRollup.compute adds them
+        let top = ranked.prefix(Swift.max(0, topN)).map { r in
+            (key: SeriesKey(serverID: ms.ids[Int(r.server)], metricName: metric, labels: ms.series[Int(r.server)][Int(r.index)].labels),
+             value: r.value)
+        }
+        let f = FleetRollup(metricName: metric, series: n, servers: ms.ids.count, mean: n == 0 ? 0 : sum / Double(n),
+                            p50: rank(0.5), p95: rank(0.95), p99: rank(0.99),
+                            min: n == 0 ? 0 : ascending(0), max: n == 0 ? 0 : ranked[0].value, top: top)
+        return (ranked, f)
+    }
+
     struct Entry {
         var snapshot: SeriesSnapshot
         var row: [UInt8]
@@ -67,8 +122,9 @@ public final class Broadcaster: Sendable {
         var byServer: [String: Set<SeriesKey>] = [:]
         var fleet: [String: FleetRollup] = [:]
         var fleetRows: [String: [UInt8]] = [:]
-        /// Every series of a metric by latest value, highest first (serves `top=N` with any filter).
-        var ranked: [String: [(key: SeriesKey, value: Double)]] = [:]
+        /// Every series of a metric by latest value, highest first (serves `top=N` with any filter),
+        /// as positions in the metric's ``MetricServers``.
+        var ranked: [String: [RankedSeries]] = [:]
         /// Each metric's servers, for fleet views.
         var metricServers: [String: MetricServers] = [:]
         /// Unfiltered fleet distribution per metric, last ``Configuration/fleetHistoryPoints`` ticks.
@@ -125,22 +181,28 @@ public final class Broadcaster: Sendable {
         state.withLock { s in
             s.seq = max(s.seq, seq)
             s.lastTickTimestamp = timestamp
-            var touchedMetrics = Set<String>()
-            for (snap, row) in zip(changed, rows) {
-                let key = snap.key
-                if let slot = s.entries[key]?.slot {
-                    s.entries[key] = Entry(snapshot: snap, row: row, slot: slot)
-                    s.metricServers[key.metricName]!.series[slot.server][slot.index].last = snap.last
-                    s.metricServers[key.metricName]!.series[slot.server][slot.index].changedSeq = snap.changedSeq
-                } else {
-                    let slot = s.metricServers[key.metricName, default: MetricServers()].insert(snap)
-                    s.entries[key] = Entry(snapshot: snap, row: row, slot: slot)
-                    s.byMetric[key.metricName, default: []].insert(key)
-                    s.byServer[key.serverID, default: []].insert(key)
-                }
-                touchedMetrics.insert(key.metricName)
+            // Index this tick's changes by metric (also lets filtered subscribers skip the rest).
+            var changedByMetric: [String: [Int]] = [:]
+            for (i, snap) in changed.enumerated() { changedByMetric[snap.key.metricName, default: []].append(i) }
+            // Known series: one hash lookup each, updated in place; new ones get a slot below.
+            var slots = [(server: Int, index: Int)?](repeating: nil, count: changed.count)
+            for i in changed.indices {
+                guard let at = s.entries.index(forKey: changed[i].key) else { continue }
+                s.entries.values[at].snapshot = changed[i]
+                s.entries.values[at].row = rows[i]
+                slots[i] = s.entries.values[at].slot
             }
-            for m in touchedMetrics { s.metricServers[m]?.sortIfNeeded() }
+            var newKeys: [(Int, (server: Int, index: Int))] = []
+            for (m, indices) in changedByMetric {
+                Self.record(changed, indices, slots: slots, into: &s.metricServers[m, default: MetricServers()], new: &newKeys)
+            }
+            for (i, slot) in newKeys {
+                let key = changed[i].key
+                s.entries[key] = Entry(snapshot: changed[i], row: rows[i], slot: slot)
+                s.byMetric[key.metricName, default: []].insert(key)
+                s.byServer[key.serverID, default: []].insert(key)
+            }
+            let touchedMetrics = changedByMetric.keys
             // Fleet views: the history ring of every tracked metric, then what subscribers asked for
             // (computed once per distinct question).
             let defaultStale = staleTicks(nil)
@@ -161,19 +223,12 @@ public final class Broadcaster: Sendable {
                 }
             }
             for m in touchedMetrics {
-                let keys = s.byMetric[m] ?? []
-                var values: [(key: SeriesKey, value: Double)] = []
-                values.reserveCapacity(keys.count)
-                for k in keys { if let e = s.entries[k] { values.append((k, e.snapshot.last)) } }
-                let f = FleetRollup.compute(metricName: m, values: values, topN: configuration.fleetTopN)
+                guard let servers = s.metricServers[m] else { continue }
+                let (ranked, f) = Self.rank(metric: m, servers, topN: configuration.fleetTopN)
                 s.fleet[m] = f
-                values.sort { $0.value != $1.value ? $0.value > $1.value : $0.key < $1.key }
-                s.ranked[m] = values
+                s.ranked[m] = ranked
                 s.fleetRows[m] = Self.encodeFleet(f, limit: configuration.fleetTopN)
             }
-            // Index this tick's changes by metric so filtered subscribers skip the rest.
-            var changedByMetric: [String: [Int]] = [:]
-            for (i, snap) in changed.enumerated() { changedByMetric[snap.key.metricName, default: []].append(i) }
             for sub in s.subscriptions.values {
                 if sub.deliverTick(seq: seq, timestamp: timestamp, changed: changed, rows: rows,
                                    changedByMetric: changedByMetric, views: views, state: s, broadcaster: self) {
@@ -320,11 +375,14 @@ public final class Broadcaster: Sendable {
         var out: [SeriesKey] = []
         let metrics = filter.metrics.isEmpty ? Array(s.ranked.keys).sorted() : filter.metrics.sorted()
         for m in metrics {
-            guard let ranked = s.ranked[m] else { continue }
+            guard let ranked = s.ranked[m], let ms = s.metricServers[m] else { continue }
             var n = 0
-            func consider(_ t: (key: SeriesKey, value: Double)) -> Bool {
+            func consider(_ r: RankedSeries) -> Bool {
                 if n >= top { return false }
-                if filter.matches(t.key) { out.append(t.key); n += 1 }
+                let id = ms.ids[Int(r.server)]
+                guard filter.matchesServer(id) else { return true }
+                let key = SeriesKey(serverID: id, metricName: m, labels: ms.series[Int(r.server)][Int(r.index)].labels)
+                if filter.matches(key) { out.append(key); n += 1 }
                 return true
             }
             if filter.lowIsWorse {

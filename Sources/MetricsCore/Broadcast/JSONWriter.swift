@@ -13,7 +13,12 @@ public struct JSONWriter: Sendable {
     }
 
     /// Appends raw bytes (already valid JSON).
-    @inlinable public mutating func raw(_ s: String) { bytes.append(contentsOf: s.utf8) }
+    @inlinable public mutating func raw(_ s: String) {
+        // Native strings (literals included) are contiguous UTF-8: one memcpy instead of a
+        // byte-by-byte walk of the UTF-8 view.
+        var s = s
+        s.withUTF8 { bytes.append(contentsOf: $0) }
+    }
     /// Appends raw bytes (already valid JSON).
     @inlinable public mutating func raw(_ b: [UInt8]) { bytes.append(contentsOf: b) }
     /// Appends one byte.
@@ -45,17 +50,58 @@ public struct JSONWriter: Sendable {
     }
 
     /// Appends a number; non-finite values become `null` (JSON has no NaN).
+    ///
+    /// Integers and values with at most six decimals (most metric values: `42.5`, `0.125`) are
+    /// written digit by digit; the general shortest-representation algorithm (`description`) is
+    /// used only for the rest. Either way the text parses back to exactly `d`: the fast path is
+    /// taken only when `(d × 10⁶).rounded() / 10⁶ == d`, and the decimal it prints is that quotient.
     public mutating func number(_ d: Double) {
         guard d.isFinite else { raw("null"); return }
         if d == d.rounded(.towardZero) && abs(d) < 1e15 {
-            raw(String(Int64(d)))
-        } else {
-            raw(d.description)
+            integer(Int64(d))
+            return
         }
+        let scaled = (d * 1_000_000).rounded()
+        if abs(scaled) < 1e15 && scaled / 1_000_000 == d {
+            var n = Int64(scaled)
+            if n < 0 { bytes.append(UInt8(ascii: "-")); n = -n }
+            integer(n / 1_000_000)
+            var fraction = n % 1_000_000
+            var digits = 6
+            while fraction % 10 == 0 { fraction /= 10; digits -= 1 }  // fraction > 0: d is not an integer
+            bytes.append(UInt8(ascii: "."))
+            var divisor: Int64 = 1
+            for _ in 1..<digits { divisor *= 10 }
+            while divisor > 0 {
+                bytes.append(UInt8(ascii: "0") + UInt8(fraction / divisor % 10))
+                divisor /= 10
+            }
+            return
+        }
+        raw(d.description)
     }
 
     /// Appends an integer.
-    @inlinable public mutating func number<I: BinaryInteger>(_ i: I) { raw(String(i)) }
+    @inlinable public mutating func number<I: BinaryInteger>(_ i: I) {
+        if let v = Int64(exactly: i) { integer(v) } else { raw(String(i)) }
+    }
+
+    /// Appends a 64-bit integer, digit by digit (no intermediate `String`).
+    public mutating func integer(_ value: Int64) {
+        if value < 0 {
+            bytes.append(UInt8(ascii: "-"))
+            if value == .min { raw("9223372036854775808"); return }
+        }
+        var v = value.magnitude
+        if v < 10 { bytes.append(UInt8(ascii: "0") + UInt8(v)); return }
+        var divisor: UInt64 = 1
+        while divisor <= v / 10 { divisor *= 10 }
+        while divisor > 0 {
+            bytes.append(UInt8(ascii: "0") + UInt8(v / divisor))
+            v %= divisor
+            divisor /= 10
+        }
+    }
 
     /// Appends a number or `null`.
     public mutating func number(_ d: Double?) {

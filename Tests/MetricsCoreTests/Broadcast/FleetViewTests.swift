@@ -201,4 +201,29 @@ struct FleetViewTests {
         #expect(c.map(\.metricName) == ["cpu", "mem"])
         #expect(c[0].series == 3 && c[0].servers == 2 && c[1].series == 1 && c[1].servers == 1)
     }
+
+    @Test("JSONWriter numbers: short decimals and integers by the fast path, everything parses back exactly")
+    func numbers() {
+        func text(_ d: Double) -> String { var w = JSONWriter(); w.number(d); return String(decoding: w.bytes, as: UTF8.self) }
+        let expected: [(Double, String)] = [(0, "0"), (-0.0, "0"), (42, "42"), (-7, "-7"), (42.5, "42.5"), (0.125, "0.125"),
+                                            (-0.5, "-0.5"), (99.99, "99.99"), (0.000005, "0.000005"), (1e14, "100000000000000"),
+                                            (123456.789012, "123456.789012"), (.nan, "null"), (.infinity, "null")]
+        for (d, s) in expected { #expect(text(d) == s, "\(d)") }
+        var rng = SystemRandomNumberGenerator()
+        for _ in 0..<20_000 {
+            let d: Double
+            switch Int.random(in: 0..<4, using: &rng) {
+            case 0: d = Double(Int.random(in: -1_000_000...1_000_000, using: &rng)) / 100
+            case 1: d = Double.random(in: -1e9...1e9, using: &rng)
+            case 2: d = Double(bitPattern: UInt64.random(in: 0...UInt64.max, using: &rng))
+            default: d = Double(Int64.random(in: Int64.min...Int64.max, using: &rng))
+            }
+            guard d.isFinite else { continue }
+            #expect(Double(text(d)) == d, "\(d) -> \(text(d))")
+        }
+        for (i, s) in [(Int64.min, "-9223372036854775808"), (Int64.max, "9223372036854775807"), (0, "0"), (10, "10"), (-100, "-100")] {
+            var w = JSONWriter(); w.integer(i)
+            #expect(String(decoding: w.bytes, as: UTF8.self) == s)
+        }
+    }
 }
