@@ -162,19 +162,29 @@ public actor AggregatorShard {
 
     /// Snapshots of the series changed since the last call, stamped with `seq`, plus the minute
     /// rollups sealed since the last call. Minutes that ended more than `sealAfter` ms before
-    /// `now` are sealed here even when no newer sample arrived.
+    /// `now` are sealed here even when no newer sample arrived, unless samples for that minute
+    /// arrived since the previous call (a backlog or a lagging agent is still delivering it):
+    /// those are sealed on the first call without new samples for the minute, or once the minute
+    /// ended more than `sealAfter` + 60 s ago. Sealing a minute whose samples are still streaming
+    /// in would turn each later sample into a late rollup for the store to merge.
     func collect(now: Int64, seq: UInt64, sealAfter: Int64) -> (changed: [SeriesSnapshot], sealed: [MinuteRollup]) {
         var changed: [SeriesSnapshot] = []
         changed.reserveCapacity(dirtyList.count)
         for i in dirtyList {
             states[i].dirty = false
             states[i].changedSeq = seq
+            states[i].touchedCurrentThisTick = states[i].touchedCurrent
+            states[i].touchedCurrent = false
             changed.append(snapshot(i, now: now))
         }
         dirtyList.removeAll(keepingCapacity: true)
         // Seal stale minutes: cheap check per series, done once per tick.
         let sealBefore = MinuteRollup.minute(of: now - sealAfter)
+        let sealAnywayBefore = MinuteRollup.minute(of: now - sealAfter - 60_000)
         for i in states.indices where states[i].currentMinute != .min && states[i].currentMinute < sealBefore && !states[i].current.isEmpty {
+            if states[i].changedSeq == seq && states[i].touchedCurrentThisTick && states[i].currentMinute >= sealAnywayBefore {
+                continue  // its samples are still arriving: look again next tick
+            }
             if let r = states[i].seal(key: states[i].key, newMinute: states[i].currentMinute + 60_000) { appendSealed(i, r) }
         }
         return (changed, takeSealed())

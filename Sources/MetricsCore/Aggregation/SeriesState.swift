@@ -26,6 +26,10 @@ struct SeriesState {
     var previousSketch: QuantileSketch?
     /// Tick sequence number when this series last changed.
     var changedSeq: UInt64 = 0
+    /// Whether a sample for `currentMinute` arrived since the last collect.
+    var touchedCurrent = false
+    /// `touchedCurrent` as of the collect that stamped `changedSeq`.
+    var touchedCurrentThisTick = false
     var dirty = false
 
     /// The series (verified against on every index lookup).
@@ -84,6 +88,7 @@ struct SeriesState {
         }
         current.add(value)
         currentUnsent?.add(value)
+        touchedCurrent = true
         return sealed
     }
 

@@ -33,11 +33,13 @@ struct AggregatorRollupTests {
             #expect(changed.allSatisfy { $0.changedSeq == seq })
             rollups.append(contentsOf: sealed)
             fromCollect += sealed.count
-            // After a tick no series keeps a minute open that ended more than `sealAfter` ago.
+            // After a tick no series keeps a minute open that ended more than `sealAfter` ago,
+            // unless samples for that minute arrived in this very tick (then it waits for a quiet tick).
             if seq % 10 == 0 {
+                let arriving = Set(batch.map { MinuteKey(key: $0.seriesKey, minute: MinuteRollup.minute(of: $0.timestamp)) })
                 for key in Set(batch.map(\.seriesKey)) {
                     for open in await aggregator.openMinutes(serverID: key.serverID, metricName: key.metricName, labels: key.labels)
-                    where open.minute < MinuteRollup.minute(of: clock - 5_000) {
+                    where open.minute < MinuteRollup.minute(of: clock - 5_000) && !arriving.contains(MinuteKey(key: key, minute: open.minute)) {
                         staleOpenMinutes += 1
                     }
                 }
@@ -110,6 +112,41 @@ struct AggregatorRollupTests {
         #expect(snap.total.count == 3)
         #expect(snap.window5m.count == 3 && snap.window5m.sum == 60)
         #expect(snap.changedSeq == 3)
+    }
+
+    @Test("a minute still receiving samples past its seal deadline stays open until a quiet tick (at most 60 s more): one rollup, not one late rollup per tick")
+    func backlogMinuteWaitsForQuietTick() async {
+        let m = T.baseMinute
+        let aggregator = Aggregator(configuration: .init(shardCount: 2))
+        func sample(_ v: Double, at offset: Int64) -> MetricSample {
+            MetricSample(serverID: "lag-1", metricName: "cpu", value: v, timestamp: m + offset)
+        }
+        // A backlog delivers minute m well after it ended: samples arrive in every tick.
+        var sealed: [MinuteRollup] = []
+        for (tick, now) in [m + 66_000, m + 67_000, m + 68_000].enumerated() {
+            await aggregator.ingest([sample(Double(tick + 1), at: 10_000 + Int64(tick) * 1_000)])
+            let r = await aggregator.collect(now: now, seq: UInt64(tick + 1), sealAfter: 5_000)
+            sealed += r.sealed
+        }
+        #expect(sealed.isEmpty, "minute m is still arriving")
+        #expect(await aggregator.openMinutes(serverID: "lag-1", metricName: "cpu").map(\.count) == [3])
+        // The first tick without samples for it seals it, whole.
+        let quiet = await aggregator.collect(now: m + 69_000, seq: 4, sealAfter: 5_000)
+        #expect(quiet.sealed.count == 1 && quiet.sealed.first?.minute == m && quiet.sealed.first?.count == 3 && quiet.sealed.first?.sum == 6)
+
+        // A minute that never stops receiving samples is sealed anyway once it ended sealAfter + 60 s ago;
+        // what arrives after that comes back as late rollups.
+        let m2 = m + 60_000
+        var seq: UInt64 = 10
+        var firstSealAt: Int64? = nil
+        for now in stride(from: m2 + 66_000, through: m2 + 130_000, by: 4_000) {
+            await aggregator.ingest([MetricSample(serverID: "lag-1", metricName: "cpu", value: 1, timestamp: m2 + 30_000)])
+            seq += 1
+            let r = await aggregator.collect(now: now, seq: seq, sealAfter: 5_000)
+            if firstSealAt == nil, r.sealed.contains(where: { $0.minute == m2 }) { firstSealAt = now }
+        }
+        #expect(firstSealAt.map { $0 >= m2 + 60_000 + 5_000 + 60_000 && $0 <= m2 + 60_000 + 5_000 + 60_000 + 4_000 } == true,
+                "sealed at \(String(describing: firstSealAt.map { $0 - m2 })) ms after the minute started")
     }
 
     @Test("a sample in a newer minute seals the previous one at the next collect, even before sealAfter")
