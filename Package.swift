@@ -9,6 +9,7 @@ let package = Package(
         .library(name: "H2Transport", targets: ["H2Transport"]),
         .library(name: "MySQLStore", targets: ["MySQLStore"]),
         .executable(name: "dashboard-server", targets: ["DashboardServer"]),
+        .executable(name: "metrics-loadgen", targets: ["LoadGenerator"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.3"),
@@ -20,9 +21,10 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/adam-fowler/compress-nio", from: "1.5.0"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
     ],
     targets: [
-        // The C boundary to libnghttp2 (Debian 1.52). Only H2Transport imports it.
+        // The C boundary to libnghttp2 (Debian 1.52). H2Transport (server) and LoadGenerator (client) import it.
         .systemLibrary(
             name: "CNGHTTP2",
             pkgConfig: "libnghttp2",
@@ -81,6 +83,19 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
+        // The load generator: agents over HTTP/2 (nghttp2 in client mode on NIO), SSE viewers, HDR histograms.
+        .executableTarget(
+            name: "LoadGenerator",
+            dependencies: [
+                "CNGHTTP2",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+                .product(name: "DequeModule", package: "swift-collections"),
             ]
         ),
         .testTarget(

@@ -1,0 +1,571 @@
+import DequeModule
+#if canImport(Glibc)
+import Glibc
+#endif
+import NIOCore
+import NIOPosix
+import NIOSSL
+
+/// Settings every agent and viewer reads.
+struct LoadPlan: Sendable {
+    enum Format: String, Sendable { case ndjson, influx }
+    var host: String
+    var port: Int
+    var tls: Bool
+    var insecure: Bool
+    var authority: String
+    var agents: Int
+    var connections: Int
+    var samplesPerSecond: Double
+    var metrics: [String]
+    var labelValues: Int
+    var format: Format
+    var tickMilliseconds: Int
+    var rampUpSeconds: Double
+    var serverPrefix: String
+    var maxPendingLines: Int
+    var viewers: Int
+    var viewerQuery: String
+    /// Bytes a stream may have queued locally before its agent stops generating (backpressure).
+    var maxQueuedBytes = 4 << 20
+}
+
+@inline(__always) func monotonicMicros() -> UInt64 { UInt64(NIODeadline.now().uptimeNanoseconds / 1000) }
+@inline(__always) func wallMillis() -> Int64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_REALTIME, &ts)
+    return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000
+}
+
+/// Everything of one event loop: its connections, agents, viewers and statistics.
+final class LoopState {
+    let loop: any EventLoop
+    let plan: LoadPlan
+    let sslContext: NIOSSLContext?
+    var stats = LoadStats()
+    var connections: [LoadConnection] = []
+    var viewers: [Viewer] = []
+    var generating = true
+    var finishing = false
+    private var lastTick = monotonicMicros()
+    private var timer: RepeatedTask?
+
+    init(loop: any EventLoop, plan: LoadPlan, sslContext: NIOSSLContext?) {
+        self.loop = loop
+        self.plan = plan
+        self.sslContext = sslContext
+    }
+
+    func start() {
+        for c in connections { c.connect() }
+        for v in viewers { v.connect() }
+        let bound = NIOLoopBound(self, eventLoop: loop)
+        timer = loop.scheduleRepeatedTask(initialDelay: .milliseconds(Int64(plan.tickMilliseconds)),
+                                          delay: .milliseconds(Int64(plan.tickMilliseconds))) { _ in bound.value.tick() }
+    }
+
+    private func tick() {
+        let now = monotonicMicros()
+        let dt = Double(now - lastTick) / 1_000_000
+        lastTick = now
+        guard generating else { return }
+        let wall = wallMillis()
+        for c in connections { c.generate(seconds: dt, nowMicros: now, wallMillis: wall) }
+    }
+
+    /// Current counters (plus gauges computed now).
+    func snapshot() -> LoadStats {
+        var s = stats
+        s.openConnections = connections.filter { $0.connection != nil }.count
+        s.openStreams = connections.reduce(0) { $0 + $1.agents.filter { $0.stream != nil }.count }
+        s.pendingLines = connections.reduce(0) { $0 + $1.agents.reduce(0) { $0 + $1.pendingLines } }
+        s.viewersConnected = viewers.filter { $0.stream != nil }.count
+        return s
+    }
+
+    /// Stops generating; returns lines still unacknowledged.
+    func stopGenerating() -> Int {
+        generating = false
+        return snapshot().pendingLines
+    }
+
+    /// Ends every request body (the server then sends its summary) and closes viewers.
+    func finish() {
+        finishing = true
+        timer?.cancel()
+        for c in connections { c.finish() }
+        for v in viewers { v.close() }
+    }
+
+    func close() {
+        for c in connections { c.close() }
+        for v in viewers { v.close() }
+    }
+}
+
+/// One HTTP/2 connection carrying the streams of some agents; reconnects with backoff.
+final class LoadConnection {
+    unowned let state: LoopState
+    var agents: [Agent] = []
+    var connection: H2ClientConnection?
+    private var channel: (any Channel)?
+    private var backoffMs: Int64 = 100
+    private var closing = false
+
+    init(state: LoopState) { self.state = state }
+
+    func connect() {
+        guard !closing else { return }
+        let plan = state.plan
+        let ssl = state.sslContext
+        let bound = NIOLoopBound(self, eventLoop: state.loop)
+        ClientBootstrap(group: state.loop)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let sync = channel.pipeline.syncOperations
+                    if let ssl {
+                        let handler = try NIOSSLClientHandler(context: ssl, serverHostname: plan.host.first?.isNumber == true ? nil : plan.host)
+                        try sync.addHandler(handler)
+                    }
+                    try sync.addHandler(H2ClientHandler(
+                        onActive: { c in bound.value.active(c) },
+                        onInactive: { bound.value.inactive() }))
+                }
+            }
+            .connect(host: plan.host, port: plan.port)
+            .whenComplete { result in
+                switch result {
+                case .success(let ch): bound.value.channel = ch
+                case .failure: bound.value.scheduleReconnect()
+                }
+            }
+    }
+
+    private func active(_ c: H2ClientConnection) {
+        connection = c
+        backoffMs = 100
+        for a in agents where a.started { a.open() }
+    }
+
+    private func inactive() {
+        connection = nil
+        channel = nil
+        if !closing && !state.finishing { state.stats.reconnects += 1; scheduleReconnect() }
+    }
+
+    private func scheduleReconnect() {
+        guard !closing else { return }
+        let delay = backoffMs
+        backoffMs = min(5_000, backoffMs * 2)
+        let bound = NIOLoopBound(self, eventLoop: state.loop)
+        state.loop.scheduleTask(in: .milliseconds(delay)) { bound.value.connect() }
+    }
+
+    func generate(seconds: Double, nowMicros: UInt64, wallMillis: Int64) {
+        for a in agents { a.generate(seconds: seconds, nowMicros: nowMicros, wallMillis: wallMillis) }
+    }
+
+    func finish() {
+        for a in agents { a.finish() }
+    }
+
+    func close() {
+        closing = true
+        channel?.close(promise: nil)
+    }
+}
+
+/// One simulated server: a long-lived `POST /api/metrics/stream` sending its samples, tracking
+/// what was acknowledged, and resending what was not when its stream or connection is lost.
+final class Agent: H2StreamDelegate {
+    struct Chunk {
+        var firstLine: Int
+        var lines: Int
+        var samples: Int
+        var sentAt: UInt64
+        var bytes: ByteBuffer
+    }
+
+    unowned let owner: LoadConnection
+    let serverID: String
+    let index: Int
+    var started = false
+    var stream: Int32?
+    private var nextLine = 1
+    private var pending = Deque<Chunk>()
+    private(set) var pendingLines = 0
+    private var lastAck = 0
+    private var credit = 0.0
+    private var counter = 0
+    private var partial: [UInt8] = []
+    private var values: [Double]
+    private var finished = false
+    private var reopenDelayMs: Int64 = 100
+
+    init(owner: LoadConnection, index: Int, serverID: String, metricCount: Int) {
+        self.owner = owner
+        self.index = index
+        self.serverID = serverID
+        var rng = SplitMix(seed: UInt64(index) &* 0x9E37_79B9_7F4A_7C15)
+        values = (0..<metricCount).map { _ in Double(rng.next() % 6000) / 100 + 5 }
+    }
+
+    private var plan: LoadPlan { owner.state.plan }
+
+    /// Starts (after its ramp-up delay): opens its stream if the connection is up.
+    func begin() {
+        started = true
+        if owner.connection != nil { open() }
+    }
+
+    func open() {
+        guard stream == nil, !finished, let c = owner.connection else { return }
+        let path = plan.format == .influx ? "/api/metrics/stream?format=influx&precision=ms" : "/api/metrics/stream"
+        let type = plan.format == .influx ? "text/plain; charset=utf-8" : "application/x-ndjson"
+        guard let id = c.request(method: "POST", path: path, authority: plan.authority, scheme: plan.tls ? "https" : "http",
+                                 headers: [("content-type", type), ("x-server-id", serverID)], body: true, delegate: self) else {
+            owner.state.stats.streamErrors += 1
+            return
+        }
+        stream = id
+        partial.removeAll(keepingCapacity: true)
+        // Resend what was never acknowledged, renumbered for the new request.
+        lastAck = 0
+        nextLine = 1
+        var resent = 0
+        for i in pending.indices {
+            pending[i].firstLine = nextLine
+            nextLine += pending[i].lines
+            resent += pending[i].lines
+            c.write(stream: id, pending[i].bytes)
+        }
+        if resent > 0 { owner.state.stats.linesResent += resent }
+    }
+
+    func generate(seconds: Double, nowMicros: UInt64, wallMillis: Int64) {
+        guard started, !finished else { return }
+        let perLine = plan.format == .influx ? Double(plan.metrics.count) : 1
+        credit += plan.samplesPerSecond * seconds / perLine
+        var lines = Int(credit)
+        guard lines > 0 else { return }
+        credit -= Double(lines)
+        guard let id = stream, let c = owner.connection else { return }  // reconnecting: samples are not generated meanwhile
+        if pendingLines >= plan.maxPendingLines || c.pendingBytes(stream: id) >= plan.maxQueuedBytes {
+            owner.state.stats.throttledTicks += 1  // the server pushes back (flow control) or acks lag
+            return
+        }
+        lines = min(lines, plan.maxPendingLines - pendingLines)
+        var buf = ByteBufferAllocator().buffer(capacity: lines * (plan.format == .influx ? 40 + 24 * plan.metrics.count : 110))
+        var samples = 0
+        for _ in 0..<lines {
+            counter += 1
+            if plan.format == .influx {
+                writeInfluxLine(&buf, wallMillis)
+                samples += plan.metrics.count
+            } else {
+                writeNDJSONLine(&buf, wallMillis)
+                samples += 1
+            }
+        }
+        let chunk = Chunk(firstLine: nextLine, lines: lines, samples: samples, sentAt: nowMicros, bytes: buf)
+        nextLine += lines
+        pendingLines += lines
+        pending.append(chunk)
+        owner.state.stats.linesSent += lines
+        owner.state.stats.samplesSent += samples
+        owner.state.stats.bytesSent += buf.readableBytes
+        c.write(stream: id, buf)
+    }
+
+    private func nextValue(_ m: Int) -> Double {
+        // A bounded random walk per metric: values change every sample, stay in 0...100.
+        var v = values[m] + Double((counter &* 7919 &+ m &* 104_729) % 501 - 250) / 100
+        v = min(99.9, max(0.1, v))
+        values[m] = v
+        return (v * 100).rounded() / 100
+    }
+
+    private func labelValue() -> Int { plan.labelValues > 1 ? counter % plan.labelValues : -1 }
+
+    private func writeNDJSONLine(_ buf: inout ByteBuffer, _ ts: Int64) {
+        let m = counter % plan.metrics.count
+        buf.writeString("{\"server_id\":\"")
+        buf.writeString(serverID)
+        buf.writeString("\",\"metric_name\":\"")
+        buf.writeString(plan.metrics[m])
+        buf.writeString("\",\"value\":")
+        buf.writeString(String(nextValue(m)))
+        buf.writeString(",\"ts\":")
+        buf.writeString(String(ts))
+        let lv = labelValue()
+        if lv >= 0 { buf.writeString(",\"labels\":{\"core\":\"c\(lv)\"}") }
+        buf.writeString("}\n")
+    }
+
+    private func writeInfluxLine(_ buf: inout ByteBuffer, _ ts: Int64) {
+        buf.writeString("system,host=")
+        buf.writeString(serverID)
+        let lv = labelValue()
+        if lv >= 0 { buf.writeString(",core=c\(lv)") }
+        buf.writeString(" ")
+        for m in plan.metrics.indices {
+            if m > 0 { buf.writeString(",") }
+            buf.writeString(plan.metrics[m])
+            buf.writeString("=")
+            buf.writeString(String(nextValue(m)))
+        }
+        buf.writeString(" ")
+        buf.writeString(String(ts))
+        buf.writeString("\n")
+    }
+
+    /// Ends the request body; the server answers with its summary and closes the stream.
+    func finish() {
+        finished = true
+        if let id = stream { owner.connection?.end(stream: id) }
+    }
+
+    // MARK: - Responses
+
+    func responseStatus(_ status: Int) {
+        if status != 200 { owner.state.stats.streamErrors += 1 }
+    }
+
+    func responseData(_ bytes: UnsafeRawBufferPointer) {
+        var start = 0
+        for i in 0..<bytes.count where bytes[i] == 0x0A {
+            if partial.isEmpty {
+                handleLine(UnsafeRawBufferPointer(rebasing: bytes[start..<i]))
+            } else {
+                partial.append(contentsOf: bytes[start..<i])
+                partial.withUnsafeBytes { handleLine($0) }
+                partial.removeAll(keepingCapacity: true)
+            }
+            start = i + 1
+        }
+        if start < bytes.count { partial.append(contentsOf: bytes[start...]) }
+    }
+
+    /// `{"ack":L,"samples":S}`, `{"error":{"line":L,"code":"…",…}}` or `{"summary":…}`.
+    private func handleLine(_ line: UnsafeRawBufferPointer) {
+        if let l = Self.integer(after: Self.ackKey, in: line) {
+            acknowledge(through: l)
+        } else if Self.find(Self.errorKey, in: line) != nil {
+            owner.state.stats.linesRejected += 1
+            if let code = Self.string(after: Self.codeKey, in: line) { owner.state.stats.rejectedByCode[code, default: 0] += 1 }
+        }
+    }
+
+    private func acknowledge(through l: Int) {
+        guard l > lastAck else { return }
+        lastAck = l
+        let now = monotonicMicros()
+        while let first = pending.first, first.firstLine + first.lines - 1 <= l {
+            pending.removeFirst()
+            pendingLines -= first.lines
+            owner.state.stats.linesAcked += first.lines
+            owner.state.stats.samplesAcked += first.samples
+            _ = owner.state.stats.ackLatency.record(now > first.sentAt ? now - first.sentAt : 0, count: UInt64(first.lines))
+        }
+        // A chunk acknowledged in part: drop its acknowledged lines so a resend skips them.
+        if var first = pending.first, first.firstLine <= l {
+            let done = l - first.firstLine + 1
+            var skipped = 0, cut = 0
+            first.bytes.withUnsafeReadableBytes { b in
+                for i in 0..<b.count where b[i] == 0x0A {
+                    skipped += 1
+                    if skipped == done { cut = i + 1; break }
+                }
+            }
+            let perLine = first.samples / max(1, first.lines)
+            first.bytes.moveReaderIndex(forwardBy: cut)
+            first.firstLine += done
+            first.lines -= done
+            first.samples -= done * perLine
+            pending[pending.startIndex] = first
+            pendingLines -= done
+            owner.state.stats.linesAcked += done
+            owner.state.stats.samplesAcked += done * perLine
+            _ = owner.state.stats.ackLatency.record(now > first.sentAt ? now - first.sentAt : 0, count: UInt64(done))
+        }
+    }
+
+    func streamClosed(error: UInt32) {
+        stream = nil
+        if finished || owner.state.finishing { return }
+        owner.state.stats.streamErrors += error == 0 ? 0 : 1
+        // The server ended or reset the stream (restart, shutdown): open a new one and resend.
+        let delay = reopenDelayMs
+        reopenDelayMs = min(5_000, reopenDelayMs * 2)
+        let bound = NIOLoopBound(self, eventLoop: owner.state.loop)
+        owner.state.loop.scheduleTask(in: .milliseconds(delay)) {
+            let me = bound.value
+            me.reopenDelayMs = max(100, me.reopenDelayMs / 2)
+            me.open()
+        }
+    }
+
+    // MARK: - Tiny scanners for the server's own reply lines
+
+    static let ackKey: [UInt8] = Array("\"ack\":".utf8)
+    static let errorKey: [UInt8] = Array("\"error\":{".utf8)
+    static let codeKey: [UInt8] = Array("\"code\":\"".utf8)
+
+    static func find(_ key: [UInt8], in line: UnsafeRawBufferPointer) -> Int? {
+        guard line.count >= key.count else { return nil }
+        var i = 0
+        while i + key.count <= line.count {
+            if line[i] == key[0] {
+                var j = 1
+                while j < key.count && line[i + j] == key[j] { j += 1 }
+                if j == key.count { return i + key.count }
+            }
+            i += 1
+        }
+        return nil
+    }
+
+    static func integer(after key: [UInt8], in line: UnsafeRawBufferPointer) -> Int? {
+        guard var i = find(key, in: line) else { return nil }
+        var n = 0, digits = 0
+        while i < line.count, line[i] >= 48, line[i] <= 57 { n = n * 10 + Int(line[i] - 48); i += 1; digits += 1 }
+        return digits > 0 ? n : nil
+    }
+
+    static func string(after key: [UInt8], in line: UnsafeRawBufferPointer) -> String? {
+        guard let s = find(key, in: line) else { return nil }
+        var e = s
+        while e < line.count, line[e] != UInt8(ascii: "\"") { e += 1 }
+        return String(decoding: UnsafeRawBufferPointer(rebasing: line[s..<e]), as: UTF8.self)
+    }
+}
+
+/// A dashboard client: one SSE subscription over HTTP/2, measuring bytes per update, the lag from
+/// the server's tick to receipt, and the freshness of every row it receives (sample timestamp →
+/// seen).
+final class Viewer: H2StreamDelegate {
+    unowned let state: LoopState
+    let index: Int
+    var stream: Int32?
+    private var connection: H2ClientConnection?
+    private var channel: (any Channel)?
+    private var buffer: [UInt8] = []
+    private var closing = false
+
+    init(state: LoopState, index: Int) {
+        self.state = state
+        self.index = index
+    }
+
+    func connect() {
+        guard !closing else { return }
+        let plan = state.plan
+        let ssl = state.sslContext
+        let bound = NIOLoopBound(self, eventLoop: state.loop)
+        ClientBootstrap(group: state.loop)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let sync = channel.pipeline.syncOperations
+                    if let ssl { try sync.addHandler(try NIOSSLClientHandler(context: ssl, serverHostname: nil)) }
+                    try sync.addHandler(H2ClientHandler(onActive: { c in bound.value.active(c) },
+                                                        onInactive: { bound.value.inactive() }))
+                }
+            }
+            .connect(host: plan.host, port: plan.port)
+            .whenComplete { result in
+                switch result {
+                case .success(let ch): bound.value.channel = ch
+                case .failure: bound.value.retry()
+                }
+            }
+    }
+
+    private func active(_ c: H2ClientConnection) {
+        connection = c
+        let plan = state.plan
+        stream = c.request(method: "GET", path: "/api/dashboard/stream?" + plan.viewerQuery, authority: plan.authority,
+                           scheme: plan.tls ? "https" : "http", headers: [("accept", "text/event-stream")], body: false, delegate: self)
+    }
+
+    private func inactive() {
+        connection = nil
+        stream = nil
+        retry()
+    }
+
+    private func retry() {
+        guard !closing, !state.finishing else { return }
+        let bound = NIOLoopBound(self, eventLoop: state.loop)
+        state.loop.scheduleTask(in: .milliseconds(500)) { bound.value.connect() }
+    }
+
+    func close() {
+        closing = true
+        channel?.close(promise: nil)
+    }
+
+    func responseStatus(_ status: Int) {}
+
+    func responseData(_ bytes: UnsafeRawBufferPointer) {
+        buffer.append(contentsOf: bytes)
+        // Events end with a blank line.
+        var start = 0
+        var i = 1
+        while i < buffer.count {
+            if buffer[i] == 0x0A && buffer[i - 1] == 0x0A {
+                buffer.withUnsafeBytes { handleEvent(UnsafeRawBufferPointer(rebasing: $0[start...i])) }
+                start = i + 1
+                i += 2
+                continue
+            }
+            i += 1
+        }
+        if start > 0 { buffer.removeFirst(start) }
+    }
+
+    static let updateKey: [UInt8] = Array("event: update".utf8)
+    static let initKey: [UInt8] = Array("event: init".utf8)
+    static let timestampKey: [UInt8] = Array("\"timestamp\":".utf8)
+    static let lastUpdateKey: [UInt8] = Array("\"lastUpdate\":".utf8)
+
+    private func handleEvent(_ e: UnsafeRawBufferPointer) {
+        state.stats.sseEvents += 1
+        state.stats.sseBytes += e.count
+        let now = wallMillis()
+        if Agent.find(Self.initKey, in: e) != nil { state.stats.sseInits += 1; return }
+        guard Agent.find(Self.updateKey, in: e) != nil else { return }  // heartbeat comment
+        state.stats.sseUpdates += 1
+        state.stats.sseUpdateBytes += e.count
+        state.stats.sseMaxUpdateBytes = max(state.stats.sseMaxUpdateBytes, e.count)
+        if let ts = Agent.integer(after: Self.timestampKey, in: e) {
+            _ = state.stats.updateLag.record(UInt64(max(0, now - Int64(ts))) * 1000)
+        }
+        // Every row's newest sample timestamp.
+        var rest = e
+        while let at = Agent.find(Self.lastUpdateKey, in: rest) {
+            var n: Int64 = 0, j = at
+            while j < rest.count, rest[j] >= 48, rest[j] <= 57 { n = n * 10 + Int64(rest[j] - 48); j += 1 }
+            if j > at { _ = state.stats.freshness.record(UInt64(max(0, now - n)) * 1000) }
+            rest = UnsafeRawBufferPointer(rebasing: rest[j...])
+        }
+    }
+
+    func streamClosed(error: UInt32) {
+        stream = nil
+        if !closing && !state.finishing { channel?.close(promise: nil) }  // reconnect through inactive()
+    }
+}
+
+/// A small deterministic generator for starting values.
+struct SplitMix {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
