@@ -22,6 +22,7 @@ struct LoadPlan: Sendable {
     var format: Format
     var tickMilliseconds: Int
     var rampUpSeconds: Double
+    var settleSeconds: Double
     var serverPrefix: String
     var maxPendingLines: Int
     var viewers: Int
@@ -47,30 +48,33 @@ final class LoopState {
     var viewers: [Viewer] = []
     var generating = true
     var finishing = false
-    private var lastTick = monotonicMicros()
+    /// Whether latencies are recorded (after the ramp-up; the report covers the steady state).
+    var measuring: Bool
+    /// Agents write in `phases` groups spread over the write period, as independent agents would,
+    /// instead of all at once (a burst of 10,000 writes would queue behind itself on both sides).
+    static let phases = 10
+    private var phase = 0
     private var timer: RepeatedTask?
 
     init(loop: any EventLoop, plan: LoadPlan, sslContext: NIOSSLContext?) {
         self.loop = loop
         self.plan = plan
         self.sslContext = sslContext
+        self.measuring = plan.rampUpSeconds + plan.settleSeconds == 0
     }
 
     func start() {
         for c in connections { c.connect() }
         for v in viewers { v.connect() }
         let bound = NIOLoopBound(self, eventLoop: loop)
-        timer = loop.scheduleRepeatedTask(initialDelay: .milliseconds(Int64(plan.tickMilliseconds)),
-                                          delay: .milliseconds(Int64(plan.tickMilliseconds))) { _ in bound.value.tick() }
+        let step = TimeAmount.microseconds(Int64(max(1, plan.tickMilliseconds * 1000 / Self.phases)))
+        timer = loop.scheduleRepeatedTask(initialDelay: step, delay: step) { _ in bound.value.tick() }
     }
 
     private func tick() {
-        let now = monotonicMicros()
-        let dt = Double(now - lastTick) / 1_000_000
-        lastTick = now
+        phase = (phase + 1) % Self.phases
         guard generating else { return }
-        let wall = wallMillis()
-        for c in connections { c.generate(seconds: dt, nowMicros: now, wallMillis: wall) }
+        for c in connections { c.generate(phase: phase, phases: Self.phases) }
     }
 
     /// Current counters (plus gauges computed now).
@@ -162,8 +166,8 @@ final class LoadConnection {
         state.loop.scheduleTask(in: .milliseconds(delay)) { bound.value.connect() }
     }
 
-    func generate(seconds: Double, nowMicros: UInt64, wallMillis: Int64) {
-        for a in agents { a.generate(seconds: seconds, nowMicros: nowMicros, wallMillis: wallMillis) }
+    func generate(phase: Int, phases: Int) {
+        for a in agents where a.index % phases == phase { a.generate() }
     }
 
     func finish() {
@@ -243,8 +247,16 @@ final class Agent: H2StreamDelegate {
         if resent > 0 { owner.state.stats.linesResent += resent }
     }
 
-    func generate(seconds: Double, nowMicros: UInt64, wallMillis: Int64) {
+    private var lastGenerated: UInt64 = 0
+
+    /// Writes the lines due since this agent's previous write (timestamps taken now, per agent).
+    func generate() {
         guard started, !finished else { return }
+        let nowMicros = monotonicMicros()
+        let wallMillis = wallMillis()
+        if lastGenerated == 0 { lastGenerated = nowMicros; return }
+        let seconds = Double(nowMicros - lastGenerated) / 1_000_000
+        lastGenerated = nowMicros
         let perLine = plan.format == .influx ? Double(plan.metrics.count) : 1
         credit += plan.samplesPerSecond * seconds / perLine
         var lines = Int(credit)
@@ -366,7 +378,7 @@ final class Agent: H2StreamDelegate {
             pendingLines -= first.lines
             owner.state.stats.linesAcked += first.lines
             owner.state.stats.samplesAcked += first.samples
-            _ = owner.state.stats.ackLatency.record(now > first.sentAt ? now - first.sentAt : 0, count: UInt64(first.lines))
+            if owner.state.measuring { _ = owner.state.stats.ackLatency.record(now > first.sentAt ? now - first.sentAt : 0, count: UInt64(first.lines)) }
         }
         // A chunk acknowledged in part: drop its acknowledged lines so a resend skips them.
         if var first = pending.first, first.firstLine <= l {
@@ -387,7 +399,7 @@ final class Agent: H2StreamDelegate {
             pendingLines -= done
             owner.state.stats.linesAcked += done
             owner.state.stats.samplesAcked += done * perLine
-            _ = owner.state.stats.ackLatency.record(now > first.sentAt ? now - first.sentAt : 0, count: UInt64(done))
+            if owner.state.measuring { _ = owner.state.stats.ackLatency.record(now > first.sentAt ? now - first.sentAt : 0, count: UInt64(done)) }
         }
     }
 
@@ -412,18 +424,22 @@ final class Agent: H2StreamDelegate {
     static let errorKey: [UInt8] = Array("\"error\":{".utf8)
     static let codeKey: [UInt8] = Array("\"code\":\"".utf8)
 
+    /// The offset just after the first occurrence of `key`. Viewers scan every byte of 500 event
+    /// streams, so candidates are found with libc `memchr` (vectorised) and checked with `memcmp`.
     static func find(_ key: [UInt8], in line: UnsafeRawBufferPointer) -> Int? {
-        guard line.count >= key.count else { return nil }
-        var i = 0
-        while i + key.count <= line.count {
-            if line[i] == key[0] {
-                var j = 1
-                while j < key.count && line[i + j] == key[j] { j += 1 }
-                if j == key.count { return i + key.count }
+        guard line.count >= key.count, let base = line.baseAddress else { return nil }
+        return key.withUnsafeBytes { k -> Int? in
+            let first = Int32(key[0])
+            var offset = 0
+            let last = line.count - key.count
+            while offset <= last {
+                guard let hit = memchr(base + offset, first, last - offset + 1) else { return nil }
+                let at = base.distance(to: UnsafeRawPointer(hit))
+                if memcmp(base + at, k.baseAddress!, key.count) == 0 { return at + key.count }
+                offset = at + 1
             }
-            i += 1
+            return nil
         }
-        return nil
     }
 
     static func integer(after key: [UInt8], in line: UnsafeRawBufferPointer) -> Int? {
@@ -535,6 +551,7 @@ final class Viewer: H2StreamDelegate {
         let now = wallMillis()
         if Agent.find(Self.initKey, in: e) != nil { state.stats.sseInits += 1; return }
         guard Agent.find(Self.updateKey, in: e) != nil else { return }  // heartbeat comment
+        guard state.measuring else { return }  // bytes and latencies of the steady state only (after ramp-up)
         state.stats.sseUpdates += 1
         state.stats.sseUpdateBytes += e.count
         state.stats.sseMaxUpdateBytes = max(state.stats.sseMaxUpdateBytes, e.count)

@@ -41,6 +41,9 @@ struct LoadGenCommand: ParsableCommand {
     @Option(help: "Seconds over which agents start (evenly spread).")
     var rampUp: Double = 0
 
+    @Option(help: "Seconds after the ramp-up before measuring starts (lets the last agents' series and the dashboards' member lists settle).")
+    var settle: Double = 0
+
     @Option(help: "Milliseconds between an agent's writes (samples are generated in chunks at this period).")
     var tickMs: Int = 100
 
@@ -72,7 +75,7 @@ struct LoadGenCommand: ParsableCommand {
     var quiet = false
 
     func validate() throws {
-        guard agents >= 1, connections >= 0, rate > 0, duration > 0, rampUp >= 0, tickMs >= 1, viewers >= 0, threads >= 1 else {
+        guard agents >= 1, connections >= 0, rate > 0, duration > 0, rampUp >= 0, settle >= 0, tickMs >= 1, viewers >= 0, threads >= 1 else {
             throw ValidationError("agents ≥ 1, connections ≥ 0, rate > 0, duration > 0, ramp-up ≥ 0, tick-ms ≥ 1, viewers ≥ 0, threads ≥ 1")
         }
         guard LoadPlan.Format(rawValue: format) != nil else { throw ValidationError("--format must be ndjson or influx") }
@@ -94,7 +97,7 @@ struct LoadGenCommand: ParsableCommand {
         let plan = LoadPlan(
             host: host, port: port, tls: tls, insecure: insecure, authority: "\(host):\(port)", agents: agents,
             connections: connections, samplesPerSecond: rate, metrics: names, labelValues: max(1, labelValues),
-            format: LoadPlan.Format(rawValue: format)!, tickMilliseconds: tickMs, rampUpSeconds: rampUp,
+            format: LoadPlan.Format(rawValue: format)!, tickMilliseconds: tickMs, rampUpSeconds: rampUp, settleSeconds: settle,
             serverPrefix: serverPrefix, maxPendingLines: maxPendingLines, viewers: viewers,
             viewerQuery: viewerQuery ?? "metrics=\(names[0])&heatmap=1&top=20&fleet=0")
         let ssl: NIOSSLContext?
@@ -161,16 +164,19 @@ struct LoadGenCommand: ParsableCommand {
             return total
         }
         // Progress, once a second.
-        let totalSeconds = rampUp + duration
+        let totalSeconds = rampUp + settle + duration
         var last = LoadStats()
         var lastAt = NIODeadline.now()
-        var measuredFrom: (at: NIODeadline, stats: LoadStats)? = rampUp == 0 ? (start, LoadStats()) : nil
+        var measuredFrom: (at: NIODeadline, stats: LoadStats)? = rampUp + settle == 0 ? (start, LoadStats()) : nil
         while NIODeadline.now() < start + .nanoseconds(Int64(totalSeconds * 1e9)) {
             Thread.sleep(forTimeInterval: 1)
             let s = try collect()
             let now = NIODeadline.now()
             let dt = Double((now - lastAt).nanoseconds) / 1e9
-            if measuredFrom == nil && now >= start + .nanoseconds(Int64(rampUp * 1e9)) { measuredFrom = (now, s) }
+            if measuredFrom == nil && now >= start + .nanoseconds(Int64((rampUp + settle) * 1e9)) {
+                measuredFrom = (now, s)
+                for (li, loop) in loops.enumerated() { loop.execute { states[li].value.measuring = true } }
+            }
             if !quiet {
                 let elapsed = Double((now - start).nanoseconds) / 1e9
                 var line = String(format: "[%5.1fs]", elapsed)
@@ -243,7 +249,7 @@ struct Report {
           samples: sent \(final.samplesSent), acknowledged \(final.samplesAcked), lines rejected \(final.linesRejected), \
         resent \(final.linesResent), unacknowledged at end \(final.pendingLines) lines
           throughput: sent \(human(sentPerSecond))/s, acknowledged \(human(ackedPerSecond))/s
-          ack latency (sent → committed): \(final.ackLatency.short())
+          ack latency (sent → committed, after ramp-up): \(final.ackLatency.short())
           reconnects \(final.reconnects), stream errors \(final.streamErrors), throttled agent-ticks \(final.throttledTicks)
         """
         if !final.rejectedByCode.isEmpty { out += "\n  rejected by code: \(final.rejectedByCode.sorted { $0.key < $1.key })" }

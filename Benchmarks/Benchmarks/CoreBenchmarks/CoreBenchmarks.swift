@@ -100,6 +100,37 @@ let benchmarks: @Sendable () -> Void = {
         blackHole(subs.count)
     }
 
+    // The dashboard's subscription: one metric's fleet view (heatmap of 10,000 servers, counts,
+    // percentiles) plus the top 20, for 100 viewers with 10 distinct thresholds; views are computed
+    // once per distinct question per tick and shared.
+    Benchmark("Broadcaster publish 50k changed series, 100 dashboard viewers (fleet heatmap + top 20)") { benchmark in
+        let aggregator = Aggregator()
+        let broadcaster = Broadcaster()
+        var subs: [Subscription] = []
+        for i in 0..<100 {
+            var f = SubscriptionFilter()
+            f.metrics = [metrics[0]]
+            f.heatmap = true
+            f.top = 20
+            f.fleet = false
+            f.warn = Double(70 + i % 10)
+            f.crit = 95
+            subs.append(try! broadcaster.subscribe(filter: f, lastEventID: nil) {})
+        }
+        var seq: UInt64 = 0
+        benchmark.startMeasurement()
+        for _ in benchmark.scaledIterations {
+            benchmark.stopMeasurement()
+            await aggregator.ingest(samples)
+            seq += 1
+            let (changed, _) = await aggregator.collect(now: baseTS + 1000, seq: seq, sealAfter: 5000)
+            benchmark.startMeasurement()
+            broadcaster.publish(changed: changed, seq: seq, timestamp: baseTS + 1000)
+            for s in subs { while s.next() != nil {} }
+        }
+        blackHole(subs.count)
+    }
+
     Benchmark("Memory: 100k series in the aggregator", configuration: .init(metrics: [.peakMemoryResident, .mallocCountTotal], maxIterations: 3)) { benchmark in
         let aggregator = Aggregator()
         var batch: [MetricSample] = []
