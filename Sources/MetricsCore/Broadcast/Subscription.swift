@@ -85,7 +85,7 @@ public final class Subscription: Sendable {
     }
 
     /// Called with the broadcaster's lock held. Returns whether an event was queued.
-    func deliverTick(seq: UInt64, timestamp: Int64, changed: [SeriesSnapshot], rows: [[UInt8]],
+    func deliverTick(seq: UInt64, timestamp: Int64, changed: [SeriesSnapshot], cache: Broadcaster.RowCache,
                      changedByMetric: [String: [Int]], views: [FleetViewKey: (view: FleetView, encoded: [UInt8])],
                      state b: Broadcaster.State, broadcaster: Broadcaster) -> Bool {
         state.withLock { s in
@@ -98,14 +98,14 @@ public final class Subscription: Sendable {
                 if let top = filter.top {
                     if due {
                         for key in broadcaster.topKeys(filter: filter, top: top, state: b) {
-                            if let e = b.entries[key] { selected.append(e.row) }
+                            if let e = b.entries[key] { selected.append(cache.row(key, e)) }
                         }
                     }
                 } else if filter.every == 1 {
                     func take(_ i: Int) {
                         guard filter.matches(changed[i].key) else { return }
                         if selected.count >= filter.limit { truncated = true; return }
-                        selected.append(rows[i])
+                        selected.append(cache.changedRow(i))
                     }
                     if !filter.metrics.isEmpty {
                         for m in filter.metrics { for i in changedByMetric[m] ?? [] { take(i) } }
@@ -123,7 +123,7 @@ public final class Subscription: Sendable {
                     if due {
                         for key in s.pending.sorted() {
                             if selected.count >= filter.limit { truncated = true; break }
-                            if let e = b.entries[key] { selected.append(e.row) }
+                            if let e = b.entries[key] { selected.append(cache.row(key, e)) }
                         }
                         s.pending.removeAll(keepingCapacity: true)
                     }
@@ -141,7 +141,7 @@ public final class Subscription: Sendable {
                     for key in (b.byServer[srv] ?? []).sorted() {
                         guard let e = b.entries[key], e.snapshot.changedSeq > s.lastSeq else { continue }
                         if selectedKeys.contains(key) || (filter.top == nil && filter.matches(key)) { continue }
-                        selected.append(e.row)
+                        selected.append(cache.row(key, e))
                     }
                 }
             }
