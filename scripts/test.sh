@@ -13,7 +13,7 @@ log() { printf '\n==> %s\n' "$*"; }
 # 1. System packages (idempotent; only installs what is missing).
 need=()
 for pkg in libnghttp2-dev libmariadb-dev mariadb-server mariadb-client nghttp2-client nghttp2-server curl openssl zlib1g-dev \
-           chromium chromium-driver; do
+           chromium chromium-driver haproxy; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if ((${#need[@]})); then

@@ -1,0 +1,171 @@
+"""Three instances behind HAProxy (deploy/haproxy/haproxy.cfg) on one MariaDB: routing by server id
+with consistent hashing, failover when an instance dies, and rebalancing when it comes back,
+driven by metrics-loadgen through the proxy."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import rtd_helpers as h
+from test_loadgen import run_loadgen
+
+pytestmark = pytest.mark.own_server
+
+CONFIG = h.REPO / "deploy" / "haproxy" / "haproxy.cfg"
+
+
+def free_port() -> int:
+    s = socket.socket()
+    s.bind((h.HOST, 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class HAProxy:
+    """HAProxy in the foreground with the shipped config, one `server` line per instance."""
+
+    def __init__(self, workdir: Path, backends: list[int]):
+        if shutil.which("haproxy") is None:
+            pytest.fail("haproxy is not installed (scripts/test.sh installs it)")
+        text = CONFIG.read_text()
+        lines = "\n".join(f"    server rtd{i + 1} {h.HOST}:{p} proto h2 check check-proto h1" for i, p in enumerate(backends))
+        text, n = re.subn(r'(    server rtd\d "\$\{RTD_BACKEND_\d\}"[^\n]*\n)+', lines + "\n", text)
+        assert n == 3
+        cfg = workdir / "haproxy.cfg"
+        cfg.write_text(text)
+        pem = workdir / "haproxy.pem"
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
+                        "-subj", "/CN=localhost", "-keyout", str(workdir / "key.pem"), "-out", str(workdir / "cert.pem")],
+                       check=True, capture_output=True)
+        pem.write_text((workdir / "cert.pem").read_text() + (workdir / "key.pem").read_text())
+        self.port, self.tls_port, self.stats_port = free_port(), free_port(), free_port()
+        env = dict(os.environ, RTD_HAPROXY_BIND=f"{h.HOST}:{self.port}", RTD_HAPROXY_TLS_BIND=f"{h.HOST}:{self.tls_port}",
+                   RTD_HAPROXY_STATS=f"{h.HOST}:{self.stats_port}", RTD_HAPROXY_CERT=str(pem))
+        check = subprocess.run(["haproxy", "-c", "-q", "-f", str(cfg)], env=env, capture_output=True, text=True)
+        assert check.returncode == 0, check.stderr
+        self.log = open(workdir / "haproxy.log", "wb")
+        self.proc = subprocess.Popen(["haproxy", "-f", str(cfg), "-db"], env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        h.wait_until(lambda: (st := self.status("ingest")) and all(s == "UP" for s in st.values()), timeout=20,
+                     what="HAProxy backends UP")
+
+    @property
+    def base(self) -> str:
+        return f"http://{h.HOST}:{self.port}"
+
+    def status(self, backend: str) -> dict:
+        """Server name -> status (UP, DOWN, ...) of one backend, from the stats page (CSV)."""
+        try:
+            _, _, body = h.http_get(f"http://{h.HOST}:{self.stats_port}/;csv")
+        except OSError:
+            return {}  # still starting
+        out = {}
+        for line in body.decode().splitlines()[1:]:
+            f = line.split(",")
+            if len(f) > 17 and f[0] == backend and f[1] not in ("FRONTEND", "BACKEND"):
+                out[f[1]] = f[17]
+        return out
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.log.close()
+
+
+@pytest.fixture
+def cluster(server_factory, mariadb, mysql_db, tmp_path):
+    url = mariadb.url_for(mysql_db)
+    instances = [server_factory("--store", url, name=f"node{i + 1}", tick_ms=250) for i in range(3)]
+    proxy = HAProxy(tmp_path, [s.port for s in instances])
+    yield {"instances": instances, "proxy": proxy, "db": mysql_db, "mariadb": mariadb, "url": url, "factory": server_factory}
+    proxy.stop()
+
+
+def servers_on(instance: h.ServerProcess, metric: str = "cpu_usage") -> set[str]:
+    """The server ids whose `metric` series live on one instance (its local SSE snapshot)."""
+    with h.SSEClient(instance, f"metrics={metric}&fleet=0&limit=100000") as sse:
+        ev = sse.next_event(10)
+        return {r["server_id"] for r in ev.rows}
+
+
+def stored(cluster) -> tuple[int, int]:
+    """Raw rows in MariaDB, and distinct (series, timestamp) pairs among them."""
+    row = cluster["mariadb"].sql("SELECT COUNT(*), COUNT(DISTINCT series_id, ts) FROM rtd_samples", db=cluster["db"])[0]
+    return int(row[0]), int(row[1])
+
+
+def test_every_agent_lands_on_exactly_one_instance(cluster, tmp_path):
+    proxy, instances = cluster["proxy"], cluster["instances"]
+    report, _ = run_loadgen(tmp_path, "--url", proxy.base, "--agents", "300", "--connections", "3", "--rate", "10",
+                            "--duration", "3", "--server-prefix", "fleet-")
+    assert report["samples_acked"] == report["samples_sent"] and report["stream_errors"] == 0, report
+    per = [servers_on(s) for s in instances]
+    everyone = {f"fleet-{i:05d}" for i in range(1, 301)}
+    assert set().union(*per) == everyone
+    assert sum(len(p) for p in per) == 300, [len(p) for p in per]          # disjoint: each series on one instance
+    assert all(60 <= len(p) <= 140 for p in per), [len(p) for p in per]    # and the hash spreads them
+    # What was acknowledged through the proxy is in MariaDB once.
+    rows, distinct = stored(cluster)
+    assert rows == distinct == report["samples_acked"]
+
+
+def test_instance_loss_reroutes_agents_and_keeps_acknowledged_data(cluster, tmp_path):
+    proxy, instances = cluster["proxy"], cluster["instances"]
+    result: dict = {}
+
+    def run():
+        result["report"], result["text"] = run_loadgen(tmp_path, "--url", proxy.base, "--agents", "300", "--connections", "3",
+                                                       "--rate", "20", "--duration", "10", "--drain", "30",
+                                                       "--server-prefix", "fo-")
+
+    t = threading.Thread(target=run)
+    t.start()
+    victim = instances[1]
+    h.wait_until(lambda: victim.stats()["ingest"]["samples_total"] > 2_000, timeout=20, what="load on the victim")
+    victim_servers = servers_on(victim)
+    assert victim_servers
+    killed_at = time.monotonic()
+    victim.kill()
+    h.wait_until(lambda: proxy.status("ingest").get("rtd2") not in (None, "UP"), timeout=10, what="HAProxy marks rtd2 down")
+    marked_down = time.monotonic() - killed_at
+    # The dashboard keeps being served through the proxy meanwhile.
+    status, _, _ = h.http_get(proxy.base + "/health")
+    assert status == 200
+    # The victim's agents come back on the survivors within seconds.
+    survivors = [instances[0], instances[2]]
+    h.wait_until(lambda: victim_servers <= servers_on(survivors[0]) | servers_on(survivors[1]), timeout=15,
+                 what="the victim's agents re-routed")
+    rerouted = time.monotonic() - killed_at
+    t.join(timeout=120)
+    report = result["report"]
+    assert report["unacked_lines_at_end"] == 0 and report["lines_acked"] == report["lines_sent"], report
+    # Every acknowledged sample is in MariaDB; the only possible extras are resent lines the dead
+    # instance had committed without acknowledging them (at-least-once for unacknowledged lines).
+    rows, distinct = stored(cluster)
+    assert distinct == report["samples_acked"], (rows, distinct, report)
+    assert rows - distinct <= report["lines_resent"], (rows, distinct, report["lines_resent"])
+    print(f"marked down after {marked_down:.1f} s, agents re-routed after {rerouted:.1f} s, "
+          f"{report['lines_resent']} lines resent, {rows - distinct} duplicates")
+
+    # Bring it back: new streams hash to it again, nothing acknowledged is lost.
+    back = cluster["factory"]("--store", cluster["url"], name="node2-back", tick_ms=250, port=victim.port)
+    h.wait_until(lambda: proxy.status("ingest").get("rtd2") == "UP", timeout=15, what="HAProxy marks rtd2 up")
+    report2, _ = run_loadgen(tmp_path, "--url", proxy.base, "--agents", "300", "--connections", "3", "--rate", "10",
+                             "--duration", "3", "--server-prefix", "fo-")
+    assert report2["unacked_lines_at_end"] == 0
+    assert servers_on(back) == victim_servers, "consistent hashing sends the same agents back"
+    rows2, distinct2 = stored(cluster)
+    assert distinct2 == distinct + report2["samples_acked"]
