@@ -40,12 +40,15 @@ start)
     fi
     base="${RTD_CLUSTER_BASE_PORT:-4101}"
     backends=()
+    for i in $(seq 1 "$n"); do backends+=("127.0.0.1:$((base + i - 1))"); done
     for i in $(seq 1 "$n"); do
         port=$((base + i - 1))
-        "$bin" --host 127.0.0.1 --port "$port" --tls-port 0 --store "$store" --log-level warning \
+        # Every instance follows the others, so any of them serves the whole fleet's dashboard.
+        peers=""
+        for b in "${backends[@]}"; do [ "$b" = "127.0.0.1:$port" ] || peers="${peers:+$peers,}http://$b"; done
+        "$bin" --host 127.0.0.1 --port "$port" --tls-port 0 --store "$store" --peers "$peers" --log-level warning \
             >"$dir/instance-$i.log" 2>&1 &
         echo $! >"$dir/instance-$i.pid"
-        backends+=("127.0.0.1:$port")
     done
     for b in "${backends[@]}"; do wait_port "${b##*:}" 60; done
     # HAProxy: the shipped config with one `server` line per instance in each backend.

@@ -61,6 +61,9 @@ struct DashboardServerCommand: AsyncParsableCommand {
     @Option(help: "Dashboard tick in milliseconds (RTD_TICK_MS).")
     var tickMs: Int = env("RTD_TICK_MS").flatMap(Int.init) ?? 1000
 
+    @Option(help: "Peer instances whose agents' series this instance merges into its dashboards, comma-separated http://HOST:PORT (their cleartext ports) (RTD_PEERS).")
+    var peers: String = env("RTD_PEERS") ?? ""
+
     @Option(help: "Seconds without data after which the dashboard shows a server as stale; clients may ask otherwise with stale= (RTD_STALE_AFTER).")
     var staleAfter: Int = env("RTD_STALE_AFTER").flatMap(Int.init) ?? 30
 
@@ -143,8 +146,10 @@ struct DashboardServerCommand: AsyncParsableCommand {
             group: group, logger: logger, prometheusText: { exporter.render() })
         exporter.server = server
 
+        let feeds = try peers.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+            .map { try PeerFeed(peer: $0, broadcaster: engine.broadcaster, group: group, logger: logger) }
         let serviceGroup = ServiceGroup(
-            services: [EngineService(engine: engine), HTTPService(server: server, logger: logger, host: host)],
+            services: [EngineService(engine: engine), HTTPService(server: server, logger: logger, host: host), PeerService(feeds: feeds)],
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger)
         try await serviceGroup.run()
@@ -190,6 +195,17 @@ struct EngineService: Service {
         } onGracefulShutdown: {
             engine.shutdown()
         }
+    }
+}
+
+/// Follows the peers (`--peers`) until shutdown.
+struct PeerService: Service {
+    let feeds: [PeerFeed]
+
+    func run() async throws {
+        for f in feeds { f.start() }
+        try? await gracefulShutdown()
+        for f in feeds { f.stop() }
     }
 }
 

@@ -88,15 +88,20 @@ class HAProxy:
 @pytest.fixture
 def cluster(server_factory, mariadb, mysql_db, tmp_path):
     url = mariadb.url_for(mysql_db)
-    instances = [server_factory("--store", url, name=f"node{i + 1}", tick_ms=250) for i in range(3)]
+    ports = [free_port() for _ in range(3)]
+    peers = [",".join(f"http://{h.HOST}:{p}" for p in ports if p != mine) for mine in ports]
+    instances = [server_factory("--store", url, "--peers", peers[i], name=f"node{i + 1}", tick_ms=250, port=ports[i])
+                 for i in range(3)]
     proxy = HAProxy(tmp_path, [s.port for s in instances])
-    yield {"instances": instances, "proxy": proxy, "db": mysql_db, "mariadb": mariadb, "url": url, "factory": server_factory}
+    yield {"instances": instances, "proxy": proxy, "db": mysql_db, "mariadb": mariadb, "url": url, "factory": server_factory,
+           "peers": peers}
     proxy.stop()
 
 
-def servers_on(instance: h.ServerProcess, metric: str = "cpu_usage") -> set[str]:
-    """The server ids whose `metric` series live on one instance (its local SSE snapshot)."""
-    with h.SSEClient(instance, f"metrics={metric}&fleet=0&limit=100000") as sse:
+def servers_on(instance: h.ServerProcess, metric: str = "cpu_usage", origin: str = "local") -> set[str]:
+    """The server ids whose `metric` series an instance shows: its own agents' (`origin=local`),
+    or the whole fleet it merged from its peers (`origin=any`)."""
+    with h.SSEClient(instance, f"metrics={metric}&fleet=0&limit=100000&origin={origin}") as sse:
         ev = sse.next_event(10)
         return {r["server_id"] for r in ev.rows}
 
@@ -110,13 +115,22 @@ def stored(cluster) -> tuple[int, int]:
 def test_every_agent_lands_on_exactly_one_instance(cluster, tmp_path):
     proxy, instances = cluster["proxy"], cluster["instances"]
     report, _ = run_loadgen(tmp_path, "--url", proxy.base, "--agents", "300", "--connections", "3", "--rate", "10",
-                            "--duration", "3", "--server-prefix", "fleet-")
+                            "--duration", "4", "--server-prefix", "fleet-", "--viewers", "3",
+                            "--viewer-query", "metrics=cpu_usage&server_prefix=fleet-&fleet=0")
     assert report["samples_acked"] == report["samples_sent"] and report["stream_errors"] == 0, report
     per = [servers_on(s) for s in instances]
     everyone = {f"fleet-{i:05d}" for i in range(1, 301)}
     assert set().union(*per) == everyone
     assert sum(len(p) for p in per) == 300, [len(p) for p in per]          # disjoint: each series on one instance
     assert all(60 <= len(p) <= 140 for p in per), [len(p) for p in per]    # and the hash spreads them
+    # The fleet view from any instance shows every server: its own plus what it merged from its peers.
+    for s in instances:
+        h.wait_until(lambda: servers_on(s, origin="any") == everyone, timeout=10, what=f"the whole fleet on {s.name}")
+        views = s.stats()["sse"]
+        assert views["peer_series"] >= 5 * (300 - len(servers_on(s)))
+    # Viewers (through the proxy, on any instance) saw rows of every agent, merged ones included.
+    assert report["freshness"]["count"] > 0
+    print(f"freshness through the merge (viewers via HAProxy): {report['freshness']}")
     # What was acknowledged through the proxy is in MariaDB once.
     rows, distinct = stored(cluster)
     assert rows == distinct == report["samples_acked"]
@@ -135,8 +149,9 @@ def test_instance_loss_reroutes_agents_and_keeps_acknowledged_data(cluster, tmp_
     t.start()
     victim = instances[1]
     h.wait_until(lambda: victim.stats()["ingest"]["samples_total"] > 2_000, timeout=20, what="load on the victim")
-    victim_servers = servers_on(victim)
-    assert victim_servers
+    # Its agents' series (read twice, a moment apart, so every agent's first cpu sample is in).
+    victim_servers = h.wait_until(lambda: (a := servers_on(victim)) and time.sleep(0.5) is None and a == servers_on(victim) and a,
+                                  timeout=10, what="the victim's agents")
     killed_at = time.monotonic()
     victim.kill()
     h.wait_until(lambda: proxy.status("ingest").get("rtd2") not in (None, "UP"), timeout=10, what="HAProxy marks rtd2 down")
@@ -161,7 +176,8 @@ def test_instance_loss_reroutes_agents_and_keeps_acknowledged_data(cluster, tmp_
           f"{report['lines_resent']} lines resent, {rows - distinct} duplicates")
 
     # Bring it back: new streams hash to it again, nothing acknowledged is lost.
-    back = cluster["factory"]("--store", cluster["url"], name="node2-back", tick_ms=250, port=victim.port)
+    back = cluster["factory"]("--store", cluster["url"], "--peers", cluster["peers"][1], name="node2-back", tick_ms=250,
+                              port=victim.port)
     h.wait_until(lambda: proxy.status("ingest").get("rtd2") == "UP", timeout=15, what="HAProxy marks rtd2 up")
     report2, _ = run_loadgen(tmp_path, "--url", proxy.base, "--agents", "300", "--connections", "3", "--rate", "10",
                              "--duration", "3", "--server-prefix", "fo-")

@@ -131,7 +131,7 @@ def test_fleet_series_and_limit_params(server, dataset, proto):
 INVALID_QUERIES = ["top=0", "top=1001", "top=abc", "fleet=2", "series=maybe", "limit=0", "limit=100001",
                    "interval=0", "interval=60001", "interval=x", "metrics=bad%20name", "servers=bad!id",
                    "heatmap=2", "warn=abc", "crit=nan", "worst=up", "stale=0", "cells=20001", "scale=5,1", "labels=novalue",
-                   "focus=bad!id"]
+                   "focus=bad!id", "origin=elsewhere"]
 
 
 @pytest.mark.parametrize("query", INVALID_QUERIES)

@@ -234,6 +234,7 @@ final class Router: Sendable {
         let r1 = rates.rates(span: 1), r10 = rates.rates(span: 10)
         let (events, coalesced) = engine.broadcaster.counters
         let tick = engine.lastTick
+        let remote = engine.broadcaster.remoteCounters
         var j = JSONWriter(capacity: 1024)
         j.raw("{\"uptime_ms\":\(ProcessInfoLite.nowMilliseconds() - startedAt)")
         j.raw(",\"ingest\":{\"samples_total\":\(counters.samplesParsed),\"bytes_total\":\(counters.bytesReceived)")
@@ -248,7 +249,7 @@ final class Router: Sendable {
         }
         j.raw("},\"open_streams\":\(counters.openStreams)}")
         j.raw(",\"series\":{\"count\":\(series),\"rejected_new_series_samples\":\(rejectedSeries),\"max\":\(engine.aggregator.configuration.maxSeries)}")
-        j.raw(",\"sse\":{\"clients\":\(engine.broadcaster.subscriberCount),\"events_total\":\(events),\"coalesced_total\":\(coalesced),\"seq\":\(engine.broadcaster.currentSequence),\"last_tick\":{\"collect_us\":\(tick.collectMicroseconds),\"publish_us\":\(tick.publishMicroseconds),\"changed_series\":\(tick.changedSeries)}}")
+        j.raw(",\"sse\":{\"clients\":\(engine.broadcaster.subscriberCount),\"events_total\":\(events),\"coalesced_total\":\(coalesced),\"seq\":\(engine.broadcaster.currentSequence),\"last_tick\":{\"collect_us\":\(tick.collectMicroseconds),\"publish_us\":\(tick.publishMicroseconds),\"changed_series\":\(tick.changedSeries)},\"peer_series\":\(remote.series),\"peer_rows_total\":\(remote.received)}")
         j.raw(",\"connections\":{\"http1\":\(statistics.http1Connections),\"http2\":\(statistics.http2Connections),\"requests_total\":\(statistics.requestCount),\"protocol_errors_total\":\(statistics.protocolErrorCount)}")
         j.raw(",\"writer\":{\"buffered_samples\":\(w.bufferedSamples),\"buffer_capacity\":\(w.bufferCapacity),\"buffer_fill\":")
         j.number(Double(w.bufferedSamples) / Double(max(1, w.bufferCapacity)))

@@ -56,11 +56,14 @@ public final class Broadcaster: Sendable {
     /// them. Used only under the broadcaster's lock.
     final class RowCache {
         let changed: [SeriesSnapshot]
+        /// `changed[..<localCount]` are this instance's series; the rest were merged from peers.
+        let localCount: Int
         var rows: [[UInt8]?]
         var byKey: [SeriesKey: [UInt8]] = [:]
 
-        init(_ changed: [SeriesSnapshot]) {
+        init(_ changed: [SeriesSnapshot], localCount: Int) {
             self.changed = changed
+            self.localCount = localCount
             rows = Array(repeating: nil, count: changed.count)
         }
 
@@ -143,6 +146,8 @@ public final class Broadcaster: Sendable {
         var row: [UInt8]?
         /// Where the series sits in its metric's ``MetricServers``.
         var slot: (server: Int, index: Int)
+        /// The peer it was merged from (`nil`: this instance's own agents).
+        var origin: String? = nil
     }
 
     struct State {
@@ -161,6 +166,9 @@ public final class Broadcaster: Sendable {
         /// Unfiltered fleet distribution per metric, last ``Configuration/fleetHistoryPoints`` ticks.
         var history: [String: FleetHistory] = [:]
         var subscriptions: [ObjectIdentifier: Subscription] = [:]
+        /// Series merged from peers since the last tick, latest per series (bounded by the series count).
+        var remotePending: [SeriesKey: (snapshot: SeriesSnapshot, origin: String)] = [:]
+        var remoteReceived = 0
         var eventsSent = 0
         var coalesced = 0
     }
@@ -205,10 +213,28 @@ public final class Broadcaster: Sendable {
     ///   - changed: snapshots of the series that changed (stamped with `seq`).
     ///   - seq: the tick's sequence number (``nextSequence`` when the snapshots were collected).
     ///   - timestamp: wall-clock time of the tick, epoch ms.
-    public func publish(changed: [SeriesSnapshot], seq: UInt64, timestamp: Int64) {
+    public func publish(changed localChanged: [SeriesSnapshot], seq: UInt64, timestamp: Int64) {
+        // Peers' series received since the last tick join this tick's changes, after the local ones.
+        let remote: [(snapshot: SeriesSnapshot, origin: String)] = state.withLock { s in
+            let r = Array(s.remotePending.values)
+            s.remotePending.removeAll(keepingCapacity: true)
+            return r
+        }
+        var changed = localChanged
+        var origins: [String?] = []
+        if !remote.isEmpty {
+            changed.reserveCapacity(localChanged.count + remote.count)
+            origins = Array(repeating: nil, count: localChanged.count)
+            for r in remote {
+                var snap = r.snapshot
+                snap.changedSeq = seq
+                changed.append(snap)
+                origins.append(r.origin)
+            }
+        }
         // Rows are encoded lazily, once, for the series some subscriber selects (`RowCache`): a
         // dashboard watching the top 20 of 50,000 changed series costs 20 encodings, not 50,000.
-        let cache = RowCache(changed)
+        let cache = RowCache(changed, localCount: localChanged.count)
         var ready: [Subscription] = []
         state.withLock { s in
             s.seq = max(s.seq, seq)
@@ -222,6 +248,7 @@ public final class Broadcaster: Sendable {
                 guard let at = s.entries.index(forKey: changed[i].key) else { continue }
                 s.entries.values[at].snapshot = changed[i]
                 s.entries.values[at].row = nil
+                s.entries.values[at].origin = origins.isEmpty ? nil : origins[i]
                 slots[i] = s.entries.values[at].slot
             }
             var newKeys: [(Int, (server: Int, index: Int))] = []
@@ -230,7 +257,7 @@ public final class Broadcaster: Sendable {
             }
             for (i, slot) in newKeys {
                 let key = changed[i].key
-                s.entries[key] = Entry(snapshot: changed[i], row: nil, slot: slot)
+                s.entries[key] = Entry(snapshot: changed[i], row: nil, slot: slot, origin: origins.isEmpty ? nil : origins[i])
                 s.byMetric[key.metricName, default: []].insert(key)
                 s.byServer[key.serverID, default: []].insert(key)
             }
@@ -277,6 +304,24 @@ public final class Broadcaster: Sendable {
             }
         }
         for sub in ready { sub.notify() }
+    }
+
+    // MARK: - Peers
+
+    /// Merges series from a peer instance (its own agents' series, as its SSE rows carry them).
+    /// They join the next tick like local changes: rows, top-N, fleet rollups and views include
+    /// them, and they go stale like any series when the peer stops sending. Subscribers asking
+    /// `origin=local` (other peers) never receive them.
+    public func submitRemote(_ snapshots: [SeriesSnapshot], origin: String) {
+        state.withLock { s in
+            for snap in snapshots { s.remotePending[snap.key] = (snap, origin) }
+            s.remoteReceived += snapshots.count
+        }
+    }
+
+    /// Series merged from peers since start, and the number currently known from peers.
+    public var remoteCounters: (received: Int, series: Int) {
+        state.withLock { s in (s.remoteReceived, s.entries.values.reduce(0) { $0 + ($1.origin == nil ? 0 : 1) }) }
     }
 
     // MARK: - Subscribers
@@ -362,7 +407,9 @@ public final class Broadcaster: Sendable {
     /// Builds a full event from the stored entries that pass `filter` and `include`, and returns
     /// the member-list versions of the fleet views it carries.
     func buildEvent(type: String, seq: UInt64, timestamp: Int64, filter: SubscriptionFilter, state s: State,
-                    retry: Bool, include: (Entry) -> Bool) -> ([UInt8], [String: Int]) {
+                    retry: Bool, include given: (Entry) -> Bool) -> ([UInt8], [String: Int]) {
+        let localOnly = filter.localOnly
+        func include(_ e: Entry) -> Bool { (!localOnly || e.origin == nil) && given(e) }
         var rows: [[UInt8]] = []
         var truncated = false
         var selectedKeys = Set<SeriesKey>()
@@ -454,6 +501,7 @@ public final class Broadcaster: Sendable {
         w.raw(",\"min\":"); w.number(s.window1m.count > 0 ? s.window1m.min : nil)
         w.raw(",\"max\":"); w.number(s.window1m.count > 0 ? s.window1m.max : nil)
         w.raw(",\"count1m\":"); w.number(s.window1m.count)
+        w.raw(",\"count5m\":"); w.number(s.window5m.count)
         w.raw(",\"avg5m\":"); w.number(s.window5m.mean)
         w.raw(",\"min5m\":"); w.number(s.window5m.count > 0 ? s.window5m.min : nil)
         w.raw(",\"max5m\":"); w.number(s.window5m.count > 0 ? s.window5m.max : nil)

@@ -98,12 +98,12 @@ public final class Subscription: Sendable {
                 if let top = filter.top {
                     if due {
                         for key in broadcaster.topKeys(filter: filter, top: top, state: b) {
-                            if let e = b.entries[key] { selected.append(cache.row(key, e)) }
+                            if let e = b.entries[key], !filter.localOnly || e.origin == nil { selected.append(cache.row(key, e)) }
                         }
                     }
                 } else if filter.every == 1 {
                     func take(_ i: Int) {
-                        guard filter.matches(changed[i].key) else { return }
+                        guard filter.matches(changed[i].key), !filter.localOnly || i < cache.localCount else { return }
                         if selected.count >= filter.limit { truncated = true; return }
                         selected.append(cache.changedRow(i))
                     }
@@ -123,7 +123,7 @@ public final class Subscription: Sendable {
                     if due {
                         for key in s.pending.sorted() {
                             if selected.count >= filter.limit { truncated = true; break }
-                            if let e = b.entries[key] { selected.append(cache.row(key, e)) }
+                            if let e = b.entries[key], !filter.localOnly || e.origin == nil { selected.append(cache.row(key, e)) }
                         }
                         s.pending.removeAll(keepingCapacity: true)
                     }

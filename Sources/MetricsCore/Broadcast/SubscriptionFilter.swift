@@ -40,6 +40,9 @@ public struct SubscriptionFilter: Sendable, Equatable {
     public var cells: Int = 10_000
     /// Fixed heatmap scale (`scale=lo,hi`); `nil` = each tick's minimum and maximum.
     public var scale: ClosedRange<Double>? = nil
+    /// Only series of this instance's own agents, not those merged from peers (`origin=local`):
+    /// what peers subscribe to, so merged series are never echoed back.
+    public var localOnly: Bool = false
 
     /// The unfiltered default.
     public init() {}
@@ -125,6 +128,12 @@ public struct SubscriptionFilter: Sendable, Equatable {
                 }
             case "stale": staleMilliseconds = try int(k, v, 1...86_400) * 1000
             case "cells": cells = try int(k, v, 1...20_000)
+            case "origin":
+                switch v {
+                case "local": localOnly = true
+                case "any": localOnly = false
+                default: throw InvalidQuery(parameter: k, reason: "expected local or any")
+                }
             case "scale":
                 let parts = v.split(separator: ",", omittingEmptySubsequences: false)
                 guard parts.count == 2, let lo = Double(parts[0]), let hi = Double(parts[1]), lo.isFinite, hi.isFinite, lo < hi else {

@@ -226,4 +226,28 @@ struct FleetViewTests {
             #expect(String(decoding: w.bytes, as: UTF8.self) == s)
         }
     }
+
+    @Test("series merged from peers join the next tick everywhere; origin=local subscribers never see them")
+    func remoteSeries() throws {
+        let b = Broadcaster()
+        b.publish(changed: [T.snapshot("a", "cpu", last: 1, seq: 1)], seq: 1, timestamp: Self.t0)
+        let local = try b.subscribe(filter: try Self.filter([("origin", "local")]), lastEventID: nil, onReady: {})
+        let all = try b.subscribe(filter: SubscriptionFilter(), lastEventID: nil, onReady: {})
+        defer { local.cancel(); all.cancel() }
+        _ = try Self.next(local); _ = try Self.next(all)
+        b.submitRemote([T.snapshot("b", "cpu", last: 9, seq: 0)], origin: "http://peer:4002")
+        b.publish(changed: [], seq: 2, timestamp: Self.t0 + 1000)
+        let e = try Self.next(all)
+        #expect(e.rowKeys == ["b/cpu"])
+        #expect(T.number(e.row("b/cpu"), "seq") == 2, "stamped with the local tick")
+        #expect(try Self.next(local).rowKeys == [])
+        #expect(try Self.first(b, [("origin", "local")]).rowKeys == ["a/cpu"])
+        #expect(try Self.first(b, []).rowKeys == ["a/cpu", "b/cpu"])
+        #expect(b.fleet["cpu"]?.series == 2 && b.fleet["cpu"]?.max == 9)
+        #expect(b.remoteCounters.series == 1 && b.remoteCounters.received == 1)
+        // The agent moves here: its series becomes local again.
+        b.publish(changed: [T.snapshot("b", "cpu", last: 3, seq: 3)], seq: 3, timestamp: Self.t0 + 2000)
+        #expect(try Self.first(b, [("origin", "local")]).rowKeys == ["a/cpu", "b/cpu"])
+        #expect(b.remoteCounters.series == 0)
+    }
 }

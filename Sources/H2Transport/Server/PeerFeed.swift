@@ -1,0 +1,217 @@
+import Foundation
+import Logging
+import MetricsCore
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import Synchronization
+
+/// Follows one peer instance's own series and merges them into the local ``Broadcaster``, so this
+/// instance's dashboards show the whole fleet (Docs/scale-out.md).
+///
+/// It holds `GET /api/dashboard/stream?origin=local&fleet=0` on the peer over HTTP/1.1 (the peer's
+/// cleartext port, on loopback or a private network), turns every row of every event into a
+/// ``SeriesSnapshot``, and hands them to ``Broadcaster/submitRemote(_:origin:)``. `origin=local`
+/// keeps a peer from echoing what it merged itself. After a lost connection it reconnects every
+/// second; the peer's fresh `init` restores everything. Series of a peer that is gone stop
+/// changing and show as stale after the stale threshold.
+///
+/// Hand-written on NIOHTTP1's client codec because it is one GET and a line scanner: a general
+/// HTTP client would bring its own event loops and pools for no gain.
+public final class PeerFeed: Sendable {
+    /// The peer's base URL, e.g. `http://10.0.0.2:4002`.
+    public let peer: String
+    private let host: String
+    private let port: Int
+    private let broadcaster: Broadcaster
+    private let group: any EventLoopGroup
+    private let logger: Logger
+    private let state = Mutex(State())
+
+    struct State {
+        var channel: (any Channel)?
+        var stopped = false
+        var connected = false
+        var events = 0
+        var rows = 0
+    }
+
+    /// Creates a feed; ``start()`` connects.
+    /// - Throws: when `peer` is not `http://HOST:PORT`.
+    public init(peer: String, broadcaster: Broadcaster, group: any EventLoopGroup, logger: Logger) throws {
+        guard let c = URLComponents(string: peer), c.scheme == "http", let host = c.host, let port = c.port else {
+            throw PeerError.invalidURL(peer)
+        }
+        self.peer = peer
+        self.host = host
+        self.port = port
+        self.broadcaster = broadcaster
+        self.group = group
+        self.logger = logger
+    }
+
+    /// Why a peer URL was refused.
+    public enum PeerError: Error, CustomStringConvertible {
+        /// Not `http://HOST:PORT`.
+        case invalidURL(String)
+        public var description: String {
+            switch self { case .invalidURL(let u): return "peer URL must be http://HOST:PORT, got '\(u)'" }
+        }
+    }
+
+    /// Whether the stream to the peer is open, and events and rows received since start.
+    public var status: (connected: Bool, events: Int, rows: Int) { state.withLock { ($0.connected, $0.events, $0.rows) } }
+
+    /// Connects (and keeps reconnecting until ``stop()``).
+    public func start() { connect() }
+
+    /// Closes the stream; no reconnects after this.
+    public func stop() {
+        let ch: (any Channel)? = state.withLock { s in
+            s.stopped = true
+            return s.channel
+        }
+        ch?.close(promise: nil)
+    }
+
+    private func connect() {
+        guard !state.withLock({ $0.stopped }) else { return }
+        let request = "/api/dashboard/stream?origin=local&fleet=0&limit=100000"
+        let host = self.host
+        ClientBootstrap(group: group)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .connectTimeout(.seconds(3))
+            .channelInitializer { [self] channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                    try channel.pipeline.syncOperations.addHandler(SSEReader(feed: self))
+                }
+            }
+            .connect(host: host, port: port)
+            .whenComplete { [self] result in
+                switch result {
+                case .success(let ch):
+                    let stopped: Bool = state.withLock { s in
+                        s.channel = ch
+                        return s.stopped
+                    }
+                    if stopped { ch.close(promise: nil); return }
+                    var head = HTTPRequestHead(version: .http1_1, method: .GET, uri: request)
+                    head.headers.add(name: "host", value: "\(host):\(port)")
+                    head.headers.add(name: "accept", value: "text/event-stream")
+                    ch.write(HTTPClientRequestPart.head(head), promise: nil)
+                    ch.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
+                    ch.closeFuture.whenComplete { [self] _ in disconnected() }
+                case .failure:
+                    retry()
+                }
+            }
+    }
+
+    private func disconnected() {
+        let was: Bool = state.withLock { s in
+            let was = s.connected
+            s.connected = false
+            s.channel = nil
+            return was
+        }
+        if was { logger.warning("peer stream lost; reconnecting", metadata: ["peer": "\(peer)"]) }
+        retry()
+    }
+
+    private func retry() {
+        guard !state.withLock({ $0.stopped }) else { return }
+        group.next().scheduleTask(in: .seconds(1)) { [self] in connect() }
+    }
+
+    fileprivate func opened(status: UInt) {
+        if status == 200 {
+            state.withLock { $0.connected = true }
+            logger.info("following peer", metadata: ["peer": "\(peer)"])
+        } else {
+            logger.warning("peer refused the stream", metadata: ["peer": "\(peer)", "status": "\(status)"])
+        }
+    }
+
+    /// One complete SSE `data:` payload.
+    fileprivate func event(_ data: Data) {
+        guard let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+              let rows = obj["data"] as? [[String: Any]] else { return }
+        var snapshots: [SeriesSnapshot] = []
+        snapshots.reserveCapacity(rows.count)
+        for r in rows { if let s = Self.snapshot(r) { snapshots.append(s) } }
+        state.withLock { s in
+            s.events += 1
+            s.rows += snapshots.count
+        }
+        if !snapshots.isEmpty { broadcaster.submitRemote(snapshots, origin: peer) }
+    }
+
+    /// A series row of the SSE contract (Docs/wire-protocol.md) back into a snapshot.
+    static func snapshot(_ r: [String: Any]) -> SeriesSnapshot? {
+        func d(_ k: String) -> Double? { (r[k] as? NSNumber)?.doubleValue }
+        func u(_ k: String) -> UInt64 { UInt64(max(0, d(k) ?? 0)) }
+        guard let server = r["server_id"] as? String, let metric = r["metric_name"] as? String,
+              let last = d("last"), let ts = d("lastUpdate") else { return nil }
+        let key = SeriesKey(serverID: server, metricName: metric, labels: r["labels"] as? String ?? "")
+        let c1 = u("count1m"), c5 = u("count5m")
+        let w1 = c1 > 0 ? WindowStats(count: c1, sum: (d("avg") ?? 0) * Double(c1), min: d("min") ?? last, max: d("max") ?? last) : WindowStats()
+        let w5 = c5 > 0 ? WindowStats(count: c5, sum: (d("avg5m") ?? 0) * Double(c5), min: d("min5m") ?? last, max: d("max5m") ?? last) : WindowStats()
+        let total = WindowStats(count: u("count"), sum: .nan, min: .nan, max: .nan)
+        return SeriesSnapshot(key: key, last: last, lastTimestamp: Int64(ts), total: total, window1m: w1, window5m: w5,
+                              p50: d("p50"), p95: d("p95"), p99: d("p99"), changedSeq: 0)
+    }
+}
+
+/// Splits the peer's SSE response into events and hands each `data:` payload to the feed.
+private final class SSEReader: ChannelInboundHandler {
+    typealias InboundIn = HTTPClientResponsePart
+
+    private let feed: PeerFeed
+    private var pending: [UInt8] = []
+    private var ok = false
+
+    init(feed: PeerFeed) { self.feed = feed }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            ok = head.status == .ok
+            feed.opened(status: head.status.code)
+            if !ok { context.close(promise: nil) }
+        case .body(var buf):
+            guard ok else { return }
+            pending.append(contentsOf: buf.readBytes(length: buf.readableBytes) ?? [])
+            scan()
+        case .end:
+            context.close(promise: nil)
+        }
+    }
+
+    /// Bytes of `pending` already searched for a newline (a snapshot's data line can be megabytes
+    /// long and arrive in many reads: each byte is looked at once).
+    private var scanned = 0
+    private static let prefix: [UInt8] = Array("data: ".utf8)
+
+    /// Only `data:` lines matter here (one per event in our contract).
+    private func scan() {
+        var start = 0
+        var i = scanned
+        while i < pending.count {
+            if pending[i] == 0x0A {
+                let line = pending[start..<i]
+                if line.starts(with: Self.prefix) {
+                    feed.event(Data(line.dropFirst(Self.prefix.count)))
+                }
+                start = i + 1
+            }
+            i += 1
+        }
+        if start > 0 { pending.removeFirst(start) }
+        scanned = pending.count
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+}
