@@ -105,6 +105,34 @@ final class LoopState {
         for c in connections { c.close() }
         for v in viewers { v.close() }
     }
+
+    /// Opens one HTTP/2 connection to the server (TLS when the plan says so) on this loop.
+    /// The callbacks run on this loop.
+    func connectH2(onActive: @escaping (H2ClientConnection) -> Void, onInactive: @escaping () -> Void,
+                   onConnect: @escaping @Sendable (any Channel) -> Void, onFailure: @escaping @Sendable () -> Void) {
+        let plan = self.plan
+        let ssl = sslContext
+        let handlers = NIOLoopBound((onActive, onInactive), eventLoop: loop)
+        ClientBootstrap(group: loop)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let sync = channel.pipeline.syncOperations
+                    if let ssl {
+                        try sync.addHandler(try NIOSSLClientHandler(context: ssl, serverHostname: plan.host.first?.isNumber == true ? nil : plan.host))
+                    }
+                    let (active, inactive) = handlers.value
+                    try sync.addHandler(H2ClientHandler(onActive: active, onInactive: inactive))
+                }
+            }
+            .connect(host: plan.host, port: plan.port)
+            .whenComplete { result in
+                switch result {
+                case .success(let ch): onConnect(ch)
+                case .failure: onFailure()
+                }
+            }
+    }
 }
 
 /// One HTTP/2 connection carrying the streams of some agents; reconnects with backoff.
@@ -120,30 +148,9 @@ final class LoadConnection {
 
     func connect() {
         guard !closing else { return }
-        let plan = state.plan
-        let ssl = state.sslContext
         let bound = NIOLoopBound(self, eventLoop: state.loop)
-        ClientBootstrap(group: state.loop)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    let sync = channel.pipeline.syncOperations
-                    if let ssl {
-                        let handler = try NIOSSLClientHandler(context: ssl, serverHostname: plan.host.first?.isNumber == true ? nil : plan.host)
-                        try sync.addHandler(handler)
-                    }
-                    try sync.addHandler(H2ClientHandler(
-                        onActive: { c in bound.value.active(c) },
-                        onInactive: { bound.value.inactive() }))
-                }
-            }
-            .connect(host: plan.host, port: plan.port)
-            .whenComplete { result in
-                switch result {
-                case .success(let ch): bound.value.channel = ch
-                case .failure: bound.value.scheduleReconnect()
-                }
-            }
+        state.connectH2(onActive: { bound.value.active($0) }, onInactive: { bound.value.inactive() },
+                        onConnect: { bound.value.channel = $0 }, onFailure: { bound.value.scheduleReconnect() })
     }
 
     private func active(_ c: H2ClientConnection) {
@@ -211,8 +218,8 @@ final class Agent: H2StreamDelegate {
         self.owner = owner
         self.index = index
         self.serverID = serverID
-        var rng = SplitMix(seed: UInt64(index) &* 0x9E37_79B9_7F4A_7C15)
-        values = (0..<metricCount).map { _ in Double(rng.next() % 6000) / 100 + 5 }
+        // Deterministic, spread starting values (Knuth's multiplicative hash of agent and metric).
+        values = (0..<metricCount).map { m in Double((UInt64(index * 31 + m) &* 2_654_435_761) % 6000) / 100 + 5 }
     }
 
     private var plan: LoadPlan { owner.state.plan }
@@ -476,25 +483,9 @@ final class Viewer: H2StreamDelegate {
 
     func connect() {
         guard !closing else { return }
-        let plan = state.plan
-        let ssl = state.sslContext
         let bound = NIOLoopBound(self, eventLoop: state.loop)
-        ClientBootstrap(group: state.loop)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    let sync = channel.pipeline.syncOperations
-                    if let ssl { try sync.addHandler(try NIOSSLClientHandler(context: ssl, serverHostname: nil)) }
-                    try sync.addHandler(H2ClientHandler(onActive: { c in bound.value.active(c) },
-                                                        onInactive: { bound.value.inactive() }))
-                }
-            }
-            .connect(host: plan.host, port: plan.port)
-            .whenComplete { result in
-                switch result {
-                case .success(let ch): bound.value.channel = ch
-                case .failure: bound.value.retry()
-                }
-            }
+        state.connectH2(onActive: { bound.value.active($0) }, onInactive: { bound.value.inactive() },
+                        onConnect: { bound.value.channel = $0 }, onFailure: { bound.value.retry() })
     }
 
     private func active(_ c: H2ClientConnection) {
@@ -571,18 +562,5 @@ final class Viewer: H2StreamDelegate {
     func streamClosed(error: UInt32) {
         stream = nil
         if !closing && !state.finishing { channel?.close(promise: nil) }  // reconnect through inactive()
-    }
-}
-
-/// A small deterministic generator for starting values.
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }
