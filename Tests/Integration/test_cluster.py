@@ -55,8 +55,12 @@ class HAProxy:
         assert check.returncode == 0, check.stderr
         self.log = open(workdir / "haproxy.log", "wb")
         self.proc = subprocess.Popen(["haproxy", "-f", str(cfg), "-db"], env=env, stdout=self.log, stderr=subprocess.STDOUT)
-        h.wait_until(lambda: (st := self.status("ingest")) and all(s == "UP" for s in st.values()), timeout=20,
-                     what="HAProxy backends UP")
+        try:
+            h.wait_until(lambda: (st := self.status("ingest")) and all(s == "UP" for s in st.values()), timeout=20,
+                         what="HAProxy backends UP")
+        except BaseException:
+            self.stop()  # never leave a proxy behind
+            raise
 
     @property
     def base(self) -> str:
