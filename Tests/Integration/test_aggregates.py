@@ -6,7 +6,7 @@ import pytest
 
 import rtd_helpers as h
 
-ROW_KEYS = {"server_id", "metric_name", "last", "lastUpdate", "count", "avg", "min", "max", "count1m",
+ROW_KEYS = {"server_id", "metric_name", "last", "lastUpdate", "count", "avg", "min", "max", "count1m", "count5m",
             "avg5m", "min5m", "max5m", "p50", "p95", "p99", "seq"}
 FLEET_KEYS = {"metric_name", "series", "servers", "mean", "min", "p50", "p95", "p99", "max", "top"}
 
