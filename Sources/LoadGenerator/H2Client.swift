@@ -1,4 +1,7 @@
 import CNGHTTP2
+#if canImport(Glibc)
+import Glibc
+#endif
 import NIOCore
 
 /// What an HTTP/2 client stream reports to its owner. Called on the connection's event loop.
@@ -47,6 +50,10 @@ final class H2ClientConnection {
         nghttp2_session_callbacks_set_on_header_callback(callbacks, Self.onHeader)
         nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks, Self.onDataChunk)
         nghttp2_session_callbacks_set_on_stream_close_callback(callbacks, Self.onStreamClose)
+        if Self.trace {
+            nghttp2_session_callbacks_set_on_frame_send_callback(callbacks, Self.onFrameSendTrace)
+            nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks, Self.onFrameRecvTrace)
+        }
         var s: OpaquePointer?
         let rv = nghttp2_session_client_new(&s, callbacks, Unmanaged.passUnretained(self).toOpaque())
         precondition(rv == 0, "nghttp2_session_client_new failed: \(rv)")
@@ -171,6 +178,11 @@ final class H2ClientConnection {
             wrote = true
         }
         if wrote { context.flush() }
+        // The session is over (a GOAWAY sent or received and nothing left to do): close, so the
+        // agents notice and reconnect instead of waiting on a dead session.
+        if nghttp2_session_want_read(session) == 0 && nghttp2_session_want_write(session) == 0 {
+            context.close(promise: nil)
+        }
     }
 
     /// The connection is gone: every open stream is told so, once.
@@ -219,6 +231,39 @@ final class H2ClientConnection {
     fileprivate func streamClosed(_ id: Int32, error: UInt32) {
         guard let s = streams.removeValue(forKey: id) else { return }
         s.delegate.streamClosed(error: error)
+    }
+
+    /// `RTD_LOADGEN_TRACE=1`: every frame sent and received, on stderr (for debugging a peer).
+    static let trace = getenv("RTD_LOADGEN_TRACE") != nil
+
+    static func describe(_ f: UnsafePointer<nghttp2_frame>) -> String {
+        let hd = f.pointee.hd
+        var extra = ""
+        switch hd.type {
+        case UInt8(NGHTTP2_WINDOW_UPDATE.rawValue): extra = " increment=\(f.pointee.window_update.window_size_increment)"
+        case UInt8(NGHTTP2_RST_STREAM.rawValue): extra = " error=\(f.pointee.rst_stream.error_code)"
+        case UInt8(NGHTTP2_GOAWAY.rawValue): extra = " error=\(f.pointee.goaway.error_code) last=\(f.pointee.goaway.last_stream_id)"
+        case UInt8(NGHTTP2_SETTINGS.rawValue):
+            let st = f.pointee.settings
+            for i in 0..<Int(st.niv) { extra += " \(st.iv[i].settings_id)=\(st.iv[i].value)" }
+        default: break
+        }
+        return "type=\(hd.type) stream=\(hd.stream_id) length=\(hd.length) flags=\(hd.flags)\(extra)"
+    }
+
+    static func traceLine(_ s: String) {
+        let line = s + "\n"
+        _ = line.withCString { Glibc.write(2, $0, strlen($0)) }
+    }
+
+    static let onFrameSendTrace: nghttp2_on_frame_send_callback = { _, frame, _ in
+        if let frame { traceLine("send \(describe(frame))") }
+        return 0
+    }
+
+    static let onFrameRecvTrace: nghttp2_on_frame_recv_callback = { _, frame, _ in
+        if let frame { traceLine("recv \(describe(frame))") }
+        return 0
     }
 
     @inline(__always)
