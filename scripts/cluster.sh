@@ -55,15 +55,7 @@ start)
     openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 -subj /CN=localhost \
         -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" -keyout "$dir/key.pem" -out "$dir/cert.pem" 2>/dev/null
     cat "$dir/cert.pem" "$dir/key.pem" >"$dir/haproxy.pem"
-    python3 - "$dir/haproxy.cfg" "${backends[@]}" <<'EOF'
-import re, sys
-out, backends = sys.argv[1], sys.argv[2:]
-text = open("deploy/haproxy/haproxy.cfg").read()
-lines = "\n".join(f"    server rtd{i + 1} {b} proto h2 check check-proto h1" for i, b in enumerate(backends))
-text, n = re.subn(r'(    server rtd\d "\$\{RTD_BACKEND_\d\}"[^\n]*\n)+', lines + "\n", text)
-assert n == 3, "expected three backends in deploy/haproxy/haproxy.cfg"
-open(out, "w").write(text)
-EOF
+    python3 scripts/lib/haproxy_config.py "$dir/haproxy.cfg" "${backends[@]}"
     export RTD_HAPROXY_BIND="127.0.0.1:${RTD_HAPROXY_PORT:-4002}"
     export RTD_HAPROXY_TLS_BIND="127.0.0.1:${RTD_HAPROXY_TLS_PORT:-4443}"
     export RTD_HAPROXY_STATS="127.0.0.1:${RTD_HAPROXY_STATS_PORT:-8404}"

@@ -87,12 +87,6 @@ final class LoopState {
         return s
     }
 
-    /// Stops generating; returns lines still unacknowledged.
-    func stopGenerating() -> Int {
-        generating = false
-        return snapshot().pendingLines
-    }
-
     /// Ends every request body (the server then sends its summary) and closes viewers.
     func finish() {
         finishing = true

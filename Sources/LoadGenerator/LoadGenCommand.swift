@@ -116,52 +116,39 @@ struct LoadGenCommand: ParsableCommand {
         let states: [NIOLoopBound<LoopState>] = try loops.map { loop in
             try loop.submit { NIOLoopBound(LoopState(loop: loop, plan: plan, sslContext: ssl), eventLoop: loop) }.wait()
         }
+        /// Runs `body` on every loop with that loop's state, waiting for each; results in loop order.
+        func eachLoop<T: Sendable>(_ body: @escaping @Sendable (Int, LoopState) -> T) throws -> [T] {
+            try loops.enumerated().map { (li, loop) in try loop.submit { body(li, states[li].value) }.wait() }
+        }
         let connectionCount = connections == 0 ? agents : min(connections, agents)
-        try EventLoopFuture.andAllSucceed(loops.enumerated().map { (li, loop) in
-            loop.submit {
-                let st = states[li].value
-                for c in stride(from: li, to: connectionCount, by: loops.count) {
-                    let conn = LoadConnection(state: st)
-                    st.connections.append(conn)
-                    _ = c
-                }
-                for v in stride(from: li, to: plan.viewers, by: loops.count) { st.viewers.append(Viewer(state: st, index: v)) }
+        let loopCount = loops.count
+        // Connections round robin over loops; agents round robin over connections.
+        _ = try eachLoop { li, st in
+            for _ in stride(from: li, to: connectionCount, by: loopCount) { st.connections.append(LoadConnection(state: st)) }
+            for v in stride(from: li, to: plan.viewers, by: loopCount) { st.viewers.append(Viewer(state: st, index: v)) }
+            for a in 0..<plan.agents {
+                let connIndex = a % connectionCount
+                guard connIndex % loopCount == li else { continue }
+                let conn = st.connections[connIndex / loopCount]
+                conn.agents.append(Agent(owner: conn, index: a, serverID: plan.serverPrefix + String(format: "%05d", a + 1),
+                                         metricCount: plan.metrics.count))
             }
-        }, on: loops[0]).wait()
-        // Agents, round robin over connections (which are round robin over loops).
-        try EventLoopFuture.andAllSucceed(loops.enumerated().map { (li, loop) in
-            loop.submit {
-                let st = states[li].value
-                guard !st.connections.isEmpty else { return }
-                for a in 0..<plan.agents {
-                    let connIndex = a % connectionCount
-                    guard connIndex % loops.count == li else { continue }
-                    let conn = st.connections[connIndex / loops.count]
-                    conn.agents.append(Agent(owner: conn, index: a, serverID: plan.serverPrefix + String(format: "%05d", a + 1),
-                                             metricCount: plan.metrics.count))
-                }
-                st.start()
-            }
-        }, on: loops[0]).wait()
+            st.start()
+        }
         // Ramp-up: start agents spread over the ramp-up period.
         let start = NIODeadline.now()
-        for (li, loop) in loops.enumerated() {
-            loop.execute {
-                let st = states[li].value
-                for conn in st.connections {
-                    for a in conn.agents {
-                        let delay = plan.rampUpSeconds * Double(a.index) / Double(max(1, plan.agents))
-                        if delay <= 0 { a.begin(); continue }
-                        let bound = NIOLoopBound(a, eventLoop: loop)
-                        loop.scheduleTask(in: .nanoseconds(Int64(delay * 1e9))) { bound.value.begin() }
-                    }
+        _ = try eachLoop { _, st in
+            for conn in st.connections {
+                for a in conn.agents {
+                    let delay = plan.rampUpSeconds * Double(a.index) / Double(max(1, plan.agents))
+                    if delay <= 0 { a.begin(); continue }
+                    let bound = NIOLoopBound(a, eventLoop: st.loop)
+                    st.loop.scheduleTask(in: .nanoseconds(Int64(delay * 1e9))) { bound.value.begin() }
                 }
             }
         }
         func collect() throws -> LoadStats {
-            var total = LoadStats()
-            for (li, loop) in loops.enumerated() { total.merge(try loop.submit { states[li].value.snapshot() }.wait()) }
-            return total
+            try eachLoop { _, st in st.snapshot() }.reduce(into: LoadStats()) { $0.merge($1) }
         }
         // Progress, once a second.
         let totalSeconds = rampUp + settle + duration
@@ -175,7 +162,7 @@ struct LoadGenCommand: ParsableCommand {
             let dt = Double((now - lastAt).nanoseconds) / 1e9
             if measuredFrom == nil && now >= start + .nanoseconds(Int64((rampUp + settle) * 1e9)) {
                 measuredFrom = (now, s)
-                for (li, loop) in loops.enumerated() { loop.execute { states[li].value.measuring = true } }
+                _ = try eachLoop { _, st in st.measuring = true }
             }
             if !quiet {
                 let elapsed = Double((now - start).nanoseconds) / 1e9
@@ -196,17 +183,17 @@ struct LoadGenCommand: ParsableCommand {
         // Stop generating; wait for the last acks.
         let stopAt = NIODeadline.now()
         let generated = try collect()
-        for (li, loop) in loops.enumerated() { _ = try loop.submit { states[li].value.stopGenerating() }.wait() }
+        _ = try eachLoop { _, st in st.generating = false }
         let drainDeadline = NIODeadline.now() + .nanoseconds(Int64(drain * 1e9))
         var final = try collect()
         while final.pendingLines > 0 && NIODeadline.now() < drainDeadline {
             Thread.sleep(forTimeInterval: 0.05)
             final = try collect()
         }
-        for (li, loop) in loops.enumerated() { try loop.submit { states[li].value.finish() }.wait() }
+        _ = try eachLoop { _, st in st.finish() }
         Thread.sleep(forTimeInterval: 0.3)
         final = try collect()
-        for (li, loop) in loops.enumerated() { try loop.submit { states[li].value.close() }.wait() }
+        _ = try eachLoop { _, st in st.close() }
 
         let from = measuredFrom ?? (start, LoadStats())
         let measuredSeconds = Double((stopAt - from.at).nanoseconds) / 1e9

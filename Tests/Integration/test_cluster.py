@@ -5,10 +5,10 @@ driven by metrics-loadgen through the proxy."""
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -18,9 +18,10 @@ import pytest
 import rtd_helpers as h
 from test_loadgen import run_loadgen
 
-pytestmark = pytest.mark.own_server
+sys.path.insert(0, str(h.REPO / "scripts" / "lib"))
+import haproxy_config  # noqa: E402  (the same rendering scripts/cluster.sh uses)
 
-CONFIG = h.REPO / "deploy" / "haproxy" / "haproxy.cfg"
+pytestmark = pytest.mark.own_server
 
 
 def free_port() -> int:
@@ -37,12 +38,8 @@ class HAProxy:
     def __init__(self, workdir: Path, backends: list[int]):
         if shutil.which("haproxy") is None:
             pytest.fail("haproxy is not installed (scripts/test.sh installs it)")
-        text = CONFIG.read_text()
-        lines = "\n".join(f"    server rtd{i + 1} {h.HOST}:{p} proto h2 check check-proto h1" for i, p in enumerate(backends))
-        text, n = re.subn(r'(    server rtd\d "\$\{RTD_BACKEND_\d\}"[^\n]*\n)+', lines + "\n", text)
-        assert n == 3
         cfg = workdir / "haproxy.cfg"
-        cfg.write_text(text)
+        cfg.write_text(haproxy_config.render([f"{h.HOST}:{p}" for p in backends]))
         pem = workdir / "haproxy.pem"
         subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
                         "-subj", "/CN=localhost", "-keyout", str(workdir / "key.pem"), "-out", str(workdir / "cert.pem")],

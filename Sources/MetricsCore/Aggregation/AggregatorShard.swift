@@ -173,20 +173,20 @@ public actor AggregatorShard {
         for i in dirtyList {
             states[i].dirty = false
             states[i].changedSeq = seq
-            states[i].touchedCurrentThisTick = states[i].touchedCurrent
-            states[i].touchedCurrent = false
             changed.append(snapshot(i, now: now))
         }
-        dirtyList.removeAll(keepingCapacity: true)
         // Seal stale minutes: cheap check per series, done once per tick.
         let sealBefore = MinuteRollup.minute(of: now - sealAfter)
         let sealAnywayBefore = MinuteRollup.minute(of: now - sealAfter - 60_000)
         for i in states.indices where states[i].currentMinute != .min && states[i].currentMinute < sealBefore && !states[i].current.isEmpty {
-            if states[i].changedSeq == seq && states[i].touchedCurrentThisTick && states[i].currentMinute >= sealAnywayBefore {
+            if states[i].touchedCurrent && states[i].currentMinute >= sealAnywayBefore {
                 continue  // its samples are still arriving: look again next tick
             }
             if let r = states[i].seal(key: states[i].key, newMinute: states[i].currentMinute + 60_000) { appendSealed(i, r) }
         }
+        // Only series changed since the last call can have `touchedCurrent` set.
+        for i in dirtyList { states[i].touchedCurrent = false }
+        dirtyList.removeAll(keepingCapacity: true)
         return (changed, takeSealed())
     }
 

@@ -28,8 +28,6 @@ struct SeriesState {
     var changedSeq: UInt64 = 0
     /// Whether a sample for `currentMinute` arrived since the last collect.
     var touchedCurrent = false
-    /// `touchedCurrent` as of the collect that stamped `changedSeq`.
-    var touchedCurrentThisTick = false
     var dirty = false
 
     /// The series (verified against on every index lookup).

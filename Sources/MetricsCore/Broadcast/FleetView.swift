@@ -154,20 +154,18 @@ public struct FleetView: Sendable, Equatable {
         worst.reserveCapacity(m.order.count)
         var fresh: [Double] = []
         fresh.reserveCapacity(m.order.count)
-        let checkServer = !key.servers.isEmpty || !key.prefixes.isEmpty
-        let pairsFilter: SubscriptionFilter? = key.labelPairs.isEmpty ? nil : {
-            var f = SubscriptionFilter(); f.labelPairs = key.labelPairs; return f
-        }()
+        // The same server and label checks as the rows' (`SubscriptionFilter`).
+        var filter = SubscriptionFilter()
+        filter.servers = Set(key.servers)
+        filter.serverPrefixes = key.prefixes
+        filter.labelPairs = key.labelPairs
         for slot in m.order {
             let id = m.ids[slot]
-            if checkServer {
-                if !key.servers.isEmpty && key.servers.firstIndex(of: id) == nil { continue }
-                if !key.prefixes.isEmpty && !key.prefixes.contains(where: { id.hasPrefix($0) }) { continue }
-            }
+            guard filter.matchesServer(id) else { continue }
             var w = Double.nan
             var any = false
             for s in m.series[slot] {
-                if let pf = pairsFilter, !pf.matchesLabels(s.labels) { continue }
+                guard filter.matchesLabels(s.labels) else { continue }
                 any = true
                 guard seq &- s.changedSeq <= key.staleTicks || s.changedSeq > seq else { continue }
                 if w.isNaN || (key.lowIsWorse ? s.last < w : s.last > w) { w = s.last }

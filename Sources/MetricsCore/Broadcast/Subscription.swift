@@ -94,10 +94,12 @@ public final class Subscription: Sendable {
             let due = s.ticks % filter.every == 0
             var selected: [[UInt8]] = []
             var truncated = false
+            var topSelection: [SeriesKey] = []
             if filter.series {
                 if let top = filter.top {
                     if due {
-                        for key in broadcaster.topKeys(filter: filter, top: top, state: b) {
+                        topSelection = broadcaster.topKeys(filter: filter, top: top, state: b)
+                        for key in topSelection {
                             if let e = b.entries[key], !filter.localOnly || e.origin == nil { selected.append(cache.row(key, e)) }
                         }
                     }
@@ -133,10 +135,7 @@ public final class Subscription: Sendable {
             if s.needsSnapshot { return true }  // the snapshot it will read covers this tick
             if filter.series && !filter.focus.isEmpty {
                 // Drill-down servers: every series changed since the last event, unless already selected.
-                var selectedKeys = Set<SeriesKey>()
-                if filter.top != nil {
-                    selectedKeys = Set(broadcaster.topKeys(filter: filter, top: filter.top!, state: b))
-                }
+                let selectedKeys = Set(topSelection)
                 for srv in filter.focus {
                     for key in (b.byServer[srv] ?? []).sorted() {
                         guard let e = b.entries[key], e.snapshot.changedSeq > s.lastSeq else { continue }

@@ -556,6 +556,10 @@ setInterval(refreshMetrics, 15000);
 readHash();
 applyTheme();
 applyControls();
+// One subscription at start: openServer() subscribes with the drill-down server; otherwise connect()
+// now if the URL names a metric, or refreshMetrics() once the catalog has picked one.
 if (view.server) { const s = view.server; view.server = ""; refreshMetrics().then(() => openServer(s)); }
-else refreshMetrics().then(() => { if (!view.metric) { text("age", "no metrics yet"); setTimeout(function retry() { refreshMetrics().then(() => { if (!view.metric) setTimeout(retry, 2000); }); }, 2000); } });
-connect();
+else {
+  connect();
+  refreshMetrics().then(() => { if (!view.metric) { text("age", "no metrics yet"); setTimeout(function retry() { refreshMetrics().then(() => { if (!view.metric) setTimeout(retry, 2000); }); }, 2000); } });
+}
