@@ -35,6 +35,8 @@ final class H2ClientConnection {
     private var streams: [Int32: Stream] = [:]
     private var outbound: ByteBuffer
     private var inRead = false
+    private var inFlush = false
+    private var flushAgain = false
     private(set) var closed = false
     /// Streams the server may still open per SETTINGS (updated when its SETTINGS arrive).
     var maxConcurrentStreams: Int { session.map { Int(nghttp2_session_get_remote_settings($0, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS)) } ?? 0 }
@@ -157,32 +159,43 @@ final class H2ClientConnection {
     }
 
     /// Drains nghttp2's output into the channel while it is writable.
+    ///
+    /// Not re-entrant: `context.write` can fire `channelWritabilityChanged` (or close the channel)
+    /// synchronously, and a nested flush used to write the buffer just handed to the channel a
+    /// second time (duplicated DATA bytes: corrupt lines, and peers such as HAProxy crediting
+    /// flow-control windows for bytes counted twice). A nested call only asks for another round.
     func flush() {
-        guard let session, !closed, !inRead else { return }
+        guard !closed, !inRead else { return }
+        if inFlush { flushAgain = true; return }
+        inFlush = true
+        defer { inFlush = false }
         var wrote = false
-        while context.channel.isWritable {
-            var ptr: UnsafePointer<UInt8>? = nil
-            let n = nghttp2_session_mem_send(session, &ptr)
-            if n < 0 { connectionLost(); context.close(promise: nil); return }
-            if n == 0 { break }
-            outbound.writeBytes(UnsafeRawBufferPointer(start: ptr, count: n))
-            if outbound.readableBytes >= 64 << 10 {
-                context.write(NIOAny(outbound), promise: nil)
-                outbound = context.channel.allocator.buffer(capacity: 16 << 10)
-                wrote = true
+        repeat {
+            flushAgain = false
+            while !closed, let session, context.channel.isWritable {
+                var ptr: UnsafePointer<UInt8>? = nil
+                let n = nghttp2_session_mem_send(session, &ptr)
+                if n < 0 { connectionLost(); context.close(promise: nil); return }
+                if n == 0 { break }
+                outbound.writeBytes(UnsafeRawBufferPointer(start: ptr, count: n))
+                if outbound.readableBytes >= 64 << 10 { emit(); wrote = true }
             }
-        }
-        if outbound.readableBytes > 0 {
-            context.write(NIOAny(outbound), promise: nil)
-            outbound = context.channel.allocator.buffer(capacity: 16 << 10)
-            wrote = true
-        }
+            if outbound.readableBytes > 0 && !closed { emit(); wrote = true }
+        } while flushAgain && !closed
         if wrote { context.flush() }
         // The session is over (a GOAWAY sent or received and nothing left to do): close, so the
         // agents notice and reconnect instead of waiting on a dead session.
-        if nghttp2_session_want_read(session) == 0 && nghttp2_session_want_write(session) == 0 {
+        if let session, !closed, nghttp2_session_want_read(session) == 0 && nghttp2_session_want_write(session) == 0 {
             context.close(promise: nil)
         }
+    }
+
+    /// Hands the pending output to the channel; `outbound` is replaced first, so nothing that runs
+    /// inside `context.write` can see (and send) these bytes again.
+    private func emit() {
+        let chunk = outbound
+        outbound = context.channel.allocator.buffer(capacity: 16 << 10)
+        context.write(NIOAny(chunk), promise: nil)
     }
 
     /// The connection is gone: every open stream is told so, once.

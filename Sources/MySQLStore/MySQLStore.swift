@@ -80,6 +80,9 @@ public final class MySQLStore: MetricStore {
         public var duplicateBatchesSkipped = 0
         /// Raw rows inserted.
         public var samplesInserted = 0
+        /// Raw samples not inserted because the identical sample (series, timestamp, value) was
+        /// stored already (resent lines a crashed instance had committed without acknowledging them).
+        public var duplicateSamplesIgnored = 0
         /// Rollup rows upserted.
         public var rollupsUpserted = 0
         /// Stored rollups merged with an incoming one (late data).
@@ -211,7 +214,8 @@ public final class MySQLStore: MetricStore {
                     s.duplicateBatchesSkipped += 1
                 } else {
                     s.batchesCommitted += 1
-                    s.samplesInserted += batch.samples.count
+                    s.samplesInserted += batch.samples.count - outcome.duplicateSamples
+                    s.duplicateSamplesIgnored += outcome.duplicateSamples
                     s.rollupsUpserted += outcome.rollups
                     s.rollupsMerged += outcome.merged
                 }
@@ -311,6 +315,7 @@ public final class MySQLStore: MetricStore {
             detail: s.lastError.isEmpty ? "\(configuration.endpoint) (\(serverInfo))" : "\(configuration.endpoint): \(s.lastError)",
             counters: [
                 "batches_committed": s.batchesCommitted, "duplicate_batches_skipped": s.duplicateBatchesSkipped,
+                "duplicate_samples_ignored": s.duplicateSamplesIgnored,
                 "samples_inserted": s.samplesInserted, "rollups_upserted": s.rollupsUpserted, "rollups_merged": s.rollupsMerged,
                 "series_created": s.seriesCreated, "write_errors": s.writeErrors, "connections_opened": s.connectionsOpened,
                 "maintenance_runs": s.maintenanceRuns, "partitions_dropped": s.partitionsDropped,
@@ -385,6 +390,8 @@ private final class WriterState: @unchecked Sendable {
     struct Outcome: Sendable {
         var databaseNanoseconds: UInt64 = 0
         var duplicate = false
+        /// Raw samples not inserted because the identical sample was stored already (a resend).
+        var duplicateSamples = 0
         var rollups = 0
         var merged = 0
         var newSeries = 0
@@ -467,7 +474,7 @@ private final class WriterState: @unchecked Sendable {
         //    samples on the second connection, in parallel). Each has its own write-log row, so a
         //    retry skips whichever half committed before.
         var split = samples.count
-        var second: BlockingWorker.Pending<Bool>? = nil
+        var second: BlockingWorker.Pending<(duplicate: Bool, ignored: Int)>? = nil
         if samples.count >= MySQLStore.splitThreshold {
             split = samples.count / 2
             let tailIDs = Array(ids[split...])
@@ -488,8 +495,9 @@ private final class WriterState: @unchecked Sendable {
             if firstDuplicate {
                 try c.execute("ROLLBACK")
             } else {
-                try Self.insertSamples(ids[..<split], samples[..<split].map(\.timestamp), samples[..<split].map(\.value), c,
-                                       rowsPerExecute: store.bulkRows, arrayBinding: store.arrayBinding)
+                let inserted = try Self.insertSamples(ids[..<split], samples[..<split].map(\.timestamp), samples[..<split].map(\.value), c,
+                                                      rowsPerExecute: store.bulkRows, arrayBinding: store.arrayBinding)
+                outcome.duplicateSamples = split - inserted
                 let (upserted, merged) = try upsertRollups(rollups, c, store)
                 outcome.rollups = upserted
                 outcome.merged = merged
@@ -505,7 +513,9 @@ private final class WriterState: @unchecked Sendable {
         var secondDuplicate = true
         if let second {
             switch second.wait() {
-            case .success(let dup): secondDuplicate = dup
+            case .success(let r):
+                secondDuplicate = r.duplicate
+                if failure == nil { outcome.duplicateSamples += r.ignored }
             case .failure(let e): if failure == nil { failure = e }
             }
         }
@@ -527,19 +537,19 @@ private final class WriterState: @unchecked Sendable {
         }
     }
 
-    /// The second half of a large batch: write-log row, raw samples, commit. Returns `true` when
-    /// this half had been committed before (a retry).
+    /// The second half of a large batch: write-log row, raw samples, commit. Returns whether this
+    /// half had been committed before (a retry), and how many of its samples were already stored.
     static func writeSamplesOnly(_ c: Connection, writerID: [UInt8], sequence: UInt64, ids: [UInt64], ts: [Int64], values: [Double],
-                                 rowsPerExecute: Int, arrayBinding: Bool, now: Int64) throws -> Bool {
+                                 rowsPerExecute: Int, arrayBinding: Bool, now: Int64) throws -> (duplicate: Bool, ignored: Int) {
         try c.execute("START TRANSACTION")
         do {
             if try alreadyWritten(c, writerID: writerID, sequence: sequence, samples: ids.count, rollups: 0, now: now) {
                 try c.execute("ROLLBACK")
-                return true
+                return (true, 0)
             }
-            try insertSamples(ids[...], ts, values, c, rowsPerExecute: rowsPerExecute, arrayBinding: arrayBinding)
+            let inserted = try insertSamples(ids[...], ts, values, c, rowsPerExecute: rowsPerExecute, arrayBinding: arrayBinding)
             try c.execute("COMMIT")
-            return false
+            return (false, ids.count - inserted)
         } catch {
             _ = try? c.execute("ROLLBACK")
             throw error
@@ -609,26 +619,34 @@ private final class WriterState: @unchecked Sendable {
         }
     }
 
+    /// Inserts raw samples. `INSERT IGNORE` on the primary key `(series_id, ts, value)`: a sample
+    /// already stored (an agent resending lines a crashed instance had committed without
+    /// acknowledging them) is skipped, not stored twice. Every `ts` falls into a partition (`p_old` and
+    /// `p_future` cover both ends), so the only row IGNORE can skip is such a duplicate.
+    /// - Returns: rows inserted.
+    @discardableResult
     static func insertSamples(_ ids: ArraySlice<UInt64>, _ ts: [Int64], _ values: [Double], _ c: Connection,
-                              rowsPerExecute per: Int, arrayBinding: Bool) throws {
+                              rowsPerExecute per: Int, arrayBinding: Bool) throws -> Int {
+        var inserted = 0
         var start = 0
         let n = ts.count
         while start < n {
             let end = min(start + per, n)
             let idPart = Array(ids[(ids.startIndex + start)..<(ids.startIndex + end)])
             if arrayBinding {
-                try c.prepare("INSERT INTO rtd_samples (series_id, ts, value) VALUES (?, ?, ?)")
-                    .executeBulk([.uint64(idPart), .int64(Array(ts[start..<end])), .double(Array(values[start..<end]))])
+                inserted += try Int(c.prepare("INSERT IGNORE INTO rtd_samples (series_id, ts, value) VALUES (?, ?, ?)")
+                    .executeBulk([.uint64(idPart), .int64(Array(ts[start..<end])), .double(Array(values[start..<end]))]))
             } else {
-                let sql = "INSERT INTO rtd_samples (series_id, ts, value) VALUES "
+                let sql = "INSERT IGNORE INTO rtd_samples (series_id, ts, value) VALUES "
                     + valueRows(end - start, columns: 3)
                 var params: [SQLValue] = []
                 params.reserveCapacity((end - start) * 3)
                 for k in 0..<(end - start) { params += [.uint(idPart[k]), .int(ts[start + k]), .double(values[start + k])] }
-                try c.prepare(sql).execute(params)
+                inserted += try Int(c.prepare(sql).execute(params))
             }
             start = end
         }
+        return inserted
     }
 
     /// Inserts the batch's rollups; where a row for the same series and minute exists (late

@@ -198,6 +198,10 @@ def test_database_stopped_mid_stream_loses_nothing_and_bounds_memory(server_fact
         assert st["memory"]["rss_bytes"] < 1_000_000_000
         status, _, body = h.http_get(srv.url("/health"))
         assert status == 503 and json.loads(body)["store"]["healthy"] is False
+        # ...but it stays ready for the load balancer: it buffers and pushes back, and its agents
+        # belong here (consistent hashing), so HAProxy keeps routing to it.
+        status, _, body = h.http_get(srv.url("/ready"))
+        assert status == 200 and json.loads(body)["status"] == "ready"
         sent_during_outage = feeder.sent
         mariadb.resume()
         feeder.wait_ack_at_least(sent_during_outage + 1_000, timeout=60)

@@ -121,8 +121,48 @@ struct MySQLStoreTests {
             #expect(try S.scalar(e, "SELECT COUNT(*) FROM rtd_samples") == 1_000)
             #expect(try S.scalar(e, "SELECT sample_count FROM rtd_rollups") == 1)
             #expect(store.statistics.duplicateBatchesSkipped == 1)
-            try await store.write(StoreBatch(samples: Self.samples(1_000), sequence: 8))
+            try await store.write(StoreBatch(samples: Self.samples(1_000, from: Self.minute + 1_000), sequence: 8))
             #expect(try S.scalar(e, "SELECT COUNT(*) FROM rtd_samples") == 2_000, "a new sequence is a new batch")
+            #expect(store.statistics.duplicateSamplesIgnored == 0)
+        }
+    }
+
+    @Test("migration 2 upgrades a version-1 table holding duplicate samples: one of each is kept")
+    func migrationFromVersionOne() async throws {
+        try await S.withStore { store, e in
+            try await store.write(StoreBatch(samples: Self.samples(100), sequence: 1))
+            try await store.close()
+            // Back to version 1's shape, with every sample stored twice (the old at-least-once resend).
+            for sql in ["ALTER TABLE rtd_samples DROP PRIMARY KEY, ADD KEY series_ts (series_id, ts)",
+                        "INSERT INTO rtd_samples SELECT * FROM rtd_samples", "DELETE FROM rtd_schema_migrations WHERE version = 2"] {
+                _ = try S.query(e, sql)
+            }
+            #expect(try S.scalar(e, "SELECT COUNT(*) FROM rtd_samples") == 200)
+            let reopened = try await MySQLStore(configuration: MySQLStore.Configuration(endpoint: e, maintenanceInterval: .seconds(3_600)))
+            #expect(try S.scalar(e, "SELECT COUNT(*) FROM rtd_samples") == 100)
+            #expect(try S.scalar(e, "SELECT MAX(version) FROM rtd_schema_migrations") == 2)
+            try await reopened.write(StoreBatch(samples: Self.samples(100), sequence: 2))
+            #expect(try S.scalar(e, "SELECT COUNT(*) FROM rtd_samples") == 100)
+            try await reopened.close()
+        }
+    }
+
+    @Test("samples resent in a new batch (an agent resending after a crash) are stored once; new ones beside them are kept")
+    func resentSamplesStoredOnce() async throws {
+        try await S.withStore { store, e in
+            try await store.write(StoreBatch(samples: Self.samples(1_000), sequence: 1))
+            // The same 1,000 samples again (committed, but the ack was lost with the instance),
+            // followed by 500 new ones, in one batch with a new sequence.
+            try await store.write(StoreBatch(samples: Self.samples(1_500), sequence: 2))
+            #expect(try S.scalar(e, "SELECT COUNT(*) FROM rtd_samples") == 1_500)
+            #expect(try S.scalar(e, "SELECT COUNT(*) FROM (SELECT series_id, ts FROM rtd_samples GROUP BY series_id, ts HAVING COUNT(*) > 1) d") == 0)
+            #expect(store.statistics.duplicateSamplesIgnored == 1_000)
+            #expect(store.statistics.samplesInserted == 1_500)
+            // Large enough to be split over two connections: both halves skip what is stored.
+            let big = Self.samples(MySQLStore.splitThreshold + 2_000)
+            try await store.write(StoreBatch(samples: big, sequence: 3))
+            #expect(try S.scalar(e, "SELECT COUNT(*) FROM rtd_samples") == Int64(big.count))
+            #expect(store.statistics.duplicateSamplesIgnored == 2_500)
         }
     }
 

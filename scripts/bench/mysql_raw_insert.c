@@ -2,10 +2,12 @@
 // rtd_samples (series_id, ts, value) as fast as Connector/C allows, with no server in between.
 //
 //   cc -O2 mysql_raw_insert.c $(pkg-config --cflags --libs libmariadb) -o mysql_raw_insert
-//   ./mysql_raw_insert HOST PORT USER PASS DB ROWS MODE ROWS_PER_EXECUTE ROWS_PER_COMMIT SERIES
+//   ./mysql_raw_insert HOST PORT USER PASS DB ROWS MODE ROWS_PER_EXECUTE ROWS_PER_COMMIT SERIES [FIRST_ROW]
 //
 // MODE: "array" (prepared INSERT with STMT_ATTR_ARRAY_SIZE array binding) or "multirow"
 // (prepared INSERT ... VALUES (?,?,?),(?,?,?)... with ROWS_PER_EXECUTE rows).
+// Rows FIRST_ROW .. FIRST_ROW+ROWS-1 (default 0): parallel processes pass disjoint ranges, since
+// rtd_samples' primary key stores an identical (series_id, ts, value) once.
 // Prints one line: rows, seconds, rows/s.
 #include <mysql.h>
 #include <stdio.h>
@@ -25,13 +27,14 @@ static double now_s(void) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 11) {
-        fprintf(stderr, "usage: %s HOST PORT USER PASS DB ROWS MODE ROWS_PER_EXECUTE ROWS_PER_COMMIT SERIES\n", argv[0]);
+    if (argc != 11 && argc != 12) {
+        fprintf(stderr, "usage: %s HOST PORT USER PASS DB ROWS MODE ROWS_PER_EXECUTE ROWS_PER_COMMIT SERIES [FIRST_ROW]\n", argv[0]);
         return 2;
     }
     const char *host = argv[1], *user = argv[3], *pass = argv[4], *db = argv[5], *mode = argv[7];
     unsigned port = (unsigned)atoi(argv[2]);
     long rows = atol(argv[6]), per_exec = atol(argv[8]), per_commit = atol(argv[9]), series = atol(argv[10]);
+    long first = argc == 12 ? atol(argv[11]) : 0;
     int array = strcmp(mode, "array") == 0;
 
     MYSQL *m = mysql_init(NULL);
@@ -62,7 +65,7 @@ int main(int argc, char **argv) {
     while (done < rows) {
         long n = rows - done < per_exec ? rows - done : per_exec;
         for (long i = 0; i < n; i++) {
-            long k = done + i;
+            long k = first + done + i;
             ids[i] = 1 + (unsigned long long)(k % series);
             ts[i] = base + k / series;
             vals[i] = (double)(k * 7919 % 10000) / 100;

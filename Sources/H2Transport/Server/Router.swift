@@ -13,6 +13,7 @@ import NIOCore
 /// | GET | /api/history | store history |
 /// | GET | /api/catalog | metrics known now, with series and server counts |
 /// | GET | /api/stats, /health, /metrics | server state |
+/// | GET | /ready | 200 while the instance takes requests (load balancer checks) |
 /// | GET | / and static files | the dashboard |
 final class Router: Sendable {
     let engine: MetricsEngine
@@ -69,6 +70,14 @@ final class Router: Sendable {
         case "/api/stats":
             guard method == "GET" || method == "HEAD" else { return methodNotAllowed(writer, "GET") }
             return AsyncResponseHandler(writer: writer, headOnly: method == "HEAD") { [self] in .json(200, await statsJSON()) }
+        case "/ready":
+            // For load balancers: this instance takes requests. It stays ready while the store is
+            // down or its buffer is full (it buffers, then pushes back on agents through flow
+            // control; sending its agents elsewhere would only move their series), unlike
+            // `/health`, which reports that as degraded. While draining, new connections are
+            // closed at once, so checks fail and the balancer stops routing here.
+            guard method == "GET" || method == "HEAD" else { return methodNotAllowed(writer, "GET") }
+            return FixedResponseHandler(.json(200, Array("{\"status\":\"ready\"}\n".utf8)), writer: writer, headOnly: method == "HEAD")
         case "/health":
             guard method == "GET" || method == "HEAD" else { return methodNotAllowed(writer, "GET") }
             return AsyncResponseHandler(writer: writer, headOnly: method == "HEAD") { [self] in await health() }
