@@ -16,6 +16,7 @@ ap.add_argument("--agents", type=int, default=10_000)
 ap.add_argument("--viewers", type=int, default=500)
 ap.add_argument("--rate", type=float, default=5, help="samples/s per agent")
 ap.add_argument("--seconds", type=float, default=60)
+ap.add_argument("--tick-ms", type=int, default=200, help="each agent writes once per tick (1000: one write per second, as most agents do)")
 ap.add_argument("--ramp-up", type=float, default=10)
 ap.add_argument("--settle", type=float, default=5, help="seconds after ramp-up before measuring")
 ap.add_argument("--tls", action="store_true")
@@ -33,7 +34,7 @@ try:
     peak_rss = 0
     lg = subprocess.Popen([LOADGEN, "--url", url, "--insecure", "--agents", str(a.agents), "--rate", str(a.rate),
                            "--duration", str(a.seconds), "--ramp-up", str(a.ramp_up), "--settle", str(a.settle), "--viewers", str(a.viewers),
-                           "--tick-ms", "200", "--json", report_path])
+                           "--tick-ms", str(a.tick_ms), "--json", report_path])
     while lg.poll() is None:
         peak_rss = max(peak_rss, common.rss_bytes(proc.pid))
         time.sleep(1)
