@@ -46,7 +46,10 @@ start)
         # Every instance follows the others, so any of them serves the whole fleet's dashboard.
         peers=""
         for b in "${backends[@]}"; do [ "$b" = "127.0.0.1:$port" ] || peers="${peers:+$peers,}http://$b"; done
-        "$bin" --host 127.0.0.1 --port "$port" --tls-port 0 --store "$store" --peers "$peers" --log-level warning \
+        # Credentials: RTD_AUTH_FILE (and RTD_PEER_TOKEN, a view secret the instances follow each
+        # other with); without them the instances run in development mode (--no-auth).
+        auth=(--no-auth); [ -n "${RTD_AUTH_FILE:-}" ] && auth=(--auth-file "$RTD_AUTH_FILE")
+        "$bin" --host 127.0.0.1 --port "$port" --tls-port 0 --store "$store" --peers "$peers" --log-level warning "${auth[@]}" \
             >"$dir/instance-$i.log" 2>&1 &
         echo $! >"$dir/instance-$i.pid"
     done

@@ -2,6 +2,8 @@
 # The project's run command (README): installs the system libraries the server links against if
 # they are missing, builds in release mode and starts the server on its defaults (memory store,
 # port 4002). Extra arguments go to the server, e.g. `scripts/run.sh --tls-self-signed`.
+# Without credentials (--auth-file, RTD_AUTH_FILE, RTD_INGEST_TOKEN, RTD_VIEW_TOKEN) it runs in
+# development mode (--no-auth: no authentication, said loudly in the log); see Docs/security.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
@@ -12,4 +14,8 @@ if ((${#need[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 swift build -c release --product dashboard-server
-exec .build/release/dashboard-server "$@"
+auth=(--no-auth)
+if [ -n "${RTD_AUTH_FILE:-}${RTD_INGEST_TOKEN:-}${RTD_VIEW_TOKEN:-}${RTD_NO_AUTH:-}" ] || [[ " $* " == *" --auth-file"* || " $* " == *" --no-auth "* ]]; then
+  auth=()
+fi
+exec .build/release/dashboard-server "${auth[@]}" "$@"

@@ -64,6 +64,15 @@ struct DashboardServerCommand: AsyncParsableCommand {
     @Option(help: "Peer instances whose agents' series this instance merges into its dashboards, comma-separated http://HOST:PORT (their cleartext ports) (RTD_PEERS).")
     var peers: String = env("RTD_PEERS") ?? ""
 
+    @Option(help: """
+        Credentials file: one 'ingest|view NAME SECRET [SERVER-IDS]' per line (Docs/security.md); keep it out of the \
+        repository, readable by the server only (RTD_AUTH_FILE). RTD_INGEST_TOKEN and RTD_VIEW_TOKEN add one secret each.
+        """)
+    var authFile: String?
+
+    @Flag(help: "Development mode: no authentication, anyone who reaches the ports can write and read (RTD_NO_AUTH=1).")
+    var noAuth: Bool = env("RTD_NO_AUTH") == "1"
+
     @Option(help: "Seconds without data after which the dashboard shows a server as stale; clients may ask otherwise with stale= (RTD_STALE_AFTER).")
     var staleAfter: Int = env("RTD_STALE_AFTER").flatMap(Int.init) ?? 30
 
@@ -112,7 +121,40 @@ struct DashboardServerCommand: AsyncParsableCommand {
         guard storeMaintenanceInterval >= 1 else { throw ValidationError("--store-maintenance-interval must be at least 1 second") }
     }
 
+    /// The credentials from `--auth-file`, `RTD_INGEST_TOKEN` and `RTD_VIEW_TOKEN`, or open access
+    /// with `--no-auth`. Neither: refuse to start (development mode must be asked for).
+    func accessControl() throws -> AccessControl {
+        var credentials: [AccessControl.Credential] = []
+        if let authFile = authFile ?? env("RTD_AUTH_FILE") {
+            let text: String
+            do { text = try String(contentsOfFile: authFile, encoding: .utf8) } catch {
+                throw ValidationError("--auth-file \(authFile): \(error.localizedDescription)")
+            }
+            do { credentials = try AccessControl(fileContents: text).credentials } catch {
+                throw ValidationError("--auth-file \(authFile): \(error.description)")
+            }
+        }
+        do {
+            if let t = env("RTD_INGEST_TOKEN") { credentials.append(try .init(role: .ingest, name: "env-ingest", secret: t)) }
+            if let t = env("RTD_VIEW_TOKEN") { credentials.append(try .init(role: .view, name: "env-view", secret: t)) }
+        } catch {
+            throw ValidationError("RTD_INGEST_TOKEN / RTD_VIEW_TOKEN: \(error.description)")
+        }
+        if noAuth {
+            guard credentials.isEmpty else { throw ValidationError("--no-auth and credentials (--auth-file, RTD_*_TOKEN) exclude each other") }
+            return .open
+        }
+        guard !credentials.isEmpty else {
+            throw ValidationError("""
+                no credentials: give --auth-file (or RTD_INGEST_TOKEN / RTD_VIEW_TOKEN), see Docs/security.md; \
+                or --no-auth to run without authentication (development only)
+                """)
+        }
+        return AccessControl(credentials: credentials)
+    }
+
     func run() async throws {
+        let access = try accessControl()
         let level = Logger.Level(rawValue: logLevel) ?? .info
         LoggingSystem.bootstrap { label in
             var h = StreamLogHandler.standardError(label: label)
@@ -120,6 +162,15 @@ struct DashboardServerCommand: AsyncParsableCommand {
             return h
         }
         let logger = Logger(label: "dashboard-server")
+        if access.isEnabled {
+            let ingest = access.credentials.filter { $0.role == .ingest }.count
+            logger.info("authentication on", metadata: ["ingest_credentials": "\(ingest)", "view_credentials": "\(access.credentials.count - ingest)"])
+        } else {
+            logger.warning("""
+                AUTHENTICATION IS OFF (--no-auth, development mode): anyone who can reach \(host):\(port)\(tlsPort > 0 ? " or :\(tlsPort)" : "") \
+                can write samples and read every dashboard. Use --auth-file for anything but a laptop.
+                """)
+        }
         let registry = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
 
@@ -142,12 +193,12 @@ struct DashboardServerCommand: AsyncParsableCommand {
         let server = HTTPServer(
             engine: engine,
             configuration: HTTPServerConfiguration(host: host, port: port, tlsPort: tls == nil ? nil : tlsPort, tls: tls,
-                                                   maxLineLength: maxLineLength, drainTimeoutSeconds: drainTimeout),
+                                                   maxLineLength: maxLineLength, drainTimeoutSeconds: drainTimeout, access: access),
             group: group, logger: logger, prometheusText: { exporter.render() })
         exporter.server = server
 
         let feeds = try peers.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
-            .map { try PeerFeed(peer: $0, broadcaster: engine.broadcaster, group: group, logger: logger) }
+            .map { try PeerFeed(peer: $0, broadcaster: engine.broadcaster, group: group, logger: logger, token: env("RTD_PEER_TOKEN")) }
         let serviceGroup = ServiceGroup(
             services: [EngineService(engine: engine), HTTPService(server: server, logger: logger, host: host), PeerService(feeds: feeds)],
             gracefulShutdownSignals: [.sigterm, .sigint],

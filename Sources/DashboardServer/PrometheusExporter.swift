@@ -42,6 +42,7 @@ final class PrometheusExporter: Sendable {
                 gauge("rtd_http1_connections", server.statistics.http1Connections)
                 gauge("rtd_http2_connections", server.statistics.http2Connections)
                 counter(&st.last, "rtd_http_requests_total", server.statistics.requestCount)
+                for (reason, n) in server.statistics.authRejections { counter(&st.last, "rtd_auth_rejected_requests_total", n, [("reason", reason)]) }
             }
             return registry.emitToString()
         }

@@ -29,6 +29,9 @@ struct LoadPlan: Sendable {
     var viewerQuery: String
     /// Bytes a stream may have queued locally before its agent stops generating (backpressure).
     var maxQueuedBytes = 4 << 20
+    /// `authorization` header for agents (an ingest secret) and viewers (a view secret), if any.
+    var agentAuthorization: String? = nil
+    var viewerAuthorization: String? = nil
 }
 
 @inline(__always) func monotonicMicros() -> UInt64 { UInt64(NIODeadline.now().uptimeNanoseconds / 1000) }
@@ -229,7 +232,8 @@ final class Agent: H2StreamDelegate {
         let path = plan.format == .influx ? "/api/metrics/stream?format=influx&precision=ms" : "/api/metrics/stream"
         let type = plan.format == .influx ? "text/plain; charset=utf-8" : "application/x-ndjson"
         guard let id = c.request(method: "POST", path: path, authority: plan.authority, scheme: plan.tls ? "https" : "http",
-                                 headers: [("content-type", type), ("x-server-id", serverID)], body: true, delegate: self) else {
+                                 headers: [("content-type", type), ("x-server-id", serverID)] + (plan.agentAuthorization.map { [("authorization", $0)] } ?? []),
+                                 body: true, delegate: self) else {
             owner.state.stats.streamErrors += 1
             return
         }
@@ -486,7 +490,8 @@ final class Viewer: H2StreamDelegate {
         connection = c
         let plan = state.plan
         stream = c.request(method: "GET", path: "/api/dashboard/stream?" + plan.viewerQuery, authority: plan.authority,
-                           scheme: plan.tls ? "https" : "http", headers: [("accept", "text/event-stream")], body: false, delegate: self)
+                           scheme: plan.tls ? "https" : "http", headers: [("accept", "text/event-stream")] + (plan.viewerAuthorization.map { [("authorization", $0)] } ?? []),
+                           body: false, delegate: self)
     }
 
     private func inactive() {

@@ -12,7 +12,8 @@ import NIOSSL
 struct LoadGenCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "metrics-loadgen",
-        abstract: "Simulates N servers streaming metrics over HTTP/2 and M dashboard viewers; reports throughput, ack latency and freshness.")
+        abstract: "Simulates N servers streaming metrics over HTTP/2 and M dashboard viewers; reports throughput, ack latency and freshness.",
+        discussion: "Against a server with credentials, set RTD_INGEST_TOKEN (agents) and RTD_VIEW_TOKEN (viewers) in the environment; they are sent as bearer tokens.")
 
     @Option(help: "Server URL: http://HOST:PORT (h2c prior knowledge) or https://HOST:PORT (TLS, ALPN h2).")
     var url: String = "http://127.0.0.1:4002"
@@ -74,6 +75,10 @@ struct LoadGenCommand: ParsableCommand {
     @Flag(help: "No progress line.")
     var quiet = false
 
+    /// Secrets come from the environment, not the command line (process lists show arguments).
+    private var ingestToken: String? { ProcessInfo.processInfo.environment["RTD_INGEST_TOKEN"].flatMap { $0.isEmpty ? nil : $0 } }
+    private var viewToken: String? { ProcessInfo.processInfo.environment["RTD_VIEW_TOKEN"].flatMap { $0.isEmpty ? nil : $0 } }
+
     func validate() throws {
         guard agents >= 1, connections >= 0, rate > 0, duration > 0, rampUp >= 0, settle >= 0, tickMs >= 1, viewers >= 0, threads >= 1 else {
             throw ValidationError("agents ≥ 1, connections ≥ 0, rate > 0, duration > 0, ramp-up ≥ 0, tick-ms ≥ 1, viewers ≥ 0, threads ≥ 1")
@@ -99,7 +104,8 @@ struct LoadGenCommand: ParsableCommand {
             connections: connections, samplesPerSecond: rate, metrics: names, labelValues: max(1, labelValues),
             format: LoadPlan.Format(rawValue: format)!, tickMilliseconds: tickMs, rampUpSeconds: rampUp, settleSeconds: settle,
             serverPrefix: serverPrefix, maxPendingLines: maxPendingLines, viewers: viewers,
-            viewerQuery: viewerQuery ?? "metrics=\(names[0])&heatmap=1&top=20&fleet=0")
+            viewerQuery: viewerQuery ?? "metrics=\(names[0])&heatmap=1&top=20&fleet=0",
+            agentAuthorization: ingestToken.map { "Bearer \($0)" }, viewerAuthorization: viewToken.map { "Bearer \($0)" })
         let ssl: NIOSSLContext?
         if tls {
             var cfg = TLSConfiguration.makeClientConfiguration()

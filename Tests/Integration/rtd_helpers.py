@@ -125,8 +125,10 @@ class ServerProcess:
         self.port: int = 0
         self.tls_port: int = 0
         self.tick_ms = tick_ms
+        # Development mode unless the test brings credentials (test_auth.py).
+        auth = [] if any(str(a).startswith("--auth-file") for a in extra_args) else ["--no-auth"]
         self.cmd = [SERVER_BIN, "--host", HOST, "--port", str(port), "--tls-port", "0", "--tls-self-signed",
-                    "--tick-ms", str(tick_ms), *extra_args]
+                    "--tick-ms", str(tick_ms), *auth, *extra_args]
         if not os.access(SERVER_BIN, os.X_OK):
             raise RuntimeError(f"server binary not found or not executable: {SERVER_BIN} (set RTD_SERVER_BIN)")
         self._stderr = open(self.stderr_path, "wb")

@@ -212,3 +212,22 @@ def test_themes_and_laptop_screen(server_factory, browser):
                                            {"width": 1280, "height": 720, "deviceScaleFactor": 1, "mobile": False})
     finally:
         feed.stop()
+
+
+def test_the_page_works_behind_http_basic_credentials(server_factory, browser, tmp_path):
+    """With credentials on, the browser's Basic credentials cover the page, its fetches and its EventSource."""
+    creds = tmp_path / "credentials"
+    creds.write_text("ingest feeder feeder-secret-0123456789\nview alice alice-secret-0123456789\n")
+    srv = server_factory("--auth-file", str(creds), name="dash-auth", tick_ms=250)
+    prefix = h.uid("auth") + "-"
+    body = h.ndjson({"server_id": f"{prefix}{i:02d}", "metric_name": "cpu_usage", "value": 10 + i} for i in range(5))
+    assert h.ingest(srv, body, "curl-h2c", headers={"authorization": "Bearer feeder-secret-0123456789"}).status == 200
+    # Without credentials: the server's 401 challenge, no page.
+    status, headers, _ = h.http_get(srv.url("/"))
+    assert status == 401 and headers["www-authenticate"].startswith("Basic")
+    browser.open(srv.url("/#metric=cpu_usage").replace("http://", "http://alice:alice-secret-0123456789@"))
+    browser.wait("return document.getElementById('state').className === 'live'", what="live state behind Basic auth")
+    browser.wait("return document.getElementById('c-servers').textContent === '5'", what="5 servers from the SSE stream")
+    stats = h.http_get(srv.url("/api/stats"), headers={"authorization": "Bearer alice-secret-0123456789"})
+    assert stats[0] == 200
+    browser.screenshot("dashboard-basic-auth")

@@ -14,7 +14,8 @@ def build_release():
 
 def start_server(*args):
     """Starts dashboard-server on free ports; returns (process, cleartext port, tls port or None)."""
-    p = subprocess.Popen([SERVER, "--port", "0", "--tls-port", "0", "--log-level", "warning", *args],
+    auth = [] if any(a.startswith("--auth-file") for a in args) else ["--no-auth"]
+    p = subprocess.Popen([SERVER, "--port", "0", "--tls-port", "0", "--log-level", "warning", *auth, *args],
                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     deadline = time.time() + 30
     while time.time() < deadline:

@@ -142,6 +142,11 @@ final class ConnectionContext {
     var drainables: [ObjectIdentifier: any RequestHandler] = [:]
     /// Set by the connection: flushes pending output (HTTP/2: mem_send).
     var flush: () -> Void = {}
+    /// The connection came in over TLS: responses carry `strict-transport-security`.
+    var secure = false
+
+    /// HSTS for responses on TLS connections: browsers then refuse cleartext for a year.
+    static let hsts = ("strict-transport-security", "max-age=31536000")
 
     init(eventLoop: any EventLoop, ingest: IngestBatcher) {
         self.eventLoop = eventLoop

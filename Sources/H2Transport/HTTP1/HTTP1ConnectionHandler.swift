@@ -23,16 +23,20 @@ final class HTTP1ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
     private var readPending = false
     private var shuttingDown = false
 
-    init(router: Router, registry: ConnectionRegistry, logger: Logger) {
+    let secure: Bool
+
+    init(router: Router, registry: ConnectionRegistry, logger: Logger, secure: Bool) {
         self.router = router
         self.registry = registry
         self.logger = logger
+        self.secure = secure
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         let batcher = IngestBatcher(writer: router.engine.writer, eventLoop: context.eventLoop, counters: router.counters, statistics: router.statistics)
         let cc = ConnectionContext(eventLoop: context.eventLoop, ingest: batcher)
+        cc.secure = secure
         batcher.context = cc
         cc.flush = { [weak context] in context?.flush() }
         connectionContext = cc
@@ -184,6 +188,7 @@ final class HTTP1Exchange: ResponseWriter, FlushingWriter {
         headWritten = true
         var h = HTTPHeaders(headers)
         if !keepAlive { h.replaceOrAdd(name: "connection", value: "close") }
+        if connection?.secure == true { h.add(name: ConnectionContext.hsts.0, value: ConnectionContext.hsts.1) }
         let head = HTTPResponseHead(version: .http1_1, status: HTTPResponseStatus(statusCode: status), headers: h)
         context.write(NIOAny(HTTPServerResponsePart.head(head)), promise: nil)
     }

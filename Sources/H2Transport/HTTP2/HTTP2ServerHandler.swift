@@ -12,14 +12,18 @@ final class HTTP2ServerHandler: ChannelInboundHandler, RemovableChannelHandler {
     private var connection: HTTP2Connection?
     private var registration: ConnectionRegistry.Token?
 
-    init(router: Router, registry: ConnectionRegistry, logger: Logger) {
+    private let secure: Bool
+
+    init(router: Router, registry: ConnectionRegistry, logger: Logger, secure: Bool) {
         self.router = router
         self.registry = registry
         self.logger = logger
+        self.secure = secure
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
         let conn = HTTP2Connection(context: context, router: router, logger: logger)
+        conn.connectionContext.secure = secure
         connection = conn
         router.statistics.h2Connections.wrappingAdd(1, ordering: .relaxed)
         let bound = NIOLoopBound(conn, eventLoop: context.eventLoop)

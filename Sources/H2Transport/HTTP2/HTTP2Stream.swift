@@ -39,7 +39,8 @@ final class HTTP2Stream: ResponseWriter, FlushingWriter {
     func writeHead(status: Int, headers: [(String, String)]) {
         guard !headSubmitted, !closed else { return }
         headSubmitted = true
-        connection?.submitResponse(self, status: status, headers: headers)
+        guard let connection else { return }
+        connection.submitResponse(self, status: status, headers: connection.connectionContext.secure ? headers + [ConnectionContext.hsts] : headers)
     }
 
     func writeBody(_ bytes: ByteBuffer) {

@@ -55,15 +55,15 @@ public final class HTTPServer: Sendable {
     /// Binds the listeners.
     public func start() async throws -> BoundPorts {
         let router = self.router, registry = self.registry, logger = self.logger
-        let http2: @Sendable (Channel) throws -> Void = { channel in
-            try channel.pipeline.syncOperations.addHandler(HTTP2ServerHandler(router: router, registry: registry, logger: logger))
+        let http2: @Sendable (Channel, Bool) throws -> Void = { channel, secure in
+            try channel.pipeline.syncOperations.addHandler(HTTP2ServerHandler(router: router, registry: registry, logger: logger, secure: secure))
         }
-        let http1: @Sendable (Channel) throws -> Void = { channel in
+        let http1: @Sendable (Channel, Bool) throws -> Void = { channel, secure in
             try channel.pipeline.syncOperations.configureHTTPServerPipeline(withPipeliningAssistance: true, withErrorHandling: true)
-            try channel.pipeline.syncOperations.addHandler(HTTP1ConnectionHandler(router: router, registry: registry, logger: logger))
+            try channel.pipeline.syncOperations.addHandler(HTTP1ConnectionHandler(router: router, registry: registry, logger: logger, secure: secure))
         }
         let cleartext = try await bootstrap { channel in
-            try channel.pipeline.syncOperations.addHandler(ProtocolDetector(http2: http2, http1: http1))
+            try channel.pipeline.syncOperations.addHandler(ProtocolDetector(http2: { try http2($0, false) }, http1: { try http1($0, false) }))
         }.bind(host: configuration.host, port: configuration.port).get()
         var channels = [cleartext]
         var tlsPort: Int? = nil
@@ -74,8 +74,8 @@ public final class HTTPServer: Sendable {
                 try channel.pipeline.syncOperations.addHandler(ApplicationProtocolNegotiationHandler { result, channel in
                     channel.eventLoop.makeCompletedFuture {
                         switch result {
-                        case .negotiated("h2"): try http2(channel)
-                        default: try http1(channel)
+                        case .negotiated("h2"): try http2(channel, true)
+                        default: try http1(channel, true)
                         }
                     }
                 })
@@ -111,6 +111,9 @@ public final class HTTPServer: Sendable {
         let key = try NIOSSLPrivateKey(file: files.keyPath, format: .pem)
         var tls = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(key))
         tls.minimumTLSVersion = .tlsv12
+        // TLS 1.2: forward-secret AEAD suites only (TLS 1.3's suites are all of that kind).
+        tls.cipherSuites = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
+            + "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
         tls.applicationProtocols = ["h2", "http/1.1"]
         return try NIOSSLContext(configuration: tls)
     }

@@ -36,13 +36,19 @@ public final class PeerFeed: Sendable {
         var rows = 0
     }
 
+    private let token: String?
+
     /// Creates a feed; ``start()`` connects.
+    /// - Parameters:
+    ///   - token: A `view` secret of the peer (sent as `Authorization: Bearer`), when peers
+    ///     require credentials.
     /// - Throws: when `peer` is not `http://HOST:PORT`.
-    public init(peer: String, broadcaster: Broadcaster, group: any EventLoopGroup, logger: Logger) throws {
+    public init(peer: String, broadcaster: Broadcaster, group: any EventLoopGroup, logger: Logger, token: String? = nil) throws {
         guard let c = URLComponents(string: peer), c.scheme == "http", let host = c.host, let port = c.port else {
             throw PeerError.invalidURL(peer)
         }
         self.peer = peer
+        self.token = token
         self.host = host
         self.port = port
         self.broadcaster = broadcaster
@@ -99,6 +105,7 @@ public final class PeerFeed: Sendable {
                     var head = HTTPRequestHead(version: .http1_1, method: .GET, uri: request)
                     head.headers.add(name: "host", value: "\(host):\(port)")
                     head.headers.add(name: "accept", value: "text/event-stream")
+                    if let token { head.headers.add(name: "authorization", value: "Bearer \(token)") }
                     ch.write(HTTPClientRequestPart.head(head), promise: nil)
                     ch.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
                     ch.closeFuture.whenComplete { [self] _ in disconnected() }

@@ -35,6 +35,23 @@ final class Router: Sendable {
     func makeHandler(for head: RequestHead, writer: any ResponseWriter, connection: ConnectionContext) -> any RequestHandler {
         connection.ingest.pendingRequests += 1
         let method = head.method
+        var allowedServers: ServerIDPolicy? = nil
+        if configuration.access.isEnabled, let role = Self.role(of: head.path) {
+            switch configuration.access.authorize(head, role: role) {
+            case .allowed(let credential):
+                allowedServers = credential?.servers
+            case .missing:
+                statistics.authMissing.add(1, ordering: .relaxed)
+                return FixedResponseHandler(Self.unauthorized(role, "authentication required"), writer: writer)
+            case .invalid:
+                statistics.authInvalid.add(1, ordering: .relaxed)
+                return FixedResponseHandler(Self.unauthorized(role, "invalid credentials"), writer: writer)
+            case .forbidden:
+                statistics.authForbidden.add(1, ordering: .relaxed)
+                return FixedResponseHandler(.error(403, "this credential may not \(role == .ingest ? "write samples" : "read dashboards or the API")"), writer: writer)
+            }
+        }
+        let limits = ParseLimits(maxLineLength: configuration.maxLineLength, allowedServers: allowedServers)
         switch head.path {
         case "/api/metrics/stream", "/api/metrics":
             guard method == "POST" else { return methodNotAllowed(writer, "POST") }
@@ -95,7 +112,23 @@ final class Router: Sendable {
         }
     }
 
-    private var limits: ParseLimits { ParseLimits(maxLineLength: configuration.maxLineLength) }
+    /// The role a path needs; `nil` for the open ones (checks and probes, no data).
+    static func role(of path: String) -> AccessControl.Role? {
+        switch path {
+        case "/health", "/ready", "/ping": return nil
+        case "/api/metrics/stream", "/api/metrics", "/write", "/api/v2/write", "/query": return .ingest
+        default: return .view
+        }
+    }
+
+    /// 401 with the challenge a client of that role understands: Basic for the dashboard (a
+    /// browser then asks for a name and secret and sends them with the page's EventSource too),
+    /// Bearer for agents.
+    static func unauthorized(_ role: AccessControl.Role, _ message: String) -> HTTPResponse {
+        var r = HTTPResponse.error(401, message)
+        r.headers.append(("www-authenticate", role == .view ? "Basic realm=\"RealtimeDashboard\", charset=\"UTF-8\"" : "Bearer realm=\"RealtimeDashboard\""))
+        return r
+    }
 
     private func defaultServerID(_ head: RequestHead) -> String? {
         guard let id = head.header("x-server-id"), NameRules.isValidName(id) else { return nil }
@@ -260,6 +293,8 @@ final class Router: Sendable {
         j.raw(",\"series\":{\"count\":\(series),\"rejected_new_series_samples\":\(rejectedSeries),\"max\":\(engine.aggregator.configuration.maxSeries)}")
         j.raw(",\"sse\":{\"clients\":\(engine.broadcaster.subscriberCount),\"events_total\":\(events),\"coalesced_total\":\(coalesced),\"seq\":\(engine.broadcaster.currentSequence),\"last_tick\":{\"collect_us\":\(tick.collectMicroseconds),\"publish_us\":\(tick.publishMicroseconds),\"changed_series\":\(tick.changedSeries)},\"peer_series\":\(remote.series),\"peer_rows_total\":\(remote.received)}")
         j.raw(",\"connections\":{\"http1\":\(statistics.http1Connections),\"http2\":\(statistics.http2Connections),\"requests_total\":\(statistics.requestCount),\"protocol_errors_total\":\(statistics.protocolErrorCount)}")
+        let auth = statistics.authRejections
+        j.raw(",\"auth\":{\"enabled\":\(configuration.access.isEnabled),\"rejected\":{\"missing\":\(auth["missing"] ?? 0),\"invalid\":\(auth["invalid"] ?? 0),\"forbidden\":\(auth["forbidden"] ?? 0)}}")
         j.raw(",\"writer\":{\"buffered_samples\":\(w.bufferedSamples),\"buffer_capacity\":\(w.bufferCapacity),\"buffer_fill\":")
         j.number(Double(w.bufferedSamples) / Double(max(1, w.bufferCapacity)))
         j.raw(",\"parked_samples\":\(w.parkedSamples),\"backpressure_events_total\":\(w.backpressureEvents)")

@@ -26,6 +26,10 @@ public struct HTTPServerConfiguration: Sendable {
     public var connectionWindow: Int
     /// How long shutdown waits for open streams before closing connections, seconds. Default 10.
     public var drainTimeoutSeconds: Int
+    /// Who may ingest and who may read (``AccessControl``). Default ``AccessControl/open``: the
+    /// library leaves the choice to its user; the `dashboard-server` executable refuses to start
+    /// without credentials unless development mode is asked for explicitly.
+    public var access: AccessControl
 
     /// PEM files for TLS.
     public struct TLSFiles: Sendable {
@@ -44,7 +48,8 @@ public struct HTTPServerConfiguration: Sendable {
     public init(host: String = "0.0.0.0", port: Int = 4002, tlsPort: Int? = nil, tls: TLSFiles? = nil,
                 maxLineLength: Int = 65_536, maxBufferedBody: Int = 1 << 20, maxCompressedBody: Int = 32 << 20,
                 maxDecompressedBody: Int = 256 << 20, maxConcurrentStreams: Int = 1_000,
-                streamWindow: Int = 1 << 20, connectionWindow: Int = 4 << 20, drainTimeoutSeconds: Int = 10) {
+                streamWindow: Int = 1 << 20, connectionWindow: Int = 4 << 20, drainTimeoutSeconds: Int = 10,
+                access: AccessControl = .open) {
         self.host = host
         self.port = port
         self.tlsPort = tlsPort
@@ -57,5 +62,6 @@ public struct HTTPServerConfiguration: Sendable {
         self.streamWindow = streamWindow
         self.connectionWindow = connectionWindow
         self.drainTimeoutSeconds = drainTimeoutSeconds
+        self.access = access
     }
 }

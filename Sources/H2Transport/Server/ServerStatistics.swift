@@ -6,6 +6,9 @@ public final class ServerStatistics: Sendable {
     let h2Connections = Atomic<Int>(0)
     let requests = Atomic<Int>(0)
     let protocolErrors = Atomic<Int>(0)
+    let authMissing = Atomic<Int>(0)
+    let authInvalid = Atomic<Int>(0)
+    let authForbidden = Atomic<Int>(0)
 
     init() {}
 
@@ -17,4 +20,10 @@ public final class ServerStatistics: Sendable {
     public var requestCount: Int { requests.load(ordering: .relaxed) }
     /// Connections closed for protocol errors since start.
     public var protocolErrorCount: Int { protocolErrors.load(ordering: .relaxed) }
+    /// Requests refused by access control since start, by reason: `missing` (no credential,
+    /// 401), `invalid` (a credential that matched nothing, 401), `forbidden` (the other role's, 403).
+    public var authRejections: [String: Int] {
+        ["missing": authMissing.load(ordering: .relaxed), "invalid": authInvalid.load(ordering: .relaxed),
+         "forbidden": authForbidden.load(ordering: .relaxed)]
+    }
 }

@@ -53,3 +53,9 @@ func quoted(_ bytes: UnsafeRawBufferPointer) -> String {
     let s = String(decoding: bytes.count > limit ? bytes.slice(0, limit) : bytes, as: UTF8.self)
     return "'" + s + (bytes.count > limit ? "…'" : "'")
 }
+
+/// Text for error messages: a name, shortened like ``quoted(_:)``.
+func quotedName(_ name: String) -> String {
+    var copy = name
+    return copy.withUTF8 { quoted(UnsafeRawBufferPointer($0)) }
+}

@@ -34,6 +34,7 @@ public struct LineProtocolParser: Sendable {
     public init(precision: TimestampPrecision = .nanoseconds, defaultServerID: String? = nil, limits: ParseLimits = ParseLimits()) {
         splitter = LineSplitter(maxLineLength: limits.maxLineLength)
         lines = LineProtocolLineParser(precision: precision, defaultServerID: defaultServerID)
+        lines.allowedServers = limits.allowedServers
     }
 
     /// Parses one chunk of the body.
@@ -77,6 +78,7 @@ struct LineProtocolLineParser: LineHandler {
     private let precision: TimestampPrecision
     private let defaultServerID: String?
     private let defaultServerIDIsValid: Bool
+    var allowedServers: ServerIDPolicy?
 
     /// Sanitized measurement followed by `_`, then the field key: the metric name being built.
     private var name = ScratchBytes()
@@ -319,6 +321,9 @@ struct LineProtocolLineParser: LineHandler {
             serverID = fallback
         } else {
             throw ParseError(code: .missingHost, message: "no host tag and no default server id")
+        }
+        if let policy = allowedServers, !policy.allows(serverID) {
+            throw ParseError(code: .serverNotAllowed, message: "this credential may not write host \(quotedName(serverID))")
         }
 
         // Names: all checked before any sample is emitted (a line is accepted or rejected whole).

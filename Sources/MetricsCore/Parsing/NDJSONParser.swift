@@ -41,6 +41,7 @@ public struct NDJSONParser: Sendable {
     public init(defaultServerID: String? = nil, limits: ParseLimits = ParseLimits()) {
         splitter = LineSplitter(maxLineLength: limits.maxLineLength)
         lines = NDJSONLineParser(defaultServerID: defaultServerID)
+        lines.allowedServers = limits.allowedServers
     }
 
     /// Makes the parser ready for a new stream (line numbers restart at 1), keeping its scratch
@@ -50,6 +51,7 @@ public struct NDJSONParser: Sendable {
         splitter.reset()
         splitter.maxLineLength = max(1, limits.maxLineLength)
         lines.setDefaultServerID(defaultServerID)
+        lines.allowedServers = limits.allowedServers
     }
 
     /// Parses one chunk of the stream.
@@ -78,6 +80,7 @@ public struct NDJSONParser: Sendable {
 struct NDJSONLineParser: LineHandler {
     private var defaultServerID: String?
     private var defaultServerIDIsValid: Bool
+    var allowedServers: ServerIDPolicy?
     private var labels = LabelBuilder()
     /// Decoded escaped strings (slow path).
     private var scratch: [UInt8] = []
@@ -234,6 +237,9 @@ struct NDJSONLineParser: LineHandler {
                 throw ParseError(code: .invalidName, message: "the default server id (x-server-id) is not a valid name")
             }
             serverID = fallback
+        }
+        if let policy = allowedServers, !policy.allows(serverID) {
+            throw ParseError(code: .serverNotAllowed, message: "this credential may not write server_id \(quotedName(serverID))")
         }
 
         let metricName: String

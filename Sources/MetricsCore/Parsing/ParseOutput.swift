@@ -7,10 +7,17 @@ public struct ParseLimits: Sendable {
     /// partial line.
     public var maxLineLength: Int
 
+    /// Server ids the request may write (the credential's policy); `nil` allows any. Lines for
+    /// other ids are rejected with ``ParseError/Code/serverNotAllowed``.
+    public var allowedServers: ServerIDPolicy?
+
     /// Creates limits.
-    /// - Parameter maxLineLength: Longest accepted line in bytes (default 65,536). Values below 1 are treated as 1.
-    public init(maxLineLength: Int = 65536) {
+    /// - Parameters:
+    ///   - maxLineLength: Longest accepted line in bytes (default 65,536). Values below 1 are treated as 1.
+    ///   - allowedServers: Server ids that may be written; `nil` (default) allows any.
+    public init(maxLineLength: Int = 65536, allowedServers: ServerIDPolicy? = nil) {
         self.maxLineLength = max(1, maxLineLength)
+        self.allowedServers = allowedServers
     }
 }
 
@@ -48,6 +55,8 @@ public struct ParseError: Error, Sendable, Hashable, CustomStringConvertible {
         case invalidUTF8 = "invalid_utf8"
         /// Line protocol: no `host` tag and no default server id.
         case missingHost = "missing_host"
+        /// The request's credential may not write this server id (``ParseLimits/allowedServers``).
+        case serverNotAllowed = "server_not_allowed"
     }
 
     /// Creates an error.

@@ -7,7 +7,7 @@ import Testing
         // These strings are metric labels and JSON reply fields: changing one breaks clients.
         #expect(ParseError.Code.allCases.map(\.rawValue) == [
             "line_too_long", "invalid_json", "invalid_syntax", "missing_field", "invalid_name", "invalid_value",
-            "non_finite_value", "invalid_timestamp", "invalid_labels", "invalid_utf8", "missing_host",
+            "non_finite_value", "invalid_timestamp", "invalid_labels", "invalid_utf8", "missing_host", "server_not_allowed",
         ])
         let e = ParseError(code: .invalidName, message: "bad")
         #expect(e.description == "invalid_name: bad")
@@ -44,5 +44,45 @@ import Testing
         out.removeAll()
         #expect(out.samples.isEmpty && out.rejections.isEmpty && out.heartbeats == 0 && out.skippedFields == 0)
         #expect(out.samples.capacity >= 1)
+    }
+}
+
+@Suite struct ServerIDPolicyTests {
+    @Test func linesForServersACredentialMayNotWriteAreRejectedOneByOne() throws {
+        let policy = try ServerIDPolicy(patterns: ["web-*", "db-01"])
+        var ndjson = NDJSONParser(defaultServerID: "web-default", limits: ParseLimits(allowedServers: policy))
+        var out = ParseOutput()
+        let body = """
+            {"server_id":"web-01","metric_name":"cpu","value":1}
+            {"server_id":"db-02","metric_name":"cpu","value":2}
+            {"metric_name":"cpu","value":3}
+            {"server_id":"db-01","metric_name":"cpu","value":4}
+
+            """
+        ndjson.parse(Array(body.utf8), now: 1_000, into: &out)
+        #expect(out.samples.map(\.serverID) == ["web-01", "web-default", "db-01"])
+        #expect(out.rejections.map(\.line) == [2])
+        #expect(out.rejections.first?.error.code == .serverNotAllowed)
+        #expect(out.rejections.first?.error.message.contains("db-02") == true)
+
+        var lp = LineProtocolParser(precision: .milliseconds, limits: ParseLimits(allowedServers: policy))
+        var out2 = ParseOutput()
+        lp.parse(Array("cpu,host=web-9 v=1 1000\ncpu,host=mail-1 v=2 1000\n".utf8), now: 1_000, into: &out2)
+        #expect(out2.samples.map(\.serverID) == ["web-9"])
+        #expect(out2.rejections.map(\.line) == [2] && out2.rejections.first?.error.code == .serverNotAllowed)
+
+        // A reset parser takes the new request's policy (none: anything goes).
+        ndjson.reset(defaultServerID: nil, limits: ParseLimits())
+        var out3 = ParseOutput()
+        ndjson.parse(Array("{\"server_id\":\"db-02\",\"metric_name\":\"cpu\",\"value\":2}\n".utf8), now: 1_000, into: &out3)
+        #expect(out3.samples.count == 1 && out3.rejections.isEmpty)
+    }
+
+    @Test func patternsAreValidated() throws {
+        #expect(throws: ServerIDPolicy.InvalidPattern.self) { try ServerIDPolicy(patterns: ["a*b"]) }
+        #expect(throws: ServerIDPolicy.InvalidPattern.self) { try ServerIDPolicy(patterns: [""]) }
+        #expect(throws: ServerIDPolicy.InvalidPattern.self) { try ServerIDPolicy(patterns: ["**"]) }
+        #expect(try ServerIDPolicy(patterns: ["*"]).allowsAll)
+        #expect(try ServerIDPolicy(patterns: ["web-*"]).allows("web-") == true)
     }
 }
