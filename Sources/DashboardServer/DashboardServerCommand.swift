@@ -76,6 +76,27 @@ struct DashboardServerCommand: AsyncParsableCommand {
     @Option(help: "Seconds without data after which the dashboard shows a server as stale; clients may ask otherwise with stale= (RTD_STALE_AFTER).")
     var staleAfter: Int = env("RTD_STALE_AFTER").flatMap(Int.init) ?? 30
 
+    @Option(help: "Latest accepted sample timestamp ahead of the server clock, seconds; 0: no bound (RTD_MAX_FUTURE).")
+    var maxFuture: Int = env("RTD_MAX_FUTURE").flatMap(Int.init) ?? 600
+
+    @Option(help: "Oldest accepted sample timestamp behind the server clock, seconds; 0: no bound (RTD_MAX_AGE).")
+    var maxAge: Int = env("RTD_MAX_AGE").flatMap(Int.init) ?? 604_800
+
+    @Option(help: "Open connections per client IP address; beyond it new ones are closed at once; 0: no limit (RTD_MAX_CONNECTIONS_PER_ADDRESS).")
+    var maxConnectionsPerAddress: Int = env("RTD_MAX_CONNECTIONS_PER_ADDRESS").flatMap(Int.init) ?? 2_000
+
+    @Option(help: "Seconds a connection may send nothing (no SSE stream open), or an SSE client not read, before it is closed; 0: never (RTD_IDLE_TIMEOUT).")
+    var idleTimeout: Int = env("RTD_IDLE_TIMEOUT").flatMap(Int.init) ?? 120
+
+    @Option(help: "HTTP/2 streams one connection may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS) (RTD_MAX_CONCURRENT_STREAMS).")
+    var maxConcurrentStreams: Int = env("RTD_MAX_CONCURRENT_STREAMS").flatMap(Int.init) ?? 1_000
+
+    @Option(help: "Dashboard (SSE) subscribers at once; further ones get 503 (RTD_MAX_SSE_CLIENTS).")
+    var maxSSEClients: Int = env("RTD_MAX_SSE_CLIENTS").flatMap(Int.init) ?? 10_000
+
+    @Option(help: "Bytes of events queued per SSE subscriber before its backlog is coalesced into one snapshot (RTD_SSE_QUEUE_BYTES).")
+    var sseQueueBytes: Int = env("RTD_SSE_QUEUE_BYTES").flatMap(Int.init) ?? 8 << 20
+
     @Option(help: "Longest accepted NDJSON/line-protocol line in bytes (RTD_MAX_LINE_LENGTH).")
     var maxLineLength: Int = env("RTD_MAX_LINE_LENGTH").flatMap(Int.init) ?? 65_536
 
@@ -112,6 +133,11 @@ struct DashboardServerCommand: AsyncParsableCommand {
         guard tickMs >= 10 else { throw ValidationError("--tick-ms must be at least 10") }
         guard (1...86_400).contains(staleAfter) else { throw ValidationError("--stale-after must be 1...86400 seconds") }
         guard maxLineLength >= 256 else { throw ValidationError("--max-line-length must be at least 256") }
+        guard idleTimeout >= 0 else { throw ValidationError("--idle-timeout must be ≥ 0 (0: never)") }
+        guard maxConnectionsPerAddress >= 0 else { throw ValidationError("--max-connections-per-address must be ≥ 0 (0: no limit)") }
+        guard (1...100_000).contains(maxConcurrentStreams) else { throw ValidationError("--max-concurrent-streams must be 1...100000") }
+        guard maxSSEClients >= 1, sseQueueBytes >= 64 << 10 else { throw ValidationError("--max-sse-clients ≥ 1 and --sse-queue-bytes ≥ 65536") }
+        guard maxFuture >= 0, maxAge >= 0 else { throw ValidationError("--max-future and --max-age must be ≥ 0 (0: no bound)") }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level \(logLevel)") }
         if store != "memory" {
             do { _ = try MySQLEndpoint(url: store) } catch { throw ValidationError("--store: \(error)") }
@@ -187,13 +213,18 @@ struct DashboardServerCommand: AsyncParsableCommand {
         let engine = MetricsEngine(store: backend, configuration: .init(
             aggregator: .init(maxSeries: maxSeries),
             writer: .init(maxBatchSamples: maxBatch, bufferCapacity: bufferCapacity),
-            broadcaster: .init(tickMilliseconds: tickMs, staleMilliseconds: staleAfter * 1000)))
+            broadcaster: .init(tickMilliseconds: tickMs, subscriberQueueBytes: sseQueueBytes, maxSubscribers: maxSSEClients,
+                               staleMilliseconds: staleAfter * 1000)))
         let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads))
         let exporter = PrometheusExporter(registry: registry, engine: engine)
         let server = HTTPServer(
             engine: engine,
             configuration: HTTPServerConfiguration(host: host, port: port, tlsPort: tls == nil ? nil : tlsPort, tls: tls,
-                                                   maxLineLength: maxLineLength, drainTimeoutSeconds: drainTimeout, access: access),
+                                                   maxLineLength: maxLineLength, maxConcurrentStreams: maxConcurrentStreams,
+                                                   drainTimeoutSeconds: drainTimeout, access: access,
+                                                   maxTimestampFutureMilliseconds: maxFuture == 0 ? nil : Int64(maxFuture) * 1000,
+                                                   maxTimestampAgeMilliseconds: maxAge == 0 ? nil : Int64(maxAge) * 1000,
+                                                   maxConnectionsPerAddress: maxConnectionsPerAddress, idleTimeoutSeconds: idleTimeout),
             group: group, logger: logger, prometheusText: { exporter.render() })
         exporter.server = server
 

@@ -140,6 +140,9 @@ def _bad_lines_case(ids):
         ('{"server_id":"%s","metric_name":"m_d","value":1} trailing' % good, "invalid_json"),
         ({"server_id": good, "metric_name": "m_e", "value": 1, "ts": 0}, "invalid_timestamp"),
         ({"server_id": good, "metric_name": "m_e", "value": 1, "ts": 10**15}, "invalid_timestamp"),
+        # Valid, but outside the server's window (defaults: 10 minutes ahead, 7 days behind).
+        ({"server_id": good, "metric_name": "m_e", "value": 1, "ts": h.now_ms() + 3_600_000}, "timestamp_out_of_range"),
+        ({"server_id": good, "metric_name": "m_e", "value": 1, "ts": h.now_ms() - 8 * 86_400_000}, "timestamp_out_of_range"),
         # Fractional ts is truncated; the last of repeated keys wins; unknown keys (even nested) are skipped.
         ('{"server_id":"%s","metric_name":"m_e","value":1,"value":2.5,"ts":%d.9,"extra":{"a":[1,{"b":null}]}}'
          % (good, ts + 20), None),

@@ -25,7 +25,8 @@ a = ap.parse_args()
 if not os.environ.get("RTD_SKIP_BUILD"):
     for product in ("dashboard-server", "metrics-loadgen"):
         subprocess.run(["swift", "build", "-c", "release", "--product", product], cwd=common.ROOT, check=True, stdout=subprocess.DEVNULL)
-args = ["--tls-self-signed"] if a.tls else []
+# Every simulated agent connects from 127.0.0.1: lift the per-address connection limit (2,000 by default).
+args = ["--max-connections-per-address", "0"] + (["--tls-self-signed"] if a.tls else [])
 proc, port, tls_port = common.start_server(*args)
 report_path = tempfile.mktemp(suffix=".json")
 try:

@@ -144,6 +144,8 @@ final class ConnectionContext {
     var flush: () -> Void = {}
     /// The connection came in over TLS: responses carry `strict-transport-security`.
     var secure = false
+    /// The connection's ``IdleGuard`` bookkeeping (nil when idle timeouts are off).
+    var activity: ConnectionActivity?
 
     /// HSTS for responses on TLS connections: browsers then refuse cleartext for a year.
     static let hsts = ("strict-transport-security", "max-age=31536000")

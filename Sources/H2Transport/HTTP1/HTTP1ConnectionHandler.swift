@@ -37,6 +37,7 @@ final class HTTP1ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
         let batcher = IngestBatcher(writer: router.engine.writer, eventLoop: context.eventLoop, counters: router.counters, statistics: router.statistics)
         let cc = ConnectionContext(eventLoop: context.eventLoop, ingest: batcher)
         cc.secure = secure
+        cc.activity = try? context.pipeline.syncOperations.handler(type: IdleGuard.self).activity
         batcher.context = cc
         cc.flush = { [weak context] in context?.flush() }
         connectionContext = cc

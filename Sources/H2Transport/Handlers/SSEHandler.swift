@@ -17,6 +17,8 @@ final class SSEHandler: RequestHandler {
     private var heartbeat: RepeatedTask?
     private var wroteSinceHeartbeat = false
     private var ended = false
+    /// Counted in the connection's ``ConnectionActivity/sseStreams``.
+    private var counted = false
 
     init(head: RequestHead, writer: any ResponseWriter, context: ConnectionContext, broadcaster: Broadcaster) {
         self.writer = writer
@@ -42,7 +44,9 @@ final class SSEHandler: RequestHandler {
             }
         } catch {
             ended = true
-            HTTPResponse.error(503, "too many dashboard subscribers").write(to: writer)
+            var r = HTTPResponse.error(503, "too many dashboard subscribers (--max-sse-clients); retry later")
+            r.headers.append(("retry-after", "5"))
+            r.write(to: writer)
             return
         }
         writer.writeHead(status: 200, headers: [
@@ -50,6 +54,8 @@ final class SSEHandler: RequestHandler {
             ("x-accel-buffering", "no"),
         ])
         context.drainables[ObjectIdentifier(self)] = self
+        context.activity?.sseStreams += 1
+        counted = true
         pump()
         heartbeat = loop.scheduleRepeatedTask(initialDelay: Self.heartbeatInterval, delay: Self.heartbeatInterval) { _ in
             guard let me = bound.value.value, !me.ended else { return }
@@ -85,6 +91,10 @@ final class SSEHandler: RequestHandler {
 
     private func stop() {
         ended = true
+        if counted {
+            counted = false
+            context.activity?.sseStreams -= 1
+        }
         subscription?.cancel()
         subscription = nil
         heartbeat?.cancel()

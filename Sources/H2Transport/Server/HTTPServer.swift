@@ -33,6 +33,8 @@ public final class HTTPServer: Sendable {
     private let configuration: HTTPServerConfiguration
     private let listeners = Mutex<[any Channel]>([])
     private let meterTask = Mutex<RepeatedTask?>(nil)
+    /// Open connections per client address (only kept while a limit is set).
+    private let perAddress = AddressCounter()
 
     /// Creates a server (not yet listening).
     /// - Parameters:
@@ -95,14 +97,38 @@ public final class HTTPServer: Sendable {
     }
 
     private func bootstrap(_ initializer: @escaping @Sendable (Channel) throws -> Void) -> ServerBootstrap {
-        ServerBootstrap(group: group)
+        let limit = configuration.maxConnectionsPerAddress
+        let perAddress = self.perAddress, statistics = router.statistics
+        let idle = configuration.idleTimeoutSeconds
+        return ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 4096)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(.maxMessagesPerRead, value: 16)
             .childChannelOption(.writeBufferWaterMark, value: .init(low: 256 << 10, high: 1 << 20))
             .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture { try initializer(channel) }
+                // Connections per client address: beyond the limit a connection is closed before
+                // a byte is read (and counted), so one client cannot take every descriptor.
+                if limit > 0, let address = channel.remoteAddress?.ipAddress {
+                    guard perAddress.admit(address, limit: limit) else {
+                        statistics.connectionsRefused.add(1, ordering: .relaxed)
+                        return channel.close()
+                    }
+                    channel.closeFuture.whenComplete { _ in perAddress.release(address) }
+                }
+                return channel.eventLoop.makeCompletedFuture {
+                    if idle > 0 {
+                        try channel.pipeline.syncOperations.addHandler(IdleGuard(
+                            idleTimeout: .seconds(Int64(idle)), firstRequestTimeout: .seconds(10)) { reason in
+                                switch reason {
+                                case .noRequest: statistics.closedNoRequest.add(1, ordering: .relaxed)
+                                case .idle: statistics.closedIdle.add(1, ordering: .relaxed)
+                                case .stalledReader: statistics.closedStalled.add(1, ordering: .relaxed)
+                                }
+                            })
+                    }
+                    try initializer(channel)
+                }
             }
     }
 
@@ -165,5 +191,28 @@ extension HTTPServer {
     public var ingestTotals: IngestTotals {
         IngestTotals(samples: router.counters.samplesParsed, bytes: router.counters.bytesReceived,
                      rejectionsByCode: router.counters.rejectionsByCode)
+    }
+}
+
+/// Open connections per client IP address, for ``HTTPServerConfiguration/maxConnectionsPerAddress``.
+final class AddressCounter: Sendable {
+    private let counts = Mutex<[String: Int]>([:])
+
+    /// Counts a new connection from `address`; `false` (and nothing counted) when `limit` are open.
+    func admit(_ address: String, limit: Int) -> Bool {
+        counts.withLock { m in
+            let n = m[address, default: 0]
+            guard n < limit else { return false }
+            m[address] = n + 1
+            return true
+        }
+    }
+
+    /// A connection from `address` closed.
+    func release(_ address: String) {
+        counts.withLock { m in
+            let n = (m[address] ?? 1) - 1
+            if n <= 0 { m.removeValue(forKey: address) } else { m[address] = n }
+        }
     }
 }

@@ -34,6 +34,7 @@ final class Router: Sendable {
 
     func makeHandler(for head: RequestHead, writer: any ResponseWriter, connection: ConnectionContext) -> any RequestHandler {
         connection.ingest.pendingRequests += 1
+        connection.activity?.requests += 1
         let method = head.method
         var allowedServers: ServerIDPolicy? = nil
         if configuration.access.isEnabled, let role = Self.role(of: head.path) {
@@ -51,7 +52,9 @@ final class Router: Sendable {
                 return FixedResponseHandler(.error(403, "this credential may not \(role == .ingest ? "write samples" : "read dashboards or the API")"), writer: writer)
             }
         }
-        let limits = ParseLimits(maxLineLength: configuration.maxLineLength, allowedServers: allowedServers)
+        let limits = ParseLimits(maxLineLength: configuration.maxLineLength, allowedServers: allowedServers,
+                                 maxFutureMilliseconds: configuration.maxTimestampFutureMilliseconds,
+                                 maxAgeMilliseconds: configuration.maxTimestampAgeMilliseconds)
         switch head.path {
         case "/api/metrics/stream", "/api/metrics":
             guard method == "POST" else { return methodNotAllowed(writer, "POST") }
@@ -291,8 +294,10 @@ final class Router: Sendable {
         }
         j.raw("},\"open_streams\":\(counters.openStreams)}")
         j.raw(",\"series\":{\"count\":\(series),\"rejected_new_series_samples\":\(rejectedSeries),\"max\":\(engine.aggregator.configuration.maxSeries)}")
-        j.raw(",\"sse\":{\"clients\":\(engine.broadcaster.subscriberCount),\"events_total\":\(events),\"coalesced_total\":\(coalesced),\"seq\":\(engine.broadcaster.currentSequence),\"last_tick\":{\"collect_us\":\(tick.collectMicroseconds),\"publish_us\":\(tick.publishMicroseconds),\"changed_series\":\(tick.changedSeries)},\"peer_series\":\(remote.series),\"peer_rows_total\":\(remote.received)}")
-        j.raw(",\"connections\":{\"http1\":\(statistics.http1Connections),\"http2\":\(statistics.http2Connections),\"requests_total\":\(statistics.requestCount),\"protocol_errors_total\":\(statistics.protocolErrorCount)}")
+        j.raw(",\"sse\":{\"clients\":\(engine.broadcaster.subscriberCount),\"events_total\":\(events),\"coalesced_total\":\(coalesced),\"refused_total\":\(engine.broadcaster.refusedSubscriptions),\"seq\":\(engine.broadcaster.currentSequence),\"last_tick\":{\"collect_us\":\(tick.collectMicroseconds),\"publish_us\":\(tick.publishMicroseconds),\"changed_series\":\(tick.changedSeries)},\"peer_series\":\(remote.series),\"peer_rows_total\":\(remote.received)}")
+        j.raw(",\"connections\":{\"http1\":\(statistics.http1Connections),\"http2\":\(statistics.http2Connections),\"requests_total\":\(statistics.requestCount),\"protocol_errors_total\":\(statistics.protocolErrorCount),\"refused_per_address_total\":\(statistics.refusedConnectionCount)")
+        let idle = statistics.idleClosures
+        j.raw(",\"closed_idle\":{\"no_request\":\(idle["no_request"] ?? 0),\"idle\":\(idle["idle"] ?? 0),\"stalled_reader\":\(idle["stalled_reader"] ?? 0)}}")
         let auth = statistics.authRejections
         j.raw(",\"auth\":{\"enabled\":\(configuration.access.isEnabled),\"rejected\":{\"missing\":\(auth["missing"] ?? 0),\"invalid\":\(auth["invalid"] ?? 0),\"forbidden\":\(auth["forbidden"] ?? 0)}}")
         j.raw(",\"writer\":{\"buffered_samples\":\(w.bufferedSamples),\"buffer_capacity\":\(w.bufferCapacity),\"buffer_fill\":")

@@ -12,12 +12,23 @@ public struct HTTPServerConfiguration: Sendable {
     public var tls: TLSFiles?
     /// Longest NDJSON / line-protocol line, bytes. Default 65,536.
     public var maxLineLength: Int
+    /// Latest accepted sample timestamp ahead of the server clock, ms; `nil`: no bound. Default 600,000 (10 minutes).
+    public var maxTimestampFutureMilliseconds: Int64?
+    /// Oldest accepted sample timestamp behind the server clock, ms; `nil`: no bound. Default 604,800,000 (7 days).
+    public var maxTimestampAgeMilliseconds: Int64?
     /// Largest buffered (non-streaming) request body, bytes. Default 1 MiB.
     public var maxBufferedBody: Int
     /// Largest gzip-compressed `/write` body, bytes. Default 32 MiB.
     public var maxCompressedBody: Int
     /// Largest inflated `/write` body, bytes. Default 256 MiB.
     public var maxDecompressedBody: Int
+    /// Open connections allowed per client IP address; 0: no limit. Default 2,000. Behind a proxy
+    /// every connection comes from the proxy's address (HAProxy multiplexes its streams onto few).
+    public var maxConnectionsPerAddress: Int
+    /// Seconds a connection may read nothing (with no SSE stream open), or an SSE client not read
+    /// (socket not writable), before it is closed; a connection must also start a request within
+    /// 10 s (or this, if shorter). 0: never. Default 120.
+    public var idleTimeoutSeconds: Int
     /// HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS. Default 1,000.
     public var maxConcurrentStreams: Int
     /// HTTP/2 per-stream receive window, bytes. Default 1 MiB.
@@ -49,7 +60,9 @@ public struct HTTPServerConfiguration: Sendable {
                 maxLineLength: Int = 65_536, maxBufferedBody: Int = 1 << 20, maxCompressedBody: Int = 32 << 20,
                 maxDecompressedBody: Int = 256 << 20, maxConcurrentStreams: Int = 1_000,
                 streamWindow: Int = 1 << 20, connectionWindow: Int = 4 << 20, drainTimeoutSeconds: Int = 10,
-                access: AccessControl = .open) {
+                access: AccessControl = .open, maxTimestampFutureMilliseconds: Int64? = 600_000,
+                maxTimestampAgeMilliseconds: Int64? = 604_800_000, maxConnectionsPerAddress: Int = 2_000,
+                idleTimeoutSeconds: Int = 120) {
         self.host = host
         self.port = port
         self.tlsPort = tlsPort
@@ -63,5 +76,9 @@ public struct HTTPServerConfiguration: Sendable {
         self.connectionWindow = connectionWindow
         self.drainTimeoutSeconds = drainTimeoutSeconds
         self.access = access
+        self.maxTimestampFutureMilliseconds = maxTimestampFutureMilliseconds
+        self.maxTimestampAgeMilliseconds = maxTimestampAgeMilliseconds
+        self.maxConnectionsPerAddress = maxConnectionsPerAddress
+        self.idleTimeoutSeconds = idleTimeoutSeconds
     }
 }

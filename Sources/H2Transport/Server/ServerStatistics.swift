@@ -9,6 +9,10 @@ public final class ServerStatistics: Sendable {
     let authMissing = Atomic<Int>(0)
     let authInvalid = Atomic<Int>(0)
     let authForbidden = Atomic<Int>(0)
+    let connectionsRefused = Atomic<Int>(0)
+    let closedNoRequest = Atomic<Int>(0)
+    let closedIdle = Atomic<Int>(0)
+    let closedStalled = Atomic<Int>(0)
 
     init() {}
 
@@ -20,6 +24,15 @@ public final class ServerStatistics: Sendable {
     public var requestCount: Int { requests.load(ordering: .relaxed) }
     /// Connections closed for protocol errors since start.
     public var protocolErrorCount: Int { protocolErrors.load(ordering: .relaxed) }
+    /// Connections closed at once because their client address had `maxConnectionsPerAddress` open.
+    public var refusedConnectionCount: Int { connectionsRefused.load(ordering: .relaxed) }
+    /// Connections the idle guard closed, by reason: `no_request` (none within 10 s of
+    /// accepting), `idle` (nothing read for the idle timeout, no SSE stream open), `stalled_reader`
+    /// (an SSE client that stopped reading for the idle timeout).
+    public var idleClosures: [String: Int] {
+        ["no_request": closedNoRequest.load(ordering: .relaxed), "idle": closedIdle.load(ordering: .relaxed),
+         "stalled_reader": closedStalled.load(ordering: .relaxed)]
+    }
     /// Requests refused by access control since start, by reason: `missing` (no credential,
     /// 401), `invalid` (a credential that matched nothing, 401), `forbidden` (the other role's, 403).
     public var authRejections: [String: Int] {

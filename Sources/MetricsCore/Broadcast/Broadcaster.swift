@@ -171,6 +171,7 @@ public final class Broadcaster: Sendable {
         var remoteReceived = 0
         var eventsSent = 0
         var coalesced = 0
+        var refusedSubscriptions = 0
     }
 
     /// Random per process; part of every event id.
@@ -201,6 +202,9 @@ public final class Broadcaster: Sendable {
 
     /// Events queued since start, and subscribers coalesced since start.
     public var counters: (events: Int, coalesced: Int) { state.withLock { ($0.eventsSent, $0.coalesced) } }
+
+    /// Subscriptions refused because ``Configuration/maxSubscribers`` were open.
+    public var refusedSubscriptions: Int { state.withLock { $0.refusedSubscriptions } }
 
     /// The current fleet rollups, by metric.
     public var fleet: [String: FleetRollup] { state.withLock { $0.fleet } }
@@ -343,7 +347,10 @@ public final class Broadcaster: Sendable {
                           onReady: @escaping @Sendable () -> Void) throws -> Subscription {
         let sub = Subscription(filter: filter, broadcaster: self, onReady: onReady)
         try state.withLock { s in
-            guard s.subscriptions.count < configuration.maxSubscribers else { throw SubscribeError.tooManySubscribers }
+            guard s.subscriptions.count < configuration.maxSubscribers else {
+                s.refusedSubscriptions += 1
+                throw SubscribeError.tooManySubscribers
+            }
             s.subscriptions[ObjectIdentifier(sub)] = sub
             var resumeFrom: UInt64? = nil
             if let id = lastEventID, let dash = id.lastIndex(of: "-"), id[..<dash] == epoch,

@@ -35,6 +35,7 @@ public struct LineProtocolParser: Sendable {
         splitter = LineSplitter(maxLineLength: limits.maxLineLength)
         lines = LineProtocolLineParser(precision: precision, defaultServerID: defaultServerID)
         lines.allowedServers = limits.allowedServers
+        lines.window = limits
     }
 
     /// Parses one chunk of the body.
@@ -79,6 +80,8 @@ struct LineProtocolLineParser: LineHandler {
     private let defaultServerID: String?
     private let defaultServerIDIsValid: Bool
     var allowedServers: ServerIDPolicy?
+    /// The timestamp window (only its `max…Milliseconds` are read).
+    var window = ParseLimits()
 
     /// Sanitized measurement followed by `_`, then the field key: the metric name being built.
     private var name = ScratchBytes()
@@ -303,6 +306,7 @@ struct LineProtocolLineParser: LineHandler {
                 throw ParseError(code: .invalidTimestamp, message: "invalid timestamp \(quoted(p.slice(start, i))) at column \(start + 1)")
             }
             timestamp = ms
+            try window.checkTimestamp(ms, now: now)
             while i < n, p[i] == Self.space { i += 1 }
             if i < n { throw Self.syntax("unexpected data after the timestamp", i) }
         }

@@ -42,6 +42,7 @@ public struct NDJSONParser: Sendable {
         splitter = LineSplitter(maxLineLength: limits.maxLineLength)
         lines = NDJSONLineParser(defaultServerID: defaultServerID)
         lines.allowedServers = limits.allowedServers
+        lines.window = limits
     }
 
     /// Makes the parser ready for a new stream (line numbers restart at 1), keeping its scratch
@@ -52,6 +53,7 @@ public struct NDJSONParser: Sendable {
         splitter.maxLineLength = max(1, limits.maxLineLength)
         lines.setDefaultServerID(defaultServerID)
         lines.allowedServers = limits.allowedServers
+        lines.window = limits
     }
 
     /// Parses one chunk of the stream.
@@ -81,6 +83,8 @@ struct NDJSONLineParser: LineHandler {
     private var defaultServerID: String?
     private var defaultServerIDIsValid: Bool
     var allowedServers: ServerIDPolicy?
+    /// The timestamp window (only its `max…Milliseconds` are read).
+    var window = ParseLimits()
     private var labels = LabelBuilder()
     /// Decoded escaped strings (slow path).
     private var scratch: [UInt8] = []
@@ -262,7 +266,9 @@ struct NDJSONLineParser: LineHandler {
 
         let timestamp: Int64
         switch tsField {
-        case .valid(let t): timestamp = t
+        case .valid(let t):
+            timestamp = t
+            try window.checkTimestamp(t, now: now)
         case .absent: timestamp = now
         case .invalid(let why): throw ParseError(code: .invalidTimestamp, message: why)
         }

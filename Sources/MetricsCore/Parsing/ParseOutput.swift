@@ -11,13 +11,44 @@ public struct ParseLimits: Sendable {
     /// other ids are rejected with ``ParseError/Code/serverNotAllowed``.
     public var allowedServers: ServerIDPolicy?
 
+    /// How far ahead of the parse clock (`now`) a sample's timestamp may be, ms; `nil`: no bound.
+    /// Later ones are rejected with ``ParseError/Code/timestampOutOfRange`` (an agent with a wrong
+    /// clock would otherwise park its samples in the future, where no dashboard looks).
+    public var maxFutureMilliseconds: Int64?
+    /// How far behind the parse clock a sample's timestamp may be, ms; `nil`: no bound. Older ones
+    /// are rejected with ``ParseError/Code/timestampOutOfRange``.
+    public var maxAgeMilliseconds: Int64?
+
     /// Creates limits.
     /// - Parameters:
     ///   - maxLineLength: Longest accepted line in bytes (default 65,536). Values below 1 are treated as 1.
     ///   - allowedServers: Server ids that may be written; `nil` (default) allows any.
-    public init(maxLineLength: Int = 65536, allowedServers: ServerIDPolicy? = nil) {
+    ///   - maxFutureMilliseconds: Latest accepted timestamp relative to the clock; `nil` (default): no bound.
+    ///   - maxAgeMilliseconds: Oldest accepted timestamp relative to the clock; `nil` (default): no bound.
+    public init(maxLineLength: Int = 65536, allowedServers: ServerIDPolicy? = nil,
+                maxFutureMilliseconds: Int64? = nil, maxAgeMilliseconds: Int64? = nil) {
         self.maxLineLength = max(1, maxLineLength)
         self.allowedServers = allowedServers
+        self.maxFutureMilliseconds = maxFutureMilliseconds
+        self.maxAgeMilliseconds = maxAgeMilliseconds
+    }
+
+    /// Checks a timestamp against the window around `now`.
+    @inline(__always)
+    func checkTimestamp(_ ts: Int64, now: Int64) throws(ParseError) {
+        if let f = maxFutureMilliseconds, ts > now &+ f {
+            throw ParseError(code: .timestampOutOfRange, message: "timestamp \(ts) is \(Self.span(ts - now)) ahead of the server clock (limit \(Self.span(f)))")
+        }
+        if let a = maxAgeMilliseconds, ts < now &- a {
+            throw ParseError(code: .timestampOutOfRange, message: "timestamp \(ts) is \(Self.span(now - ts)) behind the server clock (limit \(Self.span(a)))")
+        }
+    }
+
+    static func span(_ ms: Int64) -> String {
+        if ms < 120_000 { return "\(ms / 1000) s" }
+        if ms < 7_200_000 { return "\(ms / 60_000) min" }
+        if ms < 172_800_000 { return "\(ms / 3_600_000) h" }
+        return "\(ms / 86_400_000) d"
     }
 }
 
@@ -57,6 +88,9 @@ public struct ParseError: Error, Sendable, Hashable, CustomStringConvertible {
         case missingHost = "missing_host"
         /// The request's credential may not write this server id (``ParseLimits/allowedServers``).
         case serverNotAllowed = "server_not_allowed"
+        /// The timestamp is valid but too far ahead of or behind the server clock
+        /// (``ParseLimits/maxFutureMilliseconds``, ``ParseLimits/maxAgeMilliseconds``).
+        case timestampOutOfRange = "timestamp_out_of_range"
     }
 
     /// Creates an error.

@@ -7,7 +7,7 @@ import Testing
         // These strings are metric labels and JSON reply fields: changing one breaks clients.
         #expect(ParseError.Code.allCases.map(\.rawValue) == [
             "line_too_long", "invalid_json", "invalid_syntax", "missing_field", "invalid_name", "invalid_value",
-            "non_finite_value", "invalid_timestamp", "invalid_labels", "invalid_utf8", "missing_host", "server_not_allowed",
+            "non_finite_value", "invalid_timestamp", "invalid_labels", "invalid_utf8", "missing_host", "server_not_allowed", "timestamp_out_of_range",
         ])
         let e = ParseError(code: .invalidName, message: "bad")
         #expect(e.description == "invalid_name: bad")
@@ -84,5 +84,27 @@ import Testing
         #expect(throws: ServerIDPolicy.InvalidPattern.self) { try ServerIDPolicy(patterns: ["**"]) }
         #expect(try ServerIDPolicy(patterns: ["*"]).allowsAll)
         #expect(try ServerIDPolicy(patterns: ["web-*"]).allows("web-") == true)
+    }
+}
+
+@Suite struct TimestampWindowTests {
+    @Test func timestampsOutsideTheWindowAreRejectedWithTheirDistance() {
+        let now: Int64 = 1_800_000_000_000
+        let limits = ParseLimits(maxFutureMilliseconds: 600_000, maxAgeMilliseconds: 7 * 86_400_000)
+        var p = NDJSONParser(defaultServerID: "web-01", limits: limits)
+        var out = ParseOutput()
+        let lines = [now, now + 600_000, now + 600_001, now - 7 * 86_400_000, now - 7 * 86_400_000 - 1, now + 3 * 86_400_000]
+            .map { "{\"metric_name\":\"cpu\",\"value\":1,\"ts\":\($0)}\n" }.joined() + "{\"metric_name\":\"cpu\",\"value\":1}\n"
+        p.parse(Array(lines.utf8), now: now, into: &out)
+        #expect(out.samples.map(\.timestamp) == [now, now + 600_000, now - 7 * 86_400_000, now])
+        #expect(out.rejections.map(\.line) == [3, 5, 6])
+        #expect(out.rejections.allSatisfy { $0.error.code == .timestampOutOfRange })
+        #expect(out.rejections.last?.error.message == "timestamp \(now + 3 * 86_400_000) is 3 d ahead of the server clock (limit 10 min)")
+
+        var lp = LineProtocolParser(precision: .seconds, defaultServerID: "web-01", limits: limits)
+        var out2 = ParseOutput()
+        lp.parse(Array("cpu v=1 \(now / 1000)\ncpu v=2 \(now / 1000 + 3600)\ncpu v=3 \(now / 1000 - 8 * 86_400)\n".utf8), now: now, into: &out2)
+        #expect(out2.samples.count == 1 && out2.rejections.map(\.line) == [2, 3])
+        #expect(out2.rejections.first?.error.message.contains("60 min ahead") == true)
     }
 }

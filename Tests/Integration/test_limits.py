@@ -1,0 +1,125 @@
+"""Limits against the real server: connections per client address, dashboard subscribers, HTTP/2
+streams per connection. Each is configurable, answers clearly when hit, is counted in
+/api/stats, and leaves the clients within the limit unaffected."""
+import socket
+import time
+
+import h2.connection
+import h2.config
+import h2.events
+import h2.settings
+
+import rtd_helpers as h
+
+
+def open_socket(srv) -> socket.socket:
+    s = socket.create_connection((h.HOST, srv.port), timeout=5)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return s
+
+
+def closed_by_peer(s: socket.socket, timeout: float = 3) -> bool:
+    s.settimeout(timeout)
+    try:
+        s.sendall(b"GET /ready HTTP/1.1\r\nHost: x\r\n\r\n")
+        return s.recv(4096) == b""
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except socket.timeout:
+        return False
+
+
+def test_connections_per_address_are_limited_and_counted(server_factory):
+    srv = server_factory("--max-connections-per-address", "3", name="conn-limit")
+    held = [open_socket(srv) for _ in range(3)]
+    try:
+        # The three within the limit work...
+        for s in held:
+            s.settimeout(5)
+            s.sendall(b"GET /ready HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert b"200" in s.recv(4096).split(b"\r\n")[0]
+        # ...a fourth is closed before anything is read...
+        extra = open_socket(srv)
+        assert closed_by_peer(extra)
+        extra.close()
+        # ...and once one closes there is room again.
+        held.pop().close()
+        h.wait_until(lambda: not closed_by_peer(x := open_socket(srv), timeout=1) and (held.append(x) or True),
+                     timeout=10, what="a slot freed by a closed connection")
+        # Stats over a fourth connection would be refused now: read them after closing the held ones.
+    finally:
+        for s in held:
+            s.close()
+    h.wait_until(lambda: srv.stats()["connections"]["refused_per_address_total"] >= 1, timeout=10, what="refusal counted")
+
+
+def test_dashboard_subscribers_are_capped_with_503_and_retry_after(server_factory):
+    srv = server_factory("--max-sse-clients", "2", name="sse-limit")
+    first, second = h.SSEClient(srv, query="metrics=cpu"), h.SSEClient(srv, query="metrics=cpu")
+    try:
+        assert first.status == 200 and second.status == 200
+        status, headers, body = h.http_get(srv.url("/api/dashboard/stream?metrics=cpu"), timeout=5)
+        assert status == 503 and headers["retry-after"] == "5" and b"--max-sse-clients" in body
+        assert srv.stats()["sse"]["refused_total"] == 1
+        # The two admitted streams keep getting events.
+        assert first.next_event(timeout=10) and second.next_event(timeout=10)
+    finally:
+        first.close()
+        second.close()
+    h.wait_until(lambda: srv.stats()["sse"]["clients"] == 0, timeout=10, what="subscribers gone")
+
+
+def test_streams_per_connection_follow_the_setting(server_factory):
+    srv = server_factory("--max-concurrent-streams", "4", name="streams-limit")
+    s = open_socket(srv)
+    conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    s.sendall(conn.data_to_send())
+    s.settimeout(5)
+    settings = None
+    deadline = time.time() + 5
+    while settings is None and time.time() < deadline:
+        for ev in conn.receive_data(s.recv(65536)):
+            if isinstance(ev, h2.events.RemoteSettingsChanged):
+                settings = ev.changed_settings
+        s.sendall(conn.data_to_send())
+    s.close()
+    assert settings is not None
+    assert settings[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS].new_value == 4
+
+
+def wait_closed(s: socket.socket, timeout: float) -> float:
+    """Seconds until the peer closes `s` (reading only; nothing is sent)."""
+    t0 = time.monotonic()
+    s.settimeout(timeout)
+    try:
+        while s.recv(65536):
+            pass
+    except (ConnectionResetError, socket.timeout):
+        pass
+    return time.monotonic() - t0
+
+
+def test_idle_connections_are_closed_and_sse_streams_are_not(server_factory):
+    srv = server_factory("--idle-timeout", "2", name="idle")
+    # A connection that never sends a request: closed after min(10 s, idle timeout).
+    silent = open_socket(srv)
+    assert wait_closed(silent, timeout=15) < 6
+    # A keep-alive connection after one request: closed once idle for 2 s.
+    ka = open_socket(srv)
+    ka.sendall(b"GET /ready HTTP/1.1\r\nHost: x\r\n\r\n")
+    ka.settimeout(5)
+    assert b" 200 " in ka.recv(4096)
+    assert 1.5 < wait_closed(ka, timeout=15) < 8
+    # A dashboard stream sends nothing either, but stays: it is being written to.
+    sse = h.SSEClient(srv, query="metrics=cpu")
+    try:
+        assert sse.status == 200
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 5:
+            sse.next_event(timeout=5)
+        assert sse.proc.poll() is None
+    finally:
+        sse.close()
+    closed = srv.stats()["connections"]["closed_idle"]
+    assert closed["no_request"] >= 1 and closed["idle"] >= 1 and closed["stalled_reader"] == 0
