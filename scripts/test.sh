@@ -43,7 +43,12 @@ log "Examples/EmbeddedAggregator"
 log "Examples/CustomStore"
 (cd Examples/CustomStore && swift build && swift run -q CustomStore)
 
-# 5. End-to-end tests against the real server binary.
+# 5. The fuzz targets (libFuzzer + ASan) build, replay their seed corpus and run briefly; long
+#    runs: scripts/fuzz/run.sh 600.
+log "fuzz targets (seed corpus + 5 s each)"
+bash scripts/fuzz/run.sh 5
+
+# 6. End-to-end tests against the real server binary.
 log "integration tests (pytest)"
 export RTD_SERVER_BIN="$ROOT/.build/debug/dashboard-server"
 export RTD_REQUIRE_BROWSER=1                    # the browser tests fail instead of skipping without Chromium

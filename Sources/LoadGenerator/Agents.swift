@@ -253,13 +253,14 @@ final class Agent: H2StreamDelegate {
     }
 
     private var lastGenerated: UInt64 = 0
+    private var lastWallMillis: Int64 = 0
 
     /// Writes the lines due since this agent's previous write (timestamps taken now, per agent).
     func generate() {
         guard started, !finished else { return }
         let nowMicros = monotonicMicros()
         let wallMillis = wallMillis()
-        if lastGenerated == 0 { lastGenerated = nowMicros; return }
+        if lastGenerated == 0 { lastGenerated = nowMicros; lastWallMillis = wallMillis; return }
         let seconds = Double(nowMicros - lastGenerated) / 1_000_000
         lastGenerated = nowMicros
         let perLine = plan.format == .influx ? Double(plan.metrics.count) : 1
@@ -275,13 +276,19 @@ final class Agent: H2StreamDelegate {
         lines = min(lines, plan.maxPendingLines - pendingLines)
         var buf = ByteBufferAllocator().buffer(capacity: lines * (plan.format == .influx ? 40 + 24 * plan.metrics.count : 110))
         var samples = 0
-        for _ in 0..<lines {
+        // Timestamps spread over the time since the last write, as an agent sampling steadily
+        // would stamp them: one series' samples get distinct milliseconds up to 1,000 per second
+        // (the store keeps an identical (series, ts, value) once).
+        let base = min(lastWallMillis, wallMillis), span = max(1, wallMillis - base)
+        lastWallMillis = wallMillis
+        for k in 0..<lines {
             counter += 1
+            let ts = base + Int64(k + 1) * span / Int64(lines)
             if plan.format == .influx {
-                writeInfluxLine(&buf, wallMillis)
+                writeInfluxLine(&buf, ts)
                 samples += plan.metrics.count
             } else {
-                writeNDJSONLine(&buf, wallMillis)
+                writeNDJSONLine(&buf, ts)
                 samples += 1
             }
         }

@@ -123,3 +123,36 @@ def test_idle_connections_are_closed_and_sse_streams_are_not(server_factory):
         sse.close()
     closed = srv.stats()["connections"]["closed_idle"]
     assert closed["no_request"] >= 1 and closed["idle"] >= 1 and closed["stalled_reader"] == 0
+
+
+def test_a_dashboard_client_that_stops_reading_is_closed_and_others_are_unaffected(server_factory):
+    """Fault injection: an SSE client that never reads. Its queue is bounded and coalesced; once its
+    socket has not been writable for the idle timeout the connection is closed. A normal viewer
+    keeps receiving events throughout, and memory stays bounded."""
+    from rtd_feed import FleetFeeder
+    srv = server_factory("--idle-timeout", "3", name="stalled", tick_ms=100)
+    feed = FleetFeeder(h.HOST, srv.port, 2000, prefix=h.uid("st") + "-", interval=0.2, labels=False).start()
+    try:
+        feed.wait_rounds(2)
+        stalled = socket.socket()
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled.connect((h.HOST, srv.port))
+        stalled.sendall(b"GET /api/dashboard/stream?fleet=0&limit=100000 HTTP/1.1\r\nHost: x\r\n\r\n")
+        viewer = h.SSEClient(srv, query="metrics=cpu_usage&top=5")
+        try:
+            rss0 = srv.stats()["memory"]["rss_bytes"]
+            closed = h.wait_until(lambda: srv.stats()["connections"]["closed_idle"]["stalled_reader"] >= 1 or None,
+                                  timeout=30, what="the stalled reader closed")
+            assert closed
+            got = 0
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < 1.5:
+                viewer.next_event(timeout=5)
+                got += 1
+            assert got >= 5, "the normal viewer kept receiving updates"
+            assert srv.stats()["memory"]["rss_bytes"] < rss0 + 300_000_000
+        finally:
+            viewer.close()
+            stalled.close()
+    finally:
+        feed.stop()
