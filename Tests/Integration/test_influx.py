@@ -133,3 +133,15 @@ def test_write_escapes_and_name_sanitising(server, ids):
     state = h.sse_rows(server, [host], lambda s: len(s) == 2)
     labels = "dev_ice=sda_1,path=/var/lib"
     assert set(state) == {(host, "disk_io_read_bytes", labels), (host, "disk_io_busy_", labels)}, set(state)
+
+
+def test_write_gzip_bomb_is_413_and_memory_stays_bounded(server):
+    """80 MB of zeros compress to ~80 KB; inflation stops at the 64 MiB bound."""
+    import gzip
+    bomb = gzip.compress(b"0" * 80_000_000, compresslevel=9)
+    assert len(bomb) < 200_000
+    rss0 = server.stats()["memory"]["rss_bytes"]
+    resp = h.curl(server, "/write?db=x", method="POST", data=bomb, headers={"Content-Encoding": "gzip"})
+    assert resp.status == 413 and "decompressed body larger than" in resp.json()["error"]
+    assert server.stats()["memory"]["rss_bytes"] < rss0 + 200_000_000
+    assert h.curl(server, "/ready").status == 200

@@ -156,3 +156,32 @@ def test_a_dashboard_client_that_stops_reading_is_closed_and_others_are_unaffect
             stalled.close()
     finally:
         feed.stop()
+
+
+def test_streams_opened_and_never_fed_are_closed_with_their_connection(server_factory, ids):
+    """Fault injection: a client opens ingest streams and never sends a byte of body. The idle guard
+    closes the connection after the idle timeout; an agent on another connection is unaffected."""
+    srv = server_factory("--idle-timeout", "2", name="never-sends")
+    s = open_socket(srv)
+    conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    for i in range(10):
+        sid = conn.get_next_available_stream_id()
+        conn.send_headers(sid, [(":method", "POST"), (":path", "/api/metrics/stream"), (":scheme", "http"),
+                                (":authority", "x"), ("content-type", "application/x-ndjson")])
+    s.sendall(conn.data_to_send())
+    agent = h.StreamingIngest(srv, proto="h2c")
+    try:
+        t0 = time.monotonic()
+        for i in range(8):  # a live agent: a line every half second keeps its own connection open
+            agent.send(h.ndjson([{"server_id": f"{ids}-live", "metric_name": "m", "value": i}]))
+            agent.read_until(lambda o: o.get("ack", 0) >= i + 1, timeout=5)
+            time.sleep(0.5)
+        assert wait_closed(s, timeout=10) < 10 and time.monotonic() - t0 < 20
+        agent.finish_request()
+        summary = [o for o in agent.read_to_eof() if "summary" in o][0]["summary"]
+        assert summary["acked_lines"] == 8 and summary["rejected"] == 0
+    finally:
+        agent.close()
+        s.close()
+    assert srv.stats()["connections"]["closed_idle"]["idle"] >= 1

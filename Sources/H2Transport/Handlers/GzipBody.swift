@@ -22,18 +22,24 @@ final class GzipBody {
 
     enum Result {
         case success(ByteBuffer)
-        case failure(String)
+        /// HTTP status (413 for a body that inflates past the bound, 400 for broken gzip) and why.
+        case failure(Int, String)
     }
 
     /// Inflates what was buffered.
     func decompress() -> Result {
         do {
+            // compress-nio's bound is soft (its output buffers are rounded up in size, so it can
+            // inflate up to about twice `maxSize` before it stops): check the result as well.
             let plain = try buffer.decompress(with: .gzip(), maxSize: maxDecompressed)
+            guard plain.readableBytes <= maxDecompressed else {
+                return .failure(413, "decompressed body larger than \(maxDecompressed) bytes")
+            }
             return .success(plain)
         } catch let error as CompressNIOError where error == .bufferOverflow {
-            return .failure("decompressed body larger than \(maxDecompressed) bytes")
+            return .failure(413, "decompressed body larger than \(maxDecompressed) bytes")
         } catch {
-            return .failure("invalid gzip body: \(error)")
+            return .failure(400, "invalid gzip body: \(error)")
         }
     }
 }

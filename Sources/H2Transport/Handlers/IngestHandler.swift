@@ -99,8 +99,8 @@ final class IngestHandler: RequestHandler {
             switch gzip.decompress() {
             case .success(let plain):
                 plain.withUnsafeReadableBytes { parse($0, releasing: 0) }
-            case .failure(let message):
-                fail(status: 400, message: message)
+            case .failure(let status, let message):
+                fail(status: status, message: message)
                 return
             }
         }

@@ -20,7 +20,8 @@ public struct HTTPServerConfiguration: Sendable {
     public var maxBufferedBody: Int
     /// Largest gzip-compressed `/write` body, bytes. Default 32 MiB.
     public var maxCompressedBody: Int
-    /// Largest inflated `/write` body, bytes. Default 256 MiB.
+    /// Largest inflated `/write` body, bytes. Default 64 MiB (Telegraf batches are far smaller; each
+    /// concurrent gzip request may hold this much while it is parsed).
     public var maxDecompressedBody: Int
     /// Open connections allowed per client IP address; 0: no limit. Default 2,000. Behind a proxy
     /// every connection comes from the proxy's address (HAProxy multiplexes its streams onto few).
@@ -58,7 +59,7 @@ public struct HTTPServerConfiguration: Sendable {
     /// Creates a configuration.
     public init(host: String = "0.0.0.0", port: Int = 4002, tlsPort: Int? = nil, tls: TLSFiles? = nil,
                 maxLineLength: Int = 65_536, maxBufferedBody: Int = 1 << 20, maxCompressedBody: Int = 32 << 20,
-                maxDecompressedBody: Int = 256 << 20, maxConcurrentStreams: Int = 1_000,
+                maxDecompressedBody: Int = 64 << 20, maxConcurrentStreams: Int = 1_000,
                 streamWindow: Int = 1 << 20, connectionWindow: Int = 4 << 20, drainTimeoutSeconds: Int = 10,
                 access: AccessControl = .open, maxTimestampFutureMilliseconds: Int64? = 600_000,
                 maxTimestampAgeMilliseconds: Int64? = 604_800_000, maxConnectionsPerAddress: Int = 2_000,
