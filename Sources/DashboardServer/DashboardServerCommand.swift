@@ -58,6 +58,9 @@ struct DashboardServerCommand: AsyncParsableCommand {
     @Option(help: "MySQL store: seconds to keep retrying the first connection at start (RTD_STORE_CONNECT_WAIT).")
     var storeConnectWait: Int = env("RTD_STORE_CONNECT_WAIT").flatMap(Int.init) ?? 30
 
+    @Option(help: "MySQL store: batches written concurrently, each lane on its own two connections; 2 hides commit latency when the database has its own cores (RTD_STORE_WRITE_LANES).")
+    var storeWriteLanes: Int = env("RTD_STORE_WRITE_LANES").flatMap(Int.init) ?? 1
+
     @Option(help: "Dashboard tick in milliseconds (RTD_TICK_MS).")
     var tickMs: Int = env("RTD_TICK_MS").flatMap(Int.init) ?? 1000
 
@@ -144,6 +147,7 @@ struct DashboardServerCommand: AsyncParsableCommand {
         }
         guard MySQLStore.BulkMode(rawValue: storeBulk) != nil else { throw ValidationError("--store-bulk must be auto, array or multirow") }
         guard rawRetentionDays >= 1, rollupRetentionDays >= 1 else { throw ValidationError("retention must be at least one day") }
+        guard (1...8).contains(storeWriteLanes) else { throw ValidationError("--store-write-lanes must be 1...8") }
         guard storeMaintenanceInterval >= 1 else { throw ValidationError("--store-maintenance-interval must be at least 1 second") }
     }
 
@@ -250,7 +254,8 @@ extension DashboardServerCommand {
         if endpoint.password.isEmpty, let pw = env("RTD_STORE_PASSWORD") { endpoint.password = pw }
         let configuration = MySQLStore.Configuration(
             endpoint: endpoint, rawRetentionDays: rawRetentionDays, rollupRetentionDays: rollupRetentionDays,
-            maintenanceInterval: .seconds(storeMaintenanceInterval), bulkMode: MySQLStore.BulkMode(rawValue: storeBulk) ?? .auto)
+            maintenanceInterval: .seconds(storeMaintenanceInterval), bulkMode: MySQLStore.BulkMode(rawValue: storeBulk) ?? .auto,
+            writeLanes: storeWriteLanes)
         let deadline = ContinuousClock.now + .seconds(storeConnectWait)
         while true {
             do {

@@ -6,8 +6,11 @@ import Synchronization
 ///
 /// ## Threads
 /// Connector/C blocks, so every call runs on a ``BlockingWorker``: a dedicated thread owning one
-/// connection. One writer (the ``BatchWriter`` never writes concurrently), ``Configuration/readers``
-/// readers for history and warm-up, and one maintenance connection (migrations, partitions, retention).
+/// connection. ``Configuration/writeLanes`` writer lanes (two connections each: large batches are
+/// split over both), so the ``BatchWriter`` can have that many batches in flight (batch `n` goes
+/// to lane `n % lanes`; acknowledgements are still released in batch order);
+/// ``Configuration/readers`` readers for history and warm-up; one maintenance connection
+/// (migrations, partitions, retention).
 ///
 /// ## A write
 /// 1. Series ids: unknown series are inserted into `rtd_series` (autocommit, idempotent) and their
@@ -45,11 +48,19 @@ public final class MySQLStore: MetricStore {
         public var readers: Int
         /// Most series ids cached in memory; the cache is cleared when it reaches this. Default 2,000,000.
         public var seriesCacheLimit: Int
+        /// Batches written concurrently, each lane with its own two connections and series cache:
+        /// with 2, the next batch is inserted while the previous one commits. Default 1: on two
+        /// cores shared with the database, 2 lanes measured no faster (the database and this
+        /// process already use both cores) and doubled the median ack lag; with a database on its
+        /// own cores or host, 2 hides the commit latency.
+        public var writeLanes: Int
 
         /// Creates a configuration.
         public init(endpoint: MySQLEndpoint, rawRetentionDays: Int = 7, rollupRetentionDays: Int = 90,
                     maintenanceInterval: Duration = .seconds(600), partitionsAheadDays: Int = 2,
-                    bulkMode: BulkMode = .auto, bulkRows: Int = 10_000, readers: Int = 2, seriesCacheLimit: Int = 2_000_000) {
+                    bulkMode: BulkMode = .auto, bulkRows: Int = 10_000, readers: Int = 2, seriesCacheLimit: Int = 2_000_000,
+                    writeLanes: Int = 1) {
+            self.writeLanes = max(1, writeLanes)
             self.endpoint = endpoint
             self.rawRetentionDays = max(1, rawRetentionDays)
             self.rollupRetentionDays = max(1, rollupRetentionDays)
@@ -112,13 +123,18 @@ public final class MySQLStore: MetricStore {
 
     private let configuration: Configuration
     private let logger: Logger
-    private let writer: BlockingWorker
-    /// A second writer connection: large batches are split in two transactions, one per
-    /// connection, so the database works on one while this process prepares or commits the other.
-    private let writer2: BlockingWorker
+    /// One writer lane: a connection for the batch's transaction, a second one for the other half
+    /// of a large batch's raw rows (two transactions, so the database works on one while this
+    /// process prepares or commits the other), and the series cache the lane's thread owns.
+    private struct Lane: Sendable {
+        let primary: BlockingWorker
+        let secondary: BlockingWorker
+        let state: WriterState
+    }
+    private let lanes: [Lane]
+    private var writerWorkers: [BlockingWorker] { lanes.flatMap { [$0.primary, $0.secondary] } }
     private let readers: [BlockingWorker]
     private let maintenance: BlockingWorker
-    private let writerState: WriterState
     private let stats = Locked(Statistics())
     private let nextReader = Atomic<Int>(0)
     private let serverInfo: String
@@ -137,8 +153,11 @@ public final class MySQLStore: MetricStore {
             try c.execute("SET SESSION time_zone = '+00:00'")
             stats.withLock { $0.connectionsOpened += 1 }
         }
-        writer = BlockingWorker(name: "mysql-writer", endpoint: configuration.endpoint, onConnect: session)
-        writer2 = BlockingWorker(name: "mysql-writer-2", endpoint: configuration.endpoint, onConnect: session)
+        lanes = (0..<configuration.writeLanes).map { i in
+            Lane(primary: BlockingWorker(name: "mysql-writer-\(i)a", endpoint: configuration.endpoint, onConnect: session),
+                 secondary: BlockingWorker(name: "mysql-writer-\(i)b", endpoint: configuration.endpoint, onConnect: session),
+                 state: WriterState())
+        }
         readers = (0..<configuration.readers).map { i in
             BlockingWorker(name: "mysql-reader-\(i)", endpoint: configuration.endpoint, onConnect: session)
         }
@@ -147,7 +166,6 @@ public final class MySQLStore: MetricStore {
             // DDL (partition changes) must not queue in front of ingestion for long.
             try c.execute("SET SESSION lock_wait_timeout = 5")
         })
-        writerState = WriterState()
         let now = ProcessInfoLite.nowMilliseconds()
         let (version, isMariaDB, applied): (String, Bool, [Int])
         do {
@@ -157,7 +175,7 @@ public final class MySQLStore: MetricStore {
                 return (c.serverVersion, c.isMariaDB, applied)
             }
         } catch {
-            await Self.stopAll(writer, [writer2] + readers, maintenance)
+            await Self.stopAll(lanes.flatMap { [$0.primary, $0.secondary] } + readers, maintenance)
             throw error
         }
         serverInfo = version
@@ -165,7 +183,7 @@ public final class MySQLStore: MetricStore {
         case .auto: useArrayBinding = isMariaDB
         case .arrayBinding:
             guard isMariaDB else {
-                await Self.stopAll(writer, [writer2] + readers, maintenance)
+                await Self.stopAll(lanes.flatMap { [$0.primary, $0.secondary] } + readers, maintenance)
                 throw MySQLError(code: 0, message: "array binding needs MariaDB; the server is \(version)")
             }
             useArrayBinding = true
@@ -192,8 +210,7 @@ public final class MySQLStore: MetricStore {
         maintenanceTask.withLock { $0 = task }
     }
 
-    private static func stopAll(_ w: BlockingWorker, _ r: [BlockingWorker], _ m: BlockingWorker) async {
-        await w.stop()
+    private static func stopAll(_ r: [BlockingWorker], _ m: BlockingWorker) async {
         for x in r { await x.stop() }
         await m.stop()
     }
@@ -207,7 +224,8 @@ public final class MySQLStore: MetricStore {
         if batch.isEmpty { return }
         let started = ProcessInfoLite.monotonicNanoseconds()
         do {
-            let outcome = try await writer.run { [self] c in try writerState.write(batch, c, self) }
+            let lane = lanes[Int(batch.sequence % UInt64(lanes.count))]
+            let outcome = try await lane.primary.run { [self] c in try lane.state.write(batch, c, self, second: lane.secondary) }
             let seconds = Double(ProcessInfoLite.monotonicNanoseconds() - started) / 1e9
             stats.withLock { s in
                 if outcome.duplicate {
@@ -237,8 +255,9 @@ public final class MySQLStore: MetricStore {
     fileprivate var arrayBinding: Bool { useArrayBinding }
     fileprivate var bulkRows: Int { useArrayBinding ? configuration.bulkRows : min(1_000, configuration.bulkRows) }
     fileprivate var seriesCacheLimit: Int { configuration.seriesCacheLimit }
-    fileprivate var secondWriter: BlockingWorker { writer2 }
-    /// Batches with at least this many samples are split over the two writer connections.
+    /// Lanes: the ``BatchWriter`` keeps this many batches in flight.
+    public var maxConcurrentWrites: Int { lanes.count }
+    /// Batches with at least this many samples are split over the lane's two writer connections.
     static let splitThreshold = 16_384
 
     // MARK: - Reading
@@ -331,7 +350,7 @@ public final class MySQLStore: MetricStore {
         }
         task?.cancel()
         await task?.value
-        await Self.stopAll(writer, [writer2] + readers, maintenance)
+        await Self.stopAll(writerWorkers + readers, maintenance)
     }
 
     // MARK: - Maintenance
@@ -357,8 +376,7 @@ public final class MySQLStore: MetricStore {
 
     /// Closes the writer's connection (the next write reconnects). For fault-injection tests.
     public func dropWriterConnection() {
-        writer.dropConnection()
-        writer2.dropConnection()
+        for w in writerWorkers { w.dropConnection() }
     }
 }
 
@@ -400,14 +418,14 @@ private final class WriterState: @unchecked Sendable {
     /// How far a server's last-seen time may lag in `rtd_servers` before it is rewritten, ms.
     static let lastSeenGranularity: Int64 = 10_000
 
-    func write(_ batch: StoreBatch, _ c: Connection, _ store: MySQLStore) throws -> Outcome {
+    func write(_ batch: StoreBatch, _ c: Connection, _ store: MySQLStore, second: BlockingWorker) throws -> Outcome {
         let waited = c.clock.nanoseconds
-        var outcome = try writeTimed(batch, c, store)
+        var outcome = try writeTimed(batch, c, store, secondWorker: second)
         outcome.databaseNanoseconds = c.clock.nanoseconds &- waited
         return outcome
     }
 
-    private func writeTimed(_ batch: StoreBatch, _ c: Connection, _ store: MySQLStore) throws -> Outcome {
+    private func writeTimed(_ batch: StoreBatch, _ c: Connection, _ store: MySQLStore, secondWorker: BlockingWorker) throws -> Outcome {
         var outcome = Outcome()
         let now = ProcessInfoLite.nowMilliseconds()
         // Several rollups of one series and minute in a batch (a sealed minute and late data) are merged first.
@@ -481,7 +499,7 @@ private final class WriterState: @unchecked Sendable {
             let tailTS = samples[split...].map(\.timestamp)
             let tailValues = samples[split...].map(\.value)
             let writerID = self.writerID, sequence = batch.sequence | (1 << 63), rows = store.bulkRows, array = store.arrayBinding
-            second = store.secondWriter.start { c2 in
+            second = secondWorker.start { c2 in
                 try Self.writeSamplesOnly(c2, writerID: writerID, sequence: sequence, ids: tailIDs, ts: tailTS, values: tailValues,
                                           rowsPerExecute: rows, arrayBinding: array, now: now)
             }

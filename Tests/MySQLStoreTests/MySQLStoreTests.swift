@@ -147,6 +147,32 @@ struct MySQLStoreTests {
         }
     }
 
+    @Test("two write lanes: a BatchWriter with two batches in flight stores every sample once and acknowledges in order")
+    func twoWriteLanes() async throws {
+        try await S.withStore({ $0.writeLanes = 2 }) { store, e in
+            #expect(store.maxConcurrentWrites == 2)
+            let writer = BatchWriter(store: store, aggregator: nil, configuration: .init(maxBatchSamples: 3_000))
+            let run = Task { await writer.run() }
+            let order = Locked<[Int]>([])
+            await withTaskGroup(of: Void.self) { group in
+                for k in 0..<20 {
+                    let samples = Self.samples(2_000, servers: 50, from: Self.minute + Int64(k) * 2_000)
+                    group.addTask {
+                        let outcome = await writer.write(samples)
+                        #expect(outcome == .durable)
+                        order.withLock { $0.append(k) }
+                    }
+                }
+            }
+            writer.close()
+            await run.value
+            let stored = try S.scalar(e, "SELECT COUNT(*) FROM rtd_samples")
+            #expect(stored == 40_000)
+            #expect(writer.statistics.batchesWritten >= 10)
+            #expect(store.statistics.duplicateSamplesIgnored == 0)
+        }
+    }
+
     @Test("samples resent in a new batch (an agent resending after a crash) are stored once; new ones beside them are kept")
     func resentSamplesStoredOnce() async throws {
         try await S.withStore { store, e in
@@ -258,7 +284,9 @@ struct MySQLStoreTests {
             for row in try admin.query("SELECT ID FROM information_schema.PROCESSLIST WHERE DB = '\(e.database)' AND ID <> CONNECTION_ID()") {
                 _ = try? admin.execute("KILL CONNECTION \(row[0]!)")
             }
-            let batch = StoreBatch(samples: Self.samples(100, from: Self.minute + 5_000), sequence: 2)
+            // Sequence 3: the same writer lane as batch 1 (lanes take sequence % lanes), so it meets
+            // the killed connection.
+            let batch = StoreBatch(samples: Self.samples(100, from: Self.minute + 5_000), sequence: 3)
             var failures = 0
             while true {
                 do {

@@ -218,15 +218,52 @@ public final class BatchWriter: Sendable {
     /// The flush loop. Run it once, e.g. in a task group beside the server; it returns after
     /// ``close()`` when everything is drained. Calling it again after it returned writes what was
     /// queued since (e.g. rollups from ``enqueueRollups(_:)``) and returns.
+    ///
+    /// Up to the store's ``MetricStore/maxConcurrentWrites`` batches are in flight: the next batch
+    /// is written while the previous one commits. Folds into the aggregator run one batch after
+    /// another in batch order, and submissions complete (are acknowledged) in batch order, whatever
+    /// order the store's writes finish in.
     public func run() async {
+        let maxInFlight = max(1, store.maxConcurrentWrites)
+        var inFlight = Deque<Task<Void, Never>>()
+        var lastFold: Task<Void, Never>? = nil
+        var lastDone: Task<Void, Never>? = nil
         while true {
-            let status: WaitStatus = state.withLock { s in s.waitStatus }
+            let (status, hasBuffered): (WaitStatus, Bool) = state.withLock { s in
+                (s.waitStatus, !s.buffered.isEmpty || !s.rollups.isEmpty)
+            }
             switch status {
             case .done:
-                return
+                guard let t = inFlight.popFirst() else { return }
+                await t.value
             case .work:
-                await flushOnce()
+                // Full, or only parked submissions are waiting (they enter the buffer when a
+                // batch completes): wait for the oldest batch in flight.
+                if inFlight.count >= maxInFlight || (!hasBuffered && !inFlight.isEmpty) {
+                    await inFlight.removeFirst().value
+                    continue
+                }
+                if inFlight.isEmpty && configuration.linger > .zero {
+                    let small = state.withLock { $0.bufferedCount < configuration.maxBatchSamples && !$0.closed }
+                    if small { try? await Task.sleep(for: configuration.linger) }
+                }
+                let batch = takeBatch()
+                let previousFold = lastFold, previousDone = lastDone
+                // Fold into the live aggregates while the store writes: the two are independent, and
+                // overlapping them keeps the store busy (the fold would otherwise sit between writes).
+                let fold = Task { [aggregator] in
+                    await previousFold?.value
+                    if let aggregator, !batch.samples.isEmpty { await aggregator.ingest(batch.samples) }
+                }
+                let done = Task { await self.writeAndComplete(batch, fold: fold, after: previousDone) }
+                lastFold = fold
+                lastDone = done
+                inFlight.append(done)
             case .idle:
+                if let t = inFlight.popFirst() {
+                    await t.value
+                    continue
+                }
                 await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
                     let resumeNow: Bool = state.withLock { s in
                         if s.waitStatus != .idle { return true }
@@ -241,12 +278,16 @@ public final class BatchWriter: Sendable {
 
     enum WaitStatus { case work, idle, done }
 
-    private func flushOnce() async {
-        if configuration.linger > .zero {
-            let small = state.withLock { $0.bufferedCount < configuration.maxBatchSamples && !$0.closed }
-            if small { try? await Task.sleep(for: configuration.linger) }
-        }
-        // Take a batch: whole submissions, up to maxBatchSamples (at least one).
+    /// A batch taken from the buffer.
+    struct Taken: Sendable {
+        var subs: [Submission]
+        var samples: [MetricSample]
+        var rollups: [MinuteRollup]
+        var sequence: UInt64
+    }
+
+    /// Takes whole submissions, up to `maxBatchSamples` (at least one), and the queued rollups.
+    private func takeBatch() -> Taken {
         let (subs, rollups, sequence): ([Submission], [MinuteRollup], UInt64) = state.withLock { s in
             var taken: [Submission] = []
             var n = 0
@@ -268,12 +309,13 @@ public final class BatchWriter: Sendable {
             samples.reserveCapacity(subs.reduce(0) { $0 + $1.samples.count })
             for sub in subs { samples.append(contentsOf: sub.samples) }
         }
-        // Fold into the live aggregates while the store writes: the two are independent, and
-        // overlapping them keeps the store busy (the fold would otherwise sit between writes).
-        // Both finish before any submission completes.
-        let toFold = samples
-        async let folded: Void = { if let aggregator = self.aggregator, !toFold.isEmpty { await aggregator.ingest(toFold) } }()
-        let batch = StoreBatch(samples: samples, rollups: rollups, sequence: sequence)
+        return Taken(subs: subs, samples: samples, rollups: rollups, sequence: sequence)
+    }
+
+    /// Writes a batch (retrying with backoff until the store takes it), waits for its fold and for
+    /// the previous batch's completion, then completes its submissions and frees their room.
+    private func writeAndComplete(_ taken: Taken, fold: Task<Void, Never>, after previous: Task<Void, Never>?) async {
+        let batch = StoreBatch(samples: taken.samples, rollups: taken.rollups, sequence: taken.sequence)
         var delay = configuration.retryInitialDelay
         let started = ProcessInfoLite.monotonicNanoseconds()
         if !batch.isEmpty {
@@ -291,13 +333,15 @@ public final class BatchWriter: Sendable {
                 }
             }
         }
-        await folded
         let finished = ProcessInfoLite.monotonicNanoseconds()
+        await fold.value
+        await previous?.value  // acknowledgements in batch order
+        let subs = taken.subs
         // Complete, free room, promote parked submissions that now fit.
         let promoted: [Submission] = state.withLock { s in
-            s.bufferedCount -= samples.count
-            s.stats.samplesWritten += samples.count
-            s.stats.rollupsWritten += rollups.count
+            s.bufferedCount -= taken.samples.count
+            s.stats.samplesWritten += taken.samples.count
+            s.stats.rollupsWritten += taken.rollups.count
             if !batch.isEmpty { s.stats.batchesWritten += 1 }
             s.stats.lastError = ""
             s.stats.lastWriteSeconds = Double(finished - started) / 1e9

@@ -51,8 +51,10 @@ public struct StoreHealth: Sendable, Equatable, Codable {
 /// A storage backend for samples and minute rollups.
 ///
 /// Conform to plug in your own storage; ``MemoryStore`` is the embedded default.
-/// The ``BatchWriter`` is the only caller of ``write(_:)`` and never calls it concurrently
-/// with itself, so a store needs no write ordering of its own.
+/// The ``BatchWriter`` is the only caller of ``write(_:)``. It calls it concurrently only up to
+/// ``maxConcurrentWrites`` times (default 1: never concurrently), with consecutive
+/// ``StoreBatch/sequence`` numbers, and acknowledges batches in sequence order whatever order
+/// the writes finish in.
 ///
 /// - Important: When ``write(_:)`` returns, every sample and rollup in the batch must be durable
 ///   by the store's own standard: the server acknowledges the samples to their agents right after.
@@ -72,6 +74,10 @@ public protocol MetricStore: Sendable {
     func health() async -> StoreHealth
     /// Called once at shutdown after the last write.
     func close() async throws
+    /// How many ``write(_:)`` calls may be in flight at once (≥ 1). A store that writes batches
+    /// on independent connections can take more than one, so the database works on the next
+    /// batch while the previous one commits.
+    var maxConcurrentWrites: Int { get }
 }
 
 extension MetricStore {
@@ -79,4 +85,6 @@ extension MetricStore {
     public func recentRollups(since: Int64) async throws -> [MinuteRollup] { [] }
     /// Default: nothing to close.
     public func close() async throws {}
+    /// Default: one write at a time.
+    public var maxConcurrentWrites: Int { 1 }
 }

@@ -165,6 +165,8 @@ enum CoreTestSupport {
         nonisolated let writeStarted: AsyncStream<Int>
         private let writeStartedContinuation: AsyncStream<Int>.Continuation
         private(set) var closed = false
+        nonisolated let concurrentWrites: Int
+        nonisolated var maxConcurrentWrites: Int { concurrentWrites }
 
         struct Failure: Error, CustomStringConvertible {
             var attempt: Int
@@ -175,7 +177,9 @@ enum CoreTestSupport {
         ///   - gate: every write waits for it.
         ///   - failures: the first `failures` attempts throw (after passing the gates).
         ///   - attemptGates: attempt number (1-based) → a gate only that attempt waits for.
-        init(gate: Gate? = nil, failures: Int = 0, attemptGates: [Int: Gate] = [:]) {
+        ///   - concurrentWrites: ``MetricStore/maxConcurrentWrites``.
+        init(gate: Gate? = nil, failures: Int = 0, attemptGates: [Int: Gate] = [:], concurrentWrites: Int = 1) {
+            self.concurrentWrites = concurrentWrites
             self.gate = gate
             self.attemptGates = attemptGates
             self.failuresLeft = failures

@@ -83,6 +83,32 @@ struct BatchWriterTests {
         #expect(folded == submitted.count, "every sample is folded into the aggregates once")
     }
 
+    @Test("with two writes in flight, the second batch is written while the first waits, and acknowledged after it")
+    func pipelinedWritesCompleteInOrder() async {
+        let first = T.Gate()
+        let store = T.TestStore(attemptGates: [1: first], concurrentWrites: 2)
+        let aggregator = Aggregator(configuration: .init(shardCount: 2))
+        let writer = BatchWriter(store: store, aggregator: aggregator, configuration: .init(maxBatchSamples: 10))
+        let h = Harness(writer: writer)
+        let run = Task { await writer.run() }
+        h.submit(0, Self.batch(0, count: 10))
+        h.submit(1, Self.batch(1, count: 10))
+        var started = store.writeStarted.makeAsyncIterator()
+        #expect(await started.next() == 10)
+        #expect(await started.next() == 10, "the second batch's write starts while the first is still in flight")
+        // The second write finishes first...
+        while await store.batches.count < 1 { await Task.yield() }
+        #expect(await store.batches.first?.sequence == 2)
+        #expect(h.events.all.isEmpty, "...but nothing is acknowledged before the first batch is durable")
+        first.open()
+        let seen = await Self.waitFor(h.stream) { $0.count == 2 }
+        #expect(seen == [.durable(0), .durable(1)])
+        writer.close()
+        await run.value
+        let folded = await aggregator.snapshotAll(now: T.baseMinute).reduce(0) { $0 + Int($1.total.count) }
+        #expect(folded == 20)
+    }
+
     @Test("write(_:) returns .durable once the samples are in the store")
     func writeReturnsDurable() async {
         let store = T.TestStore()
