@@ -91,6 +91,12 @@ struct DashboardServerCommand: AsyncParsableCommand {
     @Option(help: "Seconds a connection may send nothing (no SSE stream open), or an SSE client not read, before it is closed; 0: never (RTD_IDLE_TIMEOUT).")
     var idleTimeout: Int = env("RTD_IDLE_TIMEOUT").flatMap(Int.init) ?? 120
 
+    @Option(help: "Request-body bytes per second per connection; a faster client is slowed through flow control; 0: no limit (RTD_MAX_BODY_RATE).")
+    var maxBodyRate: Int = env("RTD_MAX_BODY_RATE").flatMap(Int.init) ?? 64 << 20
+
+    @Option(help: "Most labels (tags) per sample, 1...32; lines with more are rejected invalid_labels (RTD_MAX_LABELS).")
+    var maxLabels: Int = env("RTD_MAX_LABELS").flatMap(Int.init) ?? 32
+
     @Option(help: "HTTP/2 streams one connection may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS) (RTD_MAX_CONCURRENT_STREAMS).")
     var maxConcurrentStreams: Int = env("RTD_MAX_CONCURRENT_STREAMS").flatMap(Int.init) ?? 1_000
 
@@ -136,6 +142,8 @@ struct DashboardServerCommand: AsyncParsableCommand {
         guard tickMs >= 10 else { throw ValidationError("--tick-ms must be at least 10") }
         guard (1...86_400).contains(staleAfter) else { throw ValidationError("--stale-after must be 1...86400 seconds") }
         guard maxLineLength >= 256 else { throw ValidationError("--max-line-length must be at least 256") }
+        guard maxBodyRate == 0 || maxBodyRate >= 4096 else { throw ValidationError("--max-body-rate must be 0 (no limit) or ≥ 4096 bytes/s") }
+        guard (1...32).contains(maxLabels) else { throw ValidationError("--max-labels must be 1...32") }
         guard idleTimeout >= 0 else { throw ValidationError("--idle-timeout must be ≥ 0 (0: never)") }
         guard maxConnectionsPerAddress >= 0 else { throw ValidationError("--max-connections-per-address must be ≥ 0 (0: no limit)") }
         guard (1...100_000).contains(maxConcurrentStreams) else { throw ValidationError("--max-concurrent-streams must be 1...100000") }
@@ -228,7 +236,8 @@ struct DashboardServerCommand: AsyncParsableCommand {
                                                    drainTimeoutSeconds: drainTimeout, access: access,
                                                    maxTimestampFutureMilliseconds: maxFuture == 0 ? nil : Int64(maxFuture) * 1000,
                                                    maxTimestampAgeMilliseconds: maxAge == 0 ? nil : Int64(maxAge) * 1000,
-                                                   maxConnectionsPerAddress: maxConnectionsPerAddress, idleTimeoutSeconds: idleTimeout),
+                                                   maxConnectionsPerAddress: maxConnectionsPerAddress, idleTimeoutSeconds: idleTimeout,
+                                                   maxBodyBytesPerSecond: maxBodyRate, maxLabels: maxLabels),
             group: group, logger: logger, prometheusText: { exporter.render() })
         exporter.server = server
 

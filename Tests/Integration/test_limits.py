@@ -185,3 +185,21 @@ def test_streams_opened_and_never_fed_are_closed_with_their_connection(server_fa
         agent.close()
         s.close()
     assert srv.stats()["connections"]["closed_idle"]["idle"] >= 1
+
+
+def test_request_body_rate_per_connection_slows_the_client_and_keeps_everything(server_factory, ids):
+    """--max-body-rate: flow-control credit is handed back at the configured rate, so a fast client
+    is slowed down; nothing is refused or lost."""
+    srv = server_factory("--max-body-rate", str(1 << 20), name="body-rate")
+    lines = [{"server_id": f"{ids}-r", "metric_name": "m", "value": i, "ts": h.now_ms() - 100_000 + i // 10,
+              "labels": {"pad": "x" * 40}} for i in range(60_000)]
+    body = h.ndjson(lines)
+    assert len(body) > 6_000_000
+    t0 = time.monotonic()
+    resp = h.ingest(srv, body, "curl-h2c")
+    elapsed = time.monotonic() - t0
+    acks, errors, summary = h.split_ingest_reply(resp.ndjson())
+    assert resp.status == 200 and not errors and summary["acked_lines"] == 60_000
+    # 1 MiB/s with a 1 s burst and a 1 MiB stream window: the rest (≥ 4 MB) takes ≥ 4 s.
+    assert elapsed >= 3.5, elapsed
+    assert srv.stats()["ingest"]["body_rate_throttled_total"] > 0

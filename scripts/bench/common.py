@@ -15,7 +15,10 @@ def build_release():
 def start_server(*args):
     """Starts dashboard-server on free ports; returns (process, cleartext port, tls port or None)."""
     auth = [] if any(a.startswith("--auth-file") for a in args) else ["--no-auth"]
-    p = subprocess.Popen([SERVER, "--port", "0", "--tls-port", "0", "--log-level", "warning", *auth, *args],
+    # Peak-throughput runs measure the engine, not the per-connection body-rate safety limit
+    # (64 MiB/s by default; the peers compared against have none).
+    rate = [] if "--max-body-rate" in args else ["--max-body-rate", "0"]
+    p = subprocess.Popen([SERVER, "--port", "0", "--tls-port", "0", "--log-level", "warning", *auth, *rate, *args],
                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     deadline = time.time() + 30
     while time.time() < deadline:

@@ -37,6 +37,8 @@ final class HTTP2Connection {
         self.logger = logger
         self.outbound = context.channel.allocator.buffer(capacity: 16 << 10)
         let batcher = IngestBatcher(writer: router.engine.writer, eventLoop: context.eventLoop, counters: router.counters, statistics: router.statistics)
+        let rate = router.configuration.maxBodyBytesPerSecond
+        if rate > 0 { batcher.bodyLimiter = ByteRateLimiter(bytesPerSecond: rate) }
         self.connectionContext = ConnectionContext(eventLoop: context.eventLoop, ingest: batcher)
         batcher.context = connectionContext
 

@@ -7,6 +7,8 @@ import NIOCore
 /// Thousands of tiny requests per second on one connection thus cost one writer submission and
 /// one hop back to the event loop per read batch, not per request. Event-loop confined.
 final class IngestBatcher {
+    /// The connection's request-body rate limit, if any.
+    var bodyLimiter: ByteRateLimiter?
     struct Part {
         let handler: IngestHandler
         let samples: Int
@@ -102,5 +104,34 @@ final class IngestBatcher {
         if acceptedNow {
             for p in parts { p.handler.accepted(p) }
         }
+    }
+}
+
+/// A token bucket for one connection's request-body bytes (``HTTPServerConfiguration/maxBodyBytesPerSecond``),
+/// confined to the connection's event loop. Bytes over the rate are not refused: their
+/// flow-control credit (HTTP/2 window, HTTP/1.1 reads) is handed back later, so the client slows
+/// down to the rate instead of the server buffering more.
+final class ByteRateLimiter {
+    private let rate: Double
+    private let burst: Double
+    private var tokens: Double
+    private var last: UInt64
+
+    /// `bytesPerSecond` sustained, with one second's worth as burst.
+    init(bytesPerSecond: Int) {
+        rate = Double(bytesPerSecond)
+        burst = Double(bytesPerSecond)
+        tokens = burst
+        last = ProcessInfoLite.monotonicNanoseconds()
+    }
+
+    /// Takes `bytes`; returns how long their release must wait (nil: release now).
+    func delay(for bytes: Int) -> TimeAmount? {
+        let now = ProcessInfoLite.monotonicNanoseconds()
+        tokens = min(burst, tokens + Double(now &- last) / 1e9 * rate)
+        last = now
+        tokens -= Double(bytes)
+        guard tokens < 0 else { return nil }
+        return .nanoseconds(Int64(-tokens / rate * 1e9))
     }
 }

@@ -8,6 +8,8 @@ final class IngestCounters: Sendable {
     private let rejectedTotal = Atomic<Int>(0)
     private let byCode = Mutex<[String: Int]>([:])
     private let open = Atomic<Int>(0)
+    /// Body parts whose flow-control credit was delayed by the per-connection body rate.
+    let bodyThrottled = Atomic<Int>(0)
 
     func addOpenStreams(_ delta: Int) { open.wrappingAdd(delta, ordering: .relaxed) }
     /// Ingest requests in progress.

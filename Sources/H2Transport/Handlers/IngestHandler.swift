@@ -192,7 +192,16 @@ final class IngestHandler: RequestHandler {
     // MARK: Writer callbacks (event loop)
 
     func accepted(_ part: IngestBatcher.Part) {
-        if part.bytes > 0 { writer.releaseRequestBytes(part.bytes) }
+        guard part.bytes > 0 else { return }
+        // Over the connection's body rate: hand the flow-control credit back later, so the client
+        // slows to the rate (nothing is refused or dropped).
+        if let limiter = batcher.bodyLimiter, let wait = limiter.delay(for: part.bytes) {
+            counters.bodyThrottled.add(1, ordering: .relaxed)
+            let writer = self.writer, bytes = part.bytes
+            writer.eventLoop.assumeIsolated().scheduleTask(in: wait) { writer.releaseRequestBytes(bytes) }
+            return
+        }
+        writer.releaseRequestBytes(part.bytes)
     }
 
     func durable(_ part: IngestBatcher.Part, outcome: BatchWriter.Outcome) {

@@ -52,9 +52,10 @@ final class Router: Sendable {
                 return FixedResponseHandler(.error(403, "this credential may not \(role == .ingest ? "write samples" : "read dashboards or the API")"), writer: writer)
             }
         }
-        let limits = ParseLimits(maxLineLength: configuration.maxLineLength, allowedServers: allowedServers,
+        var limits = ParseLimits(maxLineLength: configuration.maxLineLength, allowedServers: allowedServers,
                                  maxFutureMilliseconds: configuration.maxTimestampFutureMilliseconds,
                                  maxAgeMilliseconds: configuration.maxTimestampAgeMilliseconds)
+        limits.maxLabels = configuration.maxLabels
         switch head.path {
         case "/api/metrics/stream", "/api/metrics":
             guard method == "POST" else { return methodNotAllowed(writer, "POST") }
@@ -292,7 +293,7 @@ final class Router: Sendable {
             if i > 0 { j.byte(UInt8(ascii: ",")) }
             j.string(k); j.raw(":\(v)")
         }
-        j.raw("},\"open_streams\":\(counters.openStreams)}")
+        j.raw("},\"open_streams\":\(counters.openStreams),\"body_rate_throttled_total\":\(counters.bodyThrottled.load(ordering: .relaxed))}")
         j.raw(",\"series\":{\"count\":\(series),\"rejected_new_series_samples\":\(rejectedSeries),\"max\":\(engine.aggregator.configuration.maxSeries)}")
         j.raw(",\"sse\":{\"clients\":\(engine.broadcaster.subscriberCount),\"events_total\":\(events),\"coalesced_total\":\(coalesced),\"refused_total\":\(engine.broadcaster.refusedSubscriptions),\"seq\":\(engine.broadcaster.currentSequence),\"last_tick\":{\"collect_us\":\(tick.collectMicroseconds),\"publish_us\":\(tick.publishMicroseconds),\"changed_series\":\(tick.changedSeries)},\"peer_series\":\(remote.series),\"peer_rows_total\":\(remote.received)}")
         j.raw(",\"connections\":{\"http1\":\(statistics.http1Connections),\"http2\":\(statistics.http2Connections),\"requests_total\":\(statistics.requestCount),\"protocol_errors_total\":\(statistics.protocolErrorCount),\"refused_per_address_total\":\(statistics.refusedConnectionCount)")

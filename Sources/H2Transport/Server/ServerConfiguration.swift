@@ -30,6 +30,12 @@ public struct HTTPServerConfiguration: Sendable {
     /// (socket not writable), before it is closed; a connection must also start a request within
     /// 10 s (or this, if shorter). 0: never. Default 120.
     public var idleTimeoutSeconds: Int
+    /// Request-body bytes per second one connection may send; beyond it the server hands back
+    /// flow-control credit more slowly (the client is slowed, nothing refused). 0: no limit.
+    /// Default 64 MiB/s (about half a core of parsing).
+    public var maxBodyBytesPerSecond: Int
+    /// Most labels per sample (1...32). Default 32.
+    public var maxLabels: Int
     /// HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS. Default 1,000.
     public var maxConcurrentStreams: Int
     /// HTTP/2 per-stream receive window, bytes. Default 1 MiB.
@@ -63,7 +69,8 @@ public struct HTTPServerConfiguration: Sendable {
                 streamWindow: Int = 1 << 20, connectionWindow: Int = 4 << 20, drainTimeoutSeconds: Int = 10,
                 access: AccessControl = .open, maxTimestampFutureMilliseconds: Int64? = 600_000,
                 maxTimestampAgeMilliseconds: Int64? = 604_800_000, maxConnectionsPerAddress: Int = 2_000,
-                idleTimeoutSeconds: Int = 120) {
+                idleTimeoutSeconds: Int = 120, maxBodyBytesPerSecond: Int = 64 << 20,
+                maxLabels: Int = NameRules.maxLabels) {
         self.host = host
         self.port = port
         self.tlsPort = tlsPort
@@ -81,5 +88,7 @@ public struct HTTPServerConfiguration: Sendable {
         self.maxTimestampAgeMilliseconds = maxTimestampAgeMilliseconds
         self.maxConnectionsPerAddress = maxConnectionsPerAddress
         self.idleTimeoutSeconds = idleTimeoutSeconds
+        self.maxBodyBytesPerSecond = maxBodyBytesPerSecond
+        self.maxLabels = min(max(1, maxLabels), NameRules.maxLabels)
     }
 }

@@ -336,6 +336,7 @@ struct LineProtocolLineParser: LineHandler {
                 code: .invalidName,
                 message: "metric name (measurement_field) longer than \(NameRules.maxNameLength) bytes")
         }
+        try window.checkLabelCount(labels.count)
         output.skippedFields += stringFields
         if fieldCount == 0 { return }
         let labelString = labels.canonical()

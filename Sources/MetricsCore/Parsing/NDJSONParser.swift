@@ -274,6 +274,7 @@ struct NDJSONLineParser: LineHandler {
         }
 
         if let labelsError { throw labelsError }
+        try window.checkLabelCount(labels.count)
         return MetricSample(
             serverID: serverID, metricName: metricName, value: value, timestamp: timestamp,
             labels: labels.canonical())

@@ -18,6 +18,9 @@ public struct ParseLimits: Sendable {
     /// How far behind the parse clock a sample's timestamp may be, ms; `nil`: no bound. Older ones
     /// are rejected with ``ParseError/Code/timestampOutOfRange``.
     public var maxAgeMilliseconds: Int64?
+    /// Most labels (tags) per sample, at most ``NameRules/maxLabels`` (32). A line with more is
+    /// rejected with ``ParseError/Code/invalidLabels``.
+    public var maxLabels: Int = NameRules.maxLabels
 
     /// Creates limits.
     /// - Parameters:
@@ -31,6 +34,12 @@ public struct ParseLimits: Sendable {
         self.allowedServers = allowedServers
         self.maxFutureMilliseconds = maxFutureMilliseconds
         self.maxAgeMilliseconds = maxAgeMilliseconds
+    }
+
+    /// Checks the label count against ``maxLabels``.
+    @inline(__always)
+    func checkLabelCount(_ n: Int) throws(ParseError) {
+        if n > maxLabels { throw ParseError(code: .invalidLabels, message: "\(n) labels; at most \(maxLabels) are accepted") }
     }
 
     /// Checks a timestamp against the window around `now`.

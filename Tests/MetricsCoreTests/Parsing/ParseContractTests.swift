@@ -108,3 +108,25 @@ import Testing
         #expect(out2.rejections.first?.error.message.contains("60 min ahead") == true)
     }
 }
+
+@Suite struct LabelLimitTests {
+    @Test func moreLabelsThanTheLimitAreRejected() {
+        var limits = ParseLimits()
+        limits.maxLabels = 2
+        var p = NDJSONParser(defaultServerID: "web-01", limits: limits)
+        var out = ParseOutput()
+        p.parse(Array("""
+            {"metric_name":"a","value":1,"labels":{"x":"1","y":"2"}}
+            {"metric_name":"b","value":1,"labels":{"x":"1","y":"2","z":"3"}}
+
+            """.utf8), now: 1_000, into: &out)
+        #expect(out.samples.map(\.metricName) == ["a"])
+        #expect(out.rejections.map(\.line) == [2] && out.rejections.first?.error.code == .invalidLabels)
+        #expect(out.rejections.first?.error.message == "3 labels; at most 2 are accepted")
+
+        var lp = LineProtocolParser(precision: .milliseconds, limits: limits)
+        var out2 = ParseOutput()
+        lp.parse(Array("m,host=h,a=1,b=2 v=1 1000\nm,host=h,a=1,b=2,c=3 v=1 1000\n".utf8), now: 1_000, into: &out2)
+        #expect(out2.samples.count == 1 && out2.rejections.map(\.line) == [2])
+    }
+}
