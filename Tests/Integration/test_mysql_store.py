@@ -297,32 +297,47 @@ def test_server_waits_for_the_database_at_start(server_factory, mariadb, mysql_d
     assert "not reachable yet" in srv.stderr_text()
 
 
+class LoadInBackground:
+    """metrics-loadgen on its own thread: `.report` after `.join()`."""
+
+    def __init__(self, tmp_path, url: str, prefix: str, *args: str, timeout: float = 180):
+        from test_loadgen import run_loadgen
+        self.report: dict = {}
+
+        def run():
+            self.report, _ = run_loadgen(tmp_path, "--url", url, "--server-prefix", prefix, *args, timeout=timeout)
+
+        self.thread = threading.Thread(target=run)
+        self.thread.start()
+
+    def join(self, timeout: float = 200) -> dict:
+        self.thread.join(timeout=timeout)
+        return self.report
+
+
+def stored_once(mariadb, db, prefix: str) -> tuple[int, int]:
+    """Raw rows of servers with `prefix`, and distinct samples among them."""
+    rows, distinct = (int(x) for x in mariadb.sql(
+        "SELECT COUNT(*), COUNT(DISTINCT x.series_id, x.ts, x.value) FROM rtd_samples x JOIN rtd_series s ON s.id = x.series_id "
+        f"WHERE s.server_id LIKE '{prefix}%'", db)[0])
+    return rows, distinct
+
+
 def test_sigkill_and_restart_loses_nothing_acknowledged_and_stores_resends_once(server_factory, mariadb, mysql_db, tmp_path):
     """Fault injection: SIGKILL under load (no drain, no flush), restart on the same port. The
     load generator reconnects and resends everything after its last ack; the store keeps every
     acknowledged sample exactly once, including resent lines the dead process had committed."""
-    from test_loadgen import run_loadgen
     first = start(server_factory, mariadb, mysql_db, name="kill-a")
     port = first.port
-    result: dict = {}
-
-    def run():
-        result["report"], _ = run_loadgen(tmp_path, "--url", first.base, "--agents", "50", "--connections", "5",
-                                          "--rate", "400", "--duration", "10", "--drain", "40", "--server-prefix", "kill-",
-                                          timeout=120)
-
-    t = threading.Thread(target=run)
-    t.start()
+    load = LoadInBackground(tmp_path, first.base, "kill-", "--agents", "50", "--connections", "5", "--rate", "400",
+                            "--duration", "10", "--drain", "40", timeout=120)
     h.wait_until(lambda: first.stats()["store"].get("samples_inserted", 0) > 20_000, timeout=30, what="rows committed")
     first.kill()  # SIGKILL: whatever was accepted but not yet committed is gone with the process
     second = server_factory("--store", mariadb.url_for(mysql_db), name="kill-b", port=port)
-    t.join(timeout=150)
-    report = result["report"]
+    report = load.join(timeout=150)
     assert report["reconnects"] >= 1 and report["unacked_lines_at_end"] == 0, report
     assert report["lines_acked"] == report["lines_sent"], report
-    rows, distinct = (int(x) for x in mariadb.sql(
-        "SELECT COUNT(*), COUNT(DISTINCT x.series_id, x.ts) FROM rtd_samples x JOIN rtd_series s ON s.id = x.series_id "
-        "WHERE s.server_id LIKE 'kill-%'", mysql_db)[0])
+    rows, distinct = stored_once(mariadb, mysql_db, "kill-")
     assert rows == distinct == report["samples_acked"], (rows, distinct, report["samples_acked"])
     ignored = second.stats()["store"]["duplicate_samples_ignored"]
     print(f"SIGKILL + restart: {report['samples_sent']} sent, {report['samples_acked']} acknowledged, {rows} stored once; "
@@ -334,17 +349,9 @@ def test_database_down_for_30_seconds_under_load(server_factory, mariadb, mysql_
     bound, pushes back on the agents, reports 503 on /health (200 on /ready), keeps serving the
     dashboard, and once the database is back commits everything; every acknowledged sample is
     stored exactly once and memory stays bounded."""
-    from test_loadgen import run_loadgen
     srv = start(server_factory, mariadb, mysql_db, "--buffer-capacity", "200000", name="outage30")
-    result: dict = {}
-
-    def run():
-        result["report"], _ = run_loadgen(tmp_path, "--url", srv.base, "--agents", "50", "--connections", "5",
-                                          "--rate", "200", "--duration", "45", "--drain", "60", "--server-prefix", "out30-",
-                                          timeout=180)
-
-    t = threading.Thread(target=run)
-    t.start()
+    load = LoadInBackground(tmp_path, srv.base, "out30-", "--agents", "50", "--connections", "5", "--rate", "200",
+                            "--duration", "45", "--drain", "60")
     h.wait_until(lambda: srv.stats()["store"].get("samples_inserted", 0) > 10_000, timeout=30, what="rows committed")
     mariadb.pause()
     stopped_at = time.monotonic()
@@ -363,14 +370,11 @@ def test_database_down_for_30_seconds_under_load(server_factory, mariadb, mysql_
         assert h.http_get(srv.url("/health"))[0] == 503
     finally:
         mariadb.resume()
-    t.join(timeout=200)
-    report = result["report"]
+    report = load.join()
     assert saw_backpressure and peak_buffered <= 200_000
     assert peak_rss < 1_000_000_000
     assert report["unacked_lines_at_end"] == 0 and report["lines_acked"] == report["lines_sent"], report
-    rows, distinct = (int(x) for x in mariadb.sql(
-        "SELECT COUNT(*), COUNT(DISTINCT x.series_id, x.ts, x.value) FROM rtd_samples x JOIN rtd_series s ON s.id = x.series_id "
-        "WHERE s.server_id LIKE 'out30-%'", mysql_db)[0])
+    rows, distinct = stored_once(mariadb, mysql_db, "out30-")
     assert rows == distinct == report["samples_acked"], (rows, distinct, report["samples_acked"])
     print(f"MariaDB down 30 s: {report['samples_sent']} sent, {report['samples_acked']} acknowledged, {rows} stored once; "
           f"peak buffered {peak_buffered}, peak RSS {peak_rss >> 20} MiB, throttled agent-ticks {report['throttled_agent_ticks']}")

@@ -52,3 +52,45 @@ public func checkInvariants(_ r: Parsed, lineLimit: Int) {
         last = line
     }
 }
+
+/// One parser input as the parser targets decode it: byte 0 seeds the chunking; byte 1 picks the
+/// line limit (bits 0–1), a default server id (bit 2), a server-id policy (bit 3), the timestamp
+/// precision for line protocol (bits 4–5) and a ±10-minute timestamp window (bit 6); the rest is
+/// the stream.
+public struct ParserCase {
+    public let seed: UInt8
+    public let body: ArraySlice<UInt8>
+    public let limits: ParseLimits
+    public let defaultServerID: String?
+    public let precision: TimestampPrecision
+    public static let now: Int64 = 1_700_000_000_000
+
+    public init?(_ data: UnsafePointer<UInt8>?, _ size: Int) {
+        guard let data, size >= 2 else { return nil }
+        let bytes = Array(UnsafeBufferPointer(start: data, count: size))
+        let mode = bytes[1]
+        seed = bytes[0]
+        body = bytes[2...]
+        let policy: ServerIDPolicy? = mode & 8 != 0 ? try! ServerIDPolicy(patterns: ["web-*", "db-01"]) : nil
+        let window: Int64? = mode & 0x40 != 0 ? 600_000 : nil
+        limits = ParseLimits(maxLineLength: [64, 256, 4096, 65_536][Int(mode & 3)], allowedServers: policy,
+                             maxFutureMilliseconds: window, maxAgeMilliseconds: window)
+        defaultServerID = mode & 4 != 0 ? "web-default" : nil
+        precision = [.nanoseconds, .microseconds, .milliseconds, .seconds][Int((mode >> 4) & 3)]
+    }
+
+    /// The oracle: `run` parses the parts it is given; the whole body and an arbitrarily split body
+    /// must give the same result, and that result must keep every invariant.
+    public func check(_ run: ([ArraySlice<UInt8>]) -> Parsed) {
+        let whole = run([body])
+        checkInvariants(whole, lineLimit: limits.maxLineLength)
+        if let policy = limits.allowedServers {
+            for s in whole.samples { precondition(policy.allows(s.serverID), "policy bypassed: \(s.serverID)") }
+        }
+        if let w = limits.maxFutureMilliseconds {
+            for s in whole.samples { precondition(abs(s.timestamp - Self.now) <= w, "window bypassed: \(s.timestamp)") }
+        }
+        let split = run(chunks(body, seed: seed))
+        precondition(whole == split, "chunking changed the result:\nwhole \(whole)\nsplit \(split)")
+    }
+}
