@@ -200,15 +200,6 @@ struct DashboardServerCommand: AsyncParsableCommand {
             return h
         }
         let logger = Logger(label: "dashboard-server")
-        if access.isEnabled {
-            let ingest = access.credentials.filter { $0.role == .ingest }.count
-            logger.info("authentication on", metadata: ["ingest_credentials": "\(ingest)", "view_credentials": "\(access.credentials.count - ingest)"])
-        } else {
-            logger.warning("""
-                AUTHENTICATION IS OFF (--no-auth, development mode): anyone who can reach \(host):\(port)\(tlsPort > 0 ? " or :\(tlsPort)" : "") \
-                can write samples and read every dashboard. Use --auth-file for anything but a laptop.
-                """)
-        }
         let registry = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
 
@@ -221,6 +212,15 @@ struct DashboardServerCommand: AsyncParsableCommand {
             logger.warning("TLS uses a self-signed development certificate", metadata: ["cert": "\(tls!.certificatePath)"])
         }
 
+        if access.isEnabled {
+            let ingest = access.credentials.filter { $0.role == .ingest }.count
+            logger.info("authentication on", metadata: ["ingest_credentials": "\(ingest)", "view_credentials": "\(access.credentials.count - ingest)"])
+        } else {
+            logger.warning("""
+                AUTHENTICATION IS OFF (--no-auth, development mode): anyone who can reach \(host):\(port)\(tls != nil ? " or :\(tlsPort)" : "") \
+                can write samples and read every dashboard. Use --auth-file for anything but a laptop.
+                """)
+        }
         let backend = try await makeStore(logger: logger)
         let engine = MetricsEngine(store: backend, configuration: .init(
             aggregator: .init(maxSeries: maxSeries),
