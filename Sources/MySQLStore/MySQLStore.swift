@@ -132,7 +132,8 @@ public final class MySQLStore: MetricStore {
         let state: WriterState
     }
     private let lanes: [Lane]
-    private var writerWorkers: [BlockingWorker] { lanes.flatMap { [$0.primary, $0.secondary] } }
+    private var writerWorkers: [BlockingWorker] { Self.workers(of: lanes) }
+    private static func workers(of lanes: [Lane]) -> [BlockingWorker] { lanes.flatMap { [$0.primary, $0.secondary] } }
     private let readers: [BlockingWorker]
     private let maintenance: BlockingWorker
     private let stats = Locked(Statistics())
@@ -175,7 +176,7 @@ public final class MySQLStore: MetricStore {
                 return (c.serverVersion, c.isMariaDB, applied)
             }
         } catch {
-            await Self.stopAll(lanes.flatMap { [$0.primary, $0.secondary] } + readers, maintenance)
+            await Self.stopAll(Self.workers(of: lanes) + readers, maintenance)
             throw error
         }
         serverInfo = version
@@ -183,7 +184,7 @@ public final class MySQLStore: MetricStore {
         case .auto: useArrayBinding = isMariaDB
         case .arrayBinding:
             guard isMariaDB else {
-                await Self.stopAll(lanes.flatMap { [$0.primary, $0.secondary] } + readers, maintenance)
+                await Self.stopAll(Self.workers(of: lanes) + readers, maintenance)
                 throw MySQLError(code: 0, message: "array binding needs MariaDB; the server is \(version)")
             }
             useArrayBinding = true

@@ -48,6 +48,7 @@ public struct AccessControl: Sendable {
         /// Server ids an ingest credential may write; `nil`: any.
         public let servers: ServerIDPolicy?
         let secret: [UInt8]
+        let nameBytes: [UInt8]
 
         /// Creates a credential.
         /// - Throws: ``AccessControl/ConfigurationError`` for a secret shorter than 16 bytes, or a
@@ -64,6 +65,7 @@ public struct AccessControl: Sendable {
             }
             self.role = role
             self.name = name
+            self.nameBytes = Array(name.utf8)
             self.secret = Array(secret.utf8)
             self.servers = role == .ingest ? servers.flatMap { $0.allowsAll ? nil : $0 } : nil
         }
@@ -155,8 +157,9 @@ public struct AccessControl: Sendable {
         // whether any, matched.
         var match: Credential? = nil
         var otherRole = false
+        let name = presented.name.map { Array($0.utf8) }
         for c in credentials {
-            let nameOK = presented.name.map { Self.constantTimeEqual(Array($0.utf8), Array(c.name.utf8)) } ?? true
+            let nameOK = name.map { Self.constantTimeEqual($0, c.nameBytes) } ?? true
             let secretOK = Self.constantTimeEqual(presented.secret, c.secret)
             if nameOK && secretOK {
                 if c.role == role { match = c } else { otherRole = true }

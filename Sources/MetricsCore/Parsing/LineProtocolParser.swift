@@ -34,8 +34,7 @@ public struct LineProtocolParser: Sendable {
     public init(precision: TimestampPrecision = .nanoseconds, defaultServerID: String? = nil, limits: ParseLimits = ParseLimits()) {
         splitter = LineSplitter(maxLineLength: limits.maxLineLength)
         lines = LineProtocolLineParser(precision: precision, defaultServerID: defaultServerID)
-        lines.allowedServers = limits.allowedServers
-        lines.window = limits
+        lines.limits = limits
     }
 
     /// Parses one chunk of the body.
@@ -79,9 +78,9 @@ struct LineProtocolLineParser: LineHandler {
     private let precision: TimestampPrecision
     private let defaultServerID: String?
     private let defaultServerIDIsValid: Bool
-    var allowedServers: ServerIDPolicy?
-    /// The timestamp window (only its `max…Milliseconds` are read).
-    var window = ParseLimits()
+    /// The request's limits: server-id policy, timestamp window, label count (the line length is
+    /// the splitter's).
+    var limits = ParseLimits()
 
     /// Sanitized measurement followed by `_`, then the field key: the metric name being built.
     private var name = ScratchBytes()
@@ -306,7 +305,7 @@ struct LineProtocolLineParser: LineHandler {
                 throw ParseError(code: .invalidTimestamp, message: "invalid timestamp \(quoted(p.slice(start, i))) at column \(start + 1)")
             }
             timestamp = ms
-            try window.checkTimestamp(ms, now: now)
+            try limits.checkTimestamp(ms, now: now)
             while i < n, p[i] == Self.space { i += 1 }
             if i < n { throw Self.syntax("unexpected data after the timestamp", i) }
         }
@@ -326,9 +325,7 @@ struct LineProtocolLineParser: LineHandler {
         } else {
             throw ParseError(code: .missingHost, message: "no host tag and no default server id")
         }
-        if let policy = allowedServers, !policy.allows(serverID) {
-            throw ParseError(code: .serverNotAllowed, message: "this credential may not write host \(quotedName(serverID))")
-        }
+        try limits.checkServer(serverID, field: "host")
 
         // Names: all checked before any sample is emitted (a line is accepted or rejected whole).
         for k in 0..<fieldCount where prefixLength + (fields[k].keyEnd - fields[k].keyStart) > NameRules.maxNameLength {
@@ -336,7 +333,7 @@ struct LineProtocolLineParser: LineHandler {
                 code: .invalidName,
                 message: "metric name (measurement_field) longer than \(NameRules.maxNameLength) bytes")
         }
-        try window.checkLabelCount(labels.count)
+        try limits.checkLabelCount(labels.count)
         output.skippedFields += stringFields
         if fieldCount == 0 { return }
         let labelString = labels.canonical()

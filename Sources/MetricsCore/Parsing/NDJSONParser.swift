@@ -41,8 +41,7 @@ public struct NDJSONParser: Sendable {
     public init(defaultServerID: String? = nil, limits: ParseLimits = ParseLimits()) {
         splitter = LineSplitter(maxLineLength: limits.maxLineLength)
         lines = NDJSONLineParser(defaultServerID: defaultServerID)
-        lines.allowedServers = limits.allowedServers
-        lines.window = limits
+        lines.limits = limits
     }
 
     /// Makes the parser ready for a new stream (line numbers restart at 1), keeping its scratch
@@ -52,8 +51,7 @@ public struct NDJSONParser: Sendable {
         splitter.reset()
         splitter.maxLineLength = max(1, limits.maxLineLength)
         lines.setDefaultServerID(defaultServerID)
-        lines.allowedServers = limits.allowedServers
-        lines.window = limits
+        lines.limits = limits
     }
 
     /// Parses one chunk of the stream.
@@ -82,9 +80,9 @@ public struct NDJSONParser: Sendable {
 struct NDJSONLineParser: LineHandler {
     private var defaultServerID: String?
     private var defaultServerIDIsValid: Bool
-    var allowedServers: ServerIDPolicy?
-    /// The timestamp window (only its `max…Milliseconds` are read).
-    var window = ParseLimits()
+    /// The request's limits: server-id policy, timestamp window, label count (the line length is
+    /// the splitter's).
+    var limits = ParseLimits()
     private var labels = LabelBuilder()
     /// Decoded escaped strings (slow path).
     private var scratch: [UInt8] = []
@@ -242,9 +240,7 @@ struct NDJSONLineParser: LineHandler {
             }
             serverID = fallback
         }
-        if let policy = allowedServers, !policy.allows(serverID) {
-            throw ParseError(code: .serverNotAllowed, message: "this credential may not write server_id \(quotedName(serverID))")
-        }
+        try limits.checkServer(serverID, field: "server_id")
 
         let metricName: String
         switch nameField {
@@ -268,13 +264,13 @@ struct NDJSONLineParser: LineHandler {
         switch tsField {
         case .valid(let t):
             timestamp = t
-            try window.checkTimestamp(t, now: now)
+            try limits.checkTimestamp(t, now: now)
         case .absent: timestamp = now
         case .invalid(let why): throw ParseError(code: .invalidTimestamp, message: why)
         }
 
         if let labelsError { throw labelsError }
-        try window.checkLabelCount(labels.count)
+        try limits.checkLabelCount(labels.count)
         return MetricSample(
             serverID: serverID, metricName: metricName, value: value, timestamp: timestamp,
             labels: labels.canonical())

@@ -36,6 +36,14 @@ public struct ParseLimits: Sendable {
         self.maxAgeMilliseconds = maxAgeMilliseconds
     }
 
+    /// Checks a server id against ``allowedServers``; `field` names it in the message.
+    @inline(__always)
+    func checkServer(_ serverID: String, field: StaticString) throws(ParseError) {
+        if let policy = allowedServers, !policy.allows(serverID) {
+            throw ParseError(code: .serverNotAllowed, message: "this credential may not write \(field) \(quotedName(serverID))")
+        }
+    }
+
     /// Checks the label count against ``maxLabels``.
     @inline(__always)
     func checkLabelCount(_ n: Int) throws(ParseError) {
