@@ -34,6 +34,7 @@ final class PrometheusExporter: Sendable {
             counter(&st.last, "rtd_samples_written_total", w.samplesWritten)
             counter(&st.last, "rtd_store_write_failures_total", w.writeFailures)
             counter(&st.last, "rtd_backpressure_events_total", w.backpressureEvents)
+            counter(&st.last, "rtd_sse_refused_total", engine.broadcaster.refusedSubscriptions)
             if let server = st.server {
                 let t = server.ingestTotals
                 counter(&st.last, "rtd_ingest_samples_total", t.samples)
@@ -43,6 +44,9 @@ final class PrometheusExporter: Sendable {
                 gauge("rtd_http2_connections", server.statistics.http2Connections)
                 counter(&st.last, "rtd_http_requests_total", server.statistics.requestCount)
                 for (reason, n) in server.statistics.authRejections { counter(&st.last, "rtd_auth_rejected_requests_total", n, [("reason", reason)]) }
+                counter(&st.last, "rtd_connections_refused_per_address_total", server.statistics.refusedConnectionCount)
+                for (reason, n) in server.statistics.idleClosures { counter(&st.last, "rtd_connections_closed_idle_total", n, [("reason", reason)]) }
+                counter(&st.last, "rtd_ingest_body_rate_throttled_total", t.bodyRateThrottled)
             }
             return registry.emitToString()
         }

@@ -61,6 +61,7 @@ def test_dashboard_subscribers_are_capped_with_503_and_retry_after(server_factor
         status, headers, body = h.http_get(srv.url("/api/dashboard/stream?metrics=cpu"), timeout=5)
         assert status == 503 and headers["retry-after"] == "5" and b"--max-sse-clients" in body
         assert srv.stats()["sse"]["refused_total"] == 1
+        assert "rtd_sse_refused_total 1" in h.http_get(srv.url("/metrics"))[2].decode()
         # The two admitted streams keep getting events.
         assert first.next_event(timeout=10) and second.next_event(timeout=10)
     finally:
@@ -123,6 +124,8 @@ def test_idle_connections_are_closed_and_sse_streams_are_not(server_factory):
         sse.close()
     closed = srv.stats()["connections"]["closed_idle"]
     assert closed["no_request"] >= 1 and closed["idle"] >= 1 and closed["stalled_reader"] == 0
+    metrics = h.http_get(srv.url("/metrics"))[2].decode()
+    assert 'rtd_connections_closed_idle_total{reason="no_request"}' in metrics
 
 
 def test_a_dashboard_client_that_stops_reading_is_closed_and_others_are_unaffected(server_factory):

@@ -185,12 +185,15 @@ extension HTTPServer {
         public var bytes: Int
         /// Rejected lines by reason code.
         public var rejectionsByCode: [String: Int]
+        /// Body parts whose flow-control credit the per-connection body rate delayed.
+        public var bodyRateThrottled: Int
     }
 
     /// Ingestion totals since start.
     public var ingestTotals: IngestTotals {
         IngestTotals(samples: router.counters.samplesParsed, bytes: router.counters.bytesReceived,
-                     rejectionsByCode: router.counters.rejectionsByCode)
+                     rejectionsByCode: router.counters.rejectionsByCode,
+                     bodyRateThrottled: router.counters.bodyThrottled.load(ordering: .relaxed))
     }
 }
 
