@@ -97,6 +97,9 @@ struct DashboardServerCommand: AsyncParsableCommand {
     @Option(help: "Most labels (tags) per sample, 1...32; lines with more are rejected invalid_labels (RTD_MAX_LABELS).")
     var maxLabels: Int = env("RTD_MAX_LABELS").flatMap(Int.init) ?? 32
 
+    @Option(help: "Longest label (tag) value in bytes, 0...256; lines with a longer one are rejected invalid_labels (RTD_MAX_LABEL_VALUE_LENGTH).")
+    var maxLabelValueLength: Int = env("RTD_MAX_LABEL_VALUE_LENGTH").flatMap(Int.init) ?? 256
+
     @Option(help: "HTTP/2 streams one connection may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS) (RTD_MAX_CONCURRENT_STREAMS).")
     var maxConcurrentStreams: Int = env("RTD_MAX_CONCURRENT_STREAMS").flatMap(Int.init) ?? 1_000
 
@@ -144,6 +147,7 @@ struct DashboardServerCommand: AsyncParsableCommand {
         guard maxLineLength >= 256 else { throw ValidationError("--max-line-length must be at least 256") }
         guard maxBodyRate == 0 || maxBodyRate >= 4096 else { throw ValidationError("--max-body-rate must be 0 (no limit) or ≥ 4096 bytes/s") }
         guard (1...32).contains(maxLabels) else { throw ValidationError("--max-labels must be 1...32") }
+        guard (0...256).contains(maxLabelValueLength) else { throw ValidationError("--max-label-value-length must be 0...256") }
         guard idleTimeout >= 0 else { throw ValidationError("--idle-timeout must be ≥ 0 (0: never)") }
         guard maxConnectionsPerAddress >= 0 else { throw ValidationError("--max-connections-per-address must be ≥ 0 (0: no limit)") }
         guard (1...100_000).contains(maxConcurrentStreams) else { throw ValidationError("--max-concurrent-streams must be 1...100000") }
@@ -237,7 +241,8 @@ struct DashboardServerCommand: AsyncParsableCommand {
                                                    maxTimestampFutureMilliseconds: maxFuture == 0 ? nil : Int64(maxFuture) * 1000,
                                                    maxTimestampAgeMilliseconds: maxAge == 0 ? nil : Int64(maxAge) * 1000,
                                                    maxConnectionsPerAddress: maxConnectionsPerAddress, idleTimeoutSeconds: idleTimeout,
-                                                   maxBodyBytesPerSecond: maxBodyRate, maxLabels: maxLabels),
+                                                   maxBodyBytesPerSecond: maxBodyRate, maxLabels: maxLabels,
+                                                   maxLabelValueLength: maxLabelValueLength),
             group: group, logger: logger, prometheusText: { exporter.render() })
         exporter.server = server
 

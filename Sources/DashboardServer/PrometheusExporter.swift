@@ -32,6 +32,7 @@ final class PrometheusExporter: Sendable {
             gauge("rtd_series", engine.broadcaster.seriesCount)
             gauge("rtd_resident_memory_bytes", ProcessInfoLite.residentBytes())
             counter(&st.last, "rtd_samples_written_total", w.samplesWritten)
+            counter(&st.last, "rtd_samples_refused_total", w.samplesRefused)
             counter(&st.last, "rtd_store_write_failures_total", w.writeFailures)
             counter(&st.last, "rtd_backpressure_events_total", w.backpressureEvents)
             counter(&st.last, "rtd_sse_refused_total", engine.broadcaster.refusedSubscriptions)

@@ -206,3 +206,49 @@ def test_request_body_rate_per_connection_slows_the_client_and_keeps_everything(
     # 1 MiB/s with a 1 s burst and a 1 MiB stream window: the rest (≥ 4 MB) takes ≥ 4 s.
     assert elapsed >= 3.5, elapsed
     assert srv.stats()["ingest"]["body_rate_throttled_total"] > 0
+
+
+def test_series_cap_refuses_new_series_per_line_and_keeps_existing_ones(server_factory, ids):
+    """--max-series: once the cap is reached, a line that would start a new series is rejected
+    with too_many_series and its line number, is not stored or aggregated, and is counted; lines
+    of existing series beside it are acknowledged and aggregated as before."""
+    srv = server_factory("--max-series", "3", name="series-cap")
+    sid, ts = f"{ids}-cap", h.now_ms() - 5_000
+    lines = [
+        {"server_id": sid, "metric_name": "cpu", "value": 1, "ts": ts},         # 1: new series, fits
+        {"server_id": sid, "metric_name": "mem_used", "value": 2, "ts": ts},    # 2: new series, fits
+        {"server_id": f"{sid}-b", "metric_name": "cpu", "value": 3, "ts": ts},  # 3: new series, fits (cap 3)
+        {"server_id": sid, "metric_name": "disk", "value": 4, "ts": ts},        # 4: refused
+        {"server_id": sid, "metric_name": "cpu", "value": 5, "ts": ts + 1},     # 5: existing
+        {"server_id": f"{sid}-c", "metric_name": "cpu", "value": 6, "ts": ts},  # 6: refused
+        {"server_id": sid, "metric_name": "cpu", "value": 7, "ts": ts + 2, "labels": {"core": "0"}},  # 7: refused (labels make a series)
+        {"server_id": f"{sid}-b", "metric_name": "cpu", "value": 8, "ts": ts + 1},  # 8: existing
+    ]
+    # The first three take the cap. (Which new series take the last places when several arrive in
+    # one batch as the cap is reached is not defined: shards fold in parallel.)
+    first = h.ingest(srv, h.ndjson(lines[:3]), "curl-h2c")
+    assert h.split_ingest_reply(first.ndjson())[2]["acked_samples"] == 3
+    resp = h.ingest(srv, h.ndjson(lines), "curl-h2c")
+    acks, errors, summary = h.split_ingest_reply(resp.ndjson())
+    assert resp.status == 200
+    assert [(e["line"], e["code"]) for e in errors] == [(4, "too_many_series"), (6, "too_many_series"), (7, "too_many_series")]
+    assert "'disk'" in errors[0]["reason"] and "limit (3)" in errors[0]["reason"], errors[0]
+    assert summary["acked_lines"] == 8 and summary["acked_samples"] == 5 and summary["rejected"] == 3, summary
+    # The existing series kept aggregating; the refused ones do not exist.
+    snap = h.sse_rows(srv, [sid, f"{sid}-b", f"{sid}-c"], lambda s: s.get((sid, "cpu", ""), {}).get("count") == 3)
+    assert snap[(sid, "cpu", "")]["last"] == 5 and snap[(f"{sid}-b", "cpu", "")]["count"] == 3
+    assert set(snap) == {(sid, "cpu", ""), (sid, "mem_used", ""), (f"{sid}-b", "cpu", "")}
+    st = srv.stats()
+    assert st["series"]["count"] == 3 and st["series"]["max"] == 3
+    assert st["ingest"]["rejections"]["too_many_series"] == 3
+    assert st["writer"]["samples_refused_total"] == 3 and st["series"]["rejected_new_series_samples"] == 3
+    assert 'rtd_ingest_rejected_lines_total{reason="too_many_series"} 3' in h.http_get(srv.url("/metrics"))[2].decode()
+
+    # Influx /write: a line whose fields mix an existing and a new series is a partial write (400,
+    # as InfluxDB answers max-series-per-database); the existing field is kept.
+    lp = f"mem,host={sid} used=9,free=1 {ts + 5}\n".encode()
+    r = h.curl(srv, "/write?precision=ms", data=lp)
+    assert r.status == 400 and b"too_many_series" in r.body and b"line 1" in r.body and b"'mem_free'" in r.body, r.body
+    snap = h.sse_rows(srv, [sid], lambda s: s.get((sid, "mem_used", ""), {}).get("count") == 3)
+    assert snap[(sid, "mem_used", "")]["last"] == 9
+    assert srv.stats()["ingest"]["rejections"]["too_many_series"] == 4

@@ -378,3 +378,21 @@ def test_database_down_for_30_seconds_under_load(server_factory, mariadb, mysql_
     assert rows == distinct == report["samples_acked"], (rows, distinct, report["samples_acked"])
     print(f"MariaDB down 30 s: {report['samples_sent']} sent, {report['samples_acked']} acknowledged, {rows} stored once; "
           f"peak buffered {peak_buffered}, peak RSS {peak_rss >> 20} MiB, throttled agent-ticks {report['throttled_agent_ticks']}")
+
+
+def test_samples_refused_at_the_series_cap_are_not_stored(server_factory, mariadb, mysql_db, ids):
+    """--max-series with the MySQL store: a refused line (too_many_series) leaves no series row and
+    no raw row; the accepted lines beside it are committed as usual."""
+    srv = start(server_factory, mariadb, mysql_db, "--max-series", "2")
+    sid, ts = f"{ids}-cap", h.now_ms() - 2_000
+    r = h.ingest(srv, h.ndjson([{"server_id": sid, "metric_name": m, "value": 1, "ts": ts} for m in ("a", "b")]), "curl-h2c")
+    assert h.split_ingest_reply(r.ndjson())[2]["acked_samples"] == 2
+    body = h.ndjson([{"server_id": sid, "metric_name": m, "value": v, "ts": ts + v}
+                     for v, m in enumerate(["a", "c", "b", "d", "a"], start=1)])
+    acks, errors, summary = h.split_ingest_reply(h.ingest(srv, body, "curl-h2c").ndjson())
+    assert [(e["line"], e["code"]) for e in errors] == [(2, "too_many_series"), (4, "too_many_series")]
+    assert summary["acked_samples"] == 3
+    rows = mariadb.sql("SELECT s.metric_name, COUNT(*) FROM rtd_samples x JOIN rtd_series s ON s.id = x.series_id "
+                       f"WHERE s.server_id = '{sid}' GROUP BY s.metric_name ORDER BY 1", mysql_db)
+    assert rows == [["a", "3"], ["b", "2"]]
+    assert int(mariadb.scalar(f"SELECT COUNT(*) FROM rtd_series WHERE server_id = '{sid}'", mysql_db)) == 2

@@ -119,6 +119,7 @@ for (name, input) in [("interleaved servers", interleaved), ("agent-shaped", age
                 let samples = out.samples
                 out.samples = []
                 out.samples.reserveCapacity(20_000)
+                out.sampleLines.removeAll(keepingCapacity: true)
                 pending = Task { await aggregator.ingest(samples) }
             }
         }

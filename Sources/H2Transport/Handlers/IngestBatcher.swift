@@ -82,10 +82,15 @@ final class IngestBatcher {
         var samples: [MetricSample] = []
         swap(&samples, &output.samples)
         output.samples.reserveCapacity(min(samples.count, Self.maxSamplesPerSubmission))
+        // The line numbers stay here (the writer never needs them): they name the lines of
+        // samples refused at the series cap, which is decided when the batch is folded.
+        var lines: [Int] = []
+        swap(&lines, &output.sampleLines)
+        output.sampleLines.reserveCapacity(min(lines.count, Self.maxSamplesPerSubmission))
         let parts = self.parts
         self.parts = []
         let loop = eventLoop
-        let bound = NIOLoopBound((parts, self), eventLoop: loop)
+        let bound = NIOLoopBound((parts, self, samples, lines), eventLoop: loop)
         let acceptedNow = writer.submit(
             samples,
             onAccepted: {
@@ -96,15 +101,45 @@ final class IngestBatcher {
             },
             onDurable: { outcome in
                 loop.execute {
-                    for p in bound.value.0 { p.handler.durable(p, outcome: outcome) }
-                    bound.value.1.publishCounters()
-                    bound.value.1.context?.flush()
+                    let (parts, batcher, samples, lines) = bound.value
+                    if case .durableExcept(let refused) = outcome {
+                        Self.complete(parts, samples: samples, lines: lines, refused: refused)
+                    } else {
+                        for p in parts { p.handler.durable(p, outcome: outcome) }
+                    }
+                    batcher.publishCounters()
+                    batcher.context?.flush()
                 }
             })
         if acceptedNow {
             for p in parts { p.handler.accepted(p) }
         }
     }
+}
+
+extension IngestBatcher {
+    /// Completes the parts of a submission of which the writer refused some samples at the series
+    /// cap: each handler learns the lines (and series) of its own refused samples.
+    static func complete(_ parts: [Part], samples: [MetricSample], lines: [Int], refused: [Int]) {
+        var start = 0, next = 0
+        for p in parts {
+            let end = start + p.samples
+            var own: [RefusedSample] = []
+            while next < refused.count && refused[next] < end {
+                let i = refused[next]
+                own.append(RefusedSample(line: i < lines.count ? lines[i] : p.lastLine, sample: samples[i]))
+                next += 1
+            }
+            p.handler.durable(p, outcome: .durable, refused: own)
+            start = end
+        }
+    }
+}
+
+/// A sample the writer refused at the series cap, with the request line it came from.
+struct RefusedSample {
+    let line: Int
+    let sample: MetricSample
 }
 
 /// A token bucket for one connection's request-body bytes (``HTTPServerConfiguration/maxBodyBytesPerSecond``),

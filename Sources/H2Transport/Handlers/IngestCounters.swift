@@ -10,6 +10,12 @@ final class IngestCounters: Sendable {
     private let open = Atomic<Int>(0)
     /// Body parts whose flow-control credit was delayed by the per-connection body rate.
     let bodyThrottled = Atomic<Int>(0)
+    /// The live series cap, named in ``ParseError/Code/tooManySeries`` rejections.
+    let maxSeries: Int
+
+    init(maxSeries: Int) {
+        self.maxSeries = maxSeries
+    }
 
     func addOpenStreams(_ delta: Int) { open.wrappingAdd(delta, ordering: .relaxed) }
     /// Ingest requests in progress.

@@ -204,20 +204,46 @@ final class IngestHandler: RequestHandler {
         writer.releaseRequestBytes(part.bytes)
     }
 
-    func durable(_ part: IngestBatcher.Part, outcome: BatchWriter.Outcome) {
+    /// `refused`: samples of this part the writer refused at the series cap (in line order);
+    /// they are reported as rejected lines, the rest of the part is durable.
+    func durable(_ part: IngestBatcher.Part, outcome: BatchWriter.Outcome, refused: [RefusedSample] = []) {
         partsInFlight -= 1
         guard !finished else { return }
         if outcome == .closed {
             failed = "server shutting down; samples after line \(ackedLines) were not accepted"
         } else {
+            if !refused.isEmpty { reportRefused(refused) }
             ackedLines = max(ackedLines, part.lastLine)
             if partsInFlight == 0 { ackedLines = max(ackedLines, finalLine) }
-            ackedSamples += part.samples
+            ackedSamples += part.samples - refused.count
             if style == .stream && !(requestEnded && partsInFlight == 0) {
                 writeLine("{\"ack\":\(ackedLines),\"samples\":\(ackedSamples)}\n")
             }
         }
         maybeFinish()
+    }
+
+    /// Reports samples refused at the series cap as rejected lines (one per line, however many
+    /// of its fields were refused), like parse rejections: counted, detailed, and streamed.
+    private func reportRefused(_ refused: [RefusedSample]) {
+        var rejections: [LineRejection] = []
+        var i = 0
+        while i < refused.count {
+            let first = refused[i]
+            var n = 1
+            while i + n < refused.count && refused[i + n].line == first.line { n += 1 }
+            rejections.append(LineRejection(line: first.line, error: .tooManySeries(first.sample, moreFields: n - 1, maxSeries: counters.maxSeries)))
+            i += n
+        }
+        rejected += rejections.count
+        counters.addRejections(rejections)
+        for r in rejections {
+            if rejectionDetails.count < Self.maxRejectionDetails { rejectionDetails.append(r) }
+            if style == .stream && rejectionLinesSent < Self.maxRejectionDetails {
+                rejectionLinesSent += 1
+                writeLine(Self.rejectionLine(r))
+            }
+        }
     }
 
     private func maybeFinish() {

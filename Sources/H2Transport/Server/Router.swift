@@ -18,7 +18,7 @@ import NIOCore
 final class Router: Sendable {
     let engine: MetricsEngine
     let configuration: HTTPServerConfiguration
-    let counters = IngestCounters()
+    let counters: IngestCounters
     let statistics = ServerStatistics()
     let rates = RateMeter()
     let staticFiles: StaticFiles
@@ -28,6 +28,7 @@ final class Router: Sendable {
     init(engine: MetricsEngine, configuration: HTTPServerConfiguration, prometheusText: @escaping @Sendable () -> String) {
         self.engine = engine
         self.configuration = configuration
+        self.counters = IngestCounters(maxSeries: engine.aggregator.configuration.maxSeries)
         self.prometheusText = prometheusText
         self.staticFiles = StaticFiles.load()
     }
@@ -56,6 +57,7 @@ final class Router: Sendable {
                                  maxFutureMilliseconds: configuration.maxTimestampFutureMilliseconds,
                                  maxAgeMilliseconds: configuration.maxTimestampAgeMilliseconds)
         limits.maxLabels = configuration.maxLabels
+        limits.maxLabelValueLength = configuration.maxLabelValueLength
         switch head.path {
         case "/api/metrics/stream", "/api/metrics":
             guard method == "POST" else { return methodNotAllowed(writer, "POST") }
@@ -304,7 +306,7 @@ final class Router: Sendable {
         j.raw(",\"writer\":{\"buffered_samples\":\(w.bufferedSamples),\"buffer_capacity\":\(w.bufferCapacity),\"buffer_fill\":")
         j.number(Double(w.bufferedSamples) / Double(max(1, w.bufferCapacity)))
         j.raw(",\"parked_samples\":\(w.parkedSamples),\"backpressure_events_total\":\(w.backpressureEvents)")
-        j.raw(",\"samples_written_total\":\(w.samplesWritten),\"rollups_written_total\":\(w.rollupsWritten),\"batches_written_total\":\(w.batchesWritten)")
+        j.raw(",\"samples_written_total\":\(w.samplesWritten),\"samples_refused_total\":\(w.samplesRefused),\"rollups_written_total\":\(w.rollupsWritten),\"batches_written_total\":\(w.batchesWritten)")
         j.raw(",\"write_failures_total\":\(w.writeFailures),\"last_write_s\":"); j.number(w.lastWriteSeconds)
         j.raw(",\"flush_lag_s\":"); j.number(w.lastFlushLagSeconds)
         j.raw(",\"max_flush_lag_s\":"); j.number(w.maxFlushLagSeconds)

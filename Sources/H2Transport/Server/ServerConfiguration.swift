@@ -36,6 +36,8 @@ public struct HTTPServerConfiguration: Sendable {
     public var maxBodyBytesPerSecond: Int
     /// Most labels per sample (1...32). Default 32.
     public var maxLabels: Int
+    /// Longest label value in bytes (0...256). Default 256.
+    public var maxLabelValueLength: Int
     /// HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS. Default 1,000.
     public var maxConcurrentStreams: Int
     /// HTTP/2 per-stream receive window, bytes. Default 1 MiB.
@@ -70,7 +72,7 @@ public struct HTTPServerConfiguration: Sendable {
                 access: AccessControl = .open, maxTimestampFutureMilliseconds: Int64? = 600_000,
                 maxTimestampAgeMilliseconds: Int64? = 604_800_000, maxConnectionsPerAddress: Int = 2_000,
                 idleTimeoutSeconds: Int = 120, maxBodyBytesPerSecond: Int = 64 << 20,
-                maxLabels: Int = NameRules.maxLabels) {
+                maxLabels: Int = NameRules.maxLabels, maxLabelValueLength: Int = NameRules.maxLabelValueLength) {
         self.host = host
         self.port = port
         self.tlsPort = tlsPort
@@ -90,5 +92,6 @@ public struct HTTPServerConfiguration: Sendable {
         self.idleTimeoutSeconds = idleTimeoutSeconds
         self.maxBodyBytesPerSecond = maxBodyBytesPerSecond
         self.maxLabels = min(max(1, maxLabels), NameRules.maxLabels)
+        self.maxLabelValueLength = min(max(0, maxLabelValueLength), NameRules.maxLabelValueLength)
     }
 }

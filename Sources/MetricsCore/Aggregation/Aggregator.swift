@@ -16,7 +16,9 @@ public final class Aggregator: Sendable {
         public var shardCount: Int
         /// Relative accuracy of the quantile sketches; default 0.01.
         public var relativeAccuracy: Double
-        /// Most live series in total; new series beyond it are rejected and counted. Default 1,000,000.
+        /// Most live series in total; new series beyond it are refused (``ingest(_:)`` returns
+        /// their positions) and counted, existing ones are unaffected. Default 1,000,000. One
+        /// cap for all shards.
         public var maxSeries: Int
         /// Creates a configuration.
         public init(shardCount: Int? = nil, relativeAccuracy: Double = 0.01, maxSeries: Int = 1_000_000) {
@@ -30,16 +32,18 @@ public final class Aggregator: Sendable {
     public let shards: [AggregatorShard]
     /// The configuration in force.
     public let configuration: Configuration
+    /// The live series cap, shared by the shards.
+    public let budget: SeriesBudget
 
     /// Creates an empty aggregator.
     public init(configuration: Configuration = Configuration()) {
         self.configuration = configuration
-        // Split the cap exactly (the first `maxSeries % shardCount` shards take one more), so the
-        // shards together never hold more than `maxSeries` series.
-        let perShard = configuration.maxSeries / configuration.shardCount
-        let extra = configuration.maxSeries % configuration.shardCount
-        shards = (0..<configuration.shardCount).map { i in
-            AggregatorShard(relativeAccuracy: configuration.relativeAccuracy, maxSeries: perShard + (i < extra ? 1 : 0))
+        // One cap for all shards: however unevenly series spread over them, the aggregator holds
+        // up to `maxSeries` series and never more.
+        let budget = SeriesBudget(limit: configuration.maxSeries)
+        self.budget = budget
+        shards = (0..<configuration.shardCount).map { _ in
+            AggregatorShard(relativeAccuracy: configuration.relativeAccuracy, budget: budget)
         }
     }
 
@@ -63,22 +67,36 @@ public final class Aggregator: Sendable {
     }
 
     /// Folds a batch: one split, one hop per shard that has samples, shards in parallel.
-    public func ingest(_ samples: [MetricSample]) async {
+    /// - Returns: the positions in `samples` (ascending) of the samples refused because they would
+    ///   have created a series beyond ``Configuration/maxSeries``; usually empty. Samples of
+    ///   existing series are never refused.
+    @discardableResult
+    public func ingest(_ samples: [MetricSample]) async -> [Int] {
         if shards.count == 1 {
-            await shards[0].ingest(samples)
-            return
+            return await shards[0].ingest(samples)
         }
         // Split by index, not by copying samples: every shard gets the shared batch and its positions.
         var parts = [[Int32]](repeating: [], count: shards.count)
         let expected = samples.count / shards.count + 16
         for i in parts.indices { parts[i].reserveCapacity(expected) }
         for (n, s) in samples.enumerated() { parts[shardIndex(for: s.serverID)].append(Int32(n)) }
-        await withTaskGroup(of: Void.self) { group in
+        return await withTaskGroup(of: [Int].self) { group in
             for (i, part) in parts.enumerated() where !part.isEmpty {
                 let shard = shards[i]
                 group.addTask { await shard.ingest(samples, positions: part) }
             }
+            var refused: [Int] = []
+            for await r in group where !r.isEmpty { refused.append(contentsOf: r) }
+            if refused.count > 1 { refused.sort() }
+            return refused
         }
+    }
+
+    /// Whether folding `count` more samples could refuse any because of the series cap: false
+    /// when there is room for `count` new series (a batch of `count` samples creates at most
+    /// `count`). Reads one atomic; does not enter the shards.
+    public func mayRefuseNewSeries(samples count: Int) -> Bool {
+        budget.headroom < count
     }
 
     /// Loads stored rollups so windows and quantiles survive a restart.

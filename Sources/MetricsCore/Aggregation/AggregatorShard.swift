@@ -1,3 +1,31 @@
+import Synchronization
+
+/// The live series cap shared by the shards of one ``Aggregator``: a shard takes one unit before
+/// it creates a series. Lock-free; touched only when a series is created, never per sample.
+public final class SeriesBudget: Sendable {
+    /// The most series.
+    public let limit: Int
+    private let used = Atomic<Int>(0)
+
+    init(limit: Int) {
+        self.limit = max(0, limit)
+    }
+
+    /// Takes room for one series; false when the cap is reached.
+    func take() -> Bool {
+        var current = used.load(ordering: .relaxed)
+        while current < limit {
+            let (exchanged, original) = used.compareExchange(expected: current, desired: current + 1, ordering: .relaxed)
+            if exchanged { return true }
+            current = original
+        }
+        return false
+    }
+
+    /// Series that can still be created.
+    public var headroom: Int { limit - used.load(ordering: .relaxed) }
+}
+
 /// One shard of the ``Aggregator``: the live state of the series whose server id hashes to it.
 ///
 /// An actor, so every shard folds its batches on its own and shards run in parallel on the
@@ -37,15 +65,17 @@ public actor AggregatorShard {
         return out
     }
     private let relativeAccuracy: Double
-    private let maxSeries: Int
     /// Samples of series that could not be created because ``Aggregator/Configuration/maxSeries`` was reached.
     public private(set) var rejectedNewSeries = 0
     /// Samples folded since start.
     public private(set) var samplesFolded = 0
 
-    init(relativeAccuracy: Double, maxSeries: Int) {
+    /// The cap shared by all shards of the aggregator.
+    nonisolated let budget: SeriesBudget
+
+    init(relativeAccuracy: Double, budget: SeriesBudget) {
         self.relativeAccuracy = relativeAccuracy
-        self.maxSeries = maxSeries
+        self.budget = budget
     }
 
     /// Number of live series.
@@ -56,18 +86,22 @@ public actor AggregatorShard {
     /// One pass through a mutable buffer pointer over the states: look the series up in the
     /// compact index, verify the key in the state, fold the value. The pass is left only to create
     /// a new series (appending needs the array itself), then resumes.
-    public func ingest(_ samples: [MetricSample]) {
+    /// - Returns: the positions (in `samples`, ascending) of the samples refused because they
+    ///   would have created a series beyond the cap; usually empty.
+    @discardableResult
+    public func ingest(_ samples: [MetricSample]) -> [Int] {
         fold(samples, count: samples.count) { $0 }
     }
 
     /// Folds `samples[positions[k]]` for every k: the ``Aggregator`` hands each shard the shared
     /// batch and the positions of its samples instead of copying them into per-shard arrays.
-    func ingest(_ samples: [MetricSample], positions: [Int32]) {
+    func ingest(_ samples: [MetricSample], positions: [Int32]) -> [Int] {
         fold(samples, count: positions.count) { Int(positions[$0]) }
     }
 
     @inline(__always)
-    private func fold(_ samples: [MetricSample], count: Int, position: (Int) -> Int) {
+    private func fold(_ samples: [MetricSample], count: Int, position: (Int) -> Int) -> [Int] {
+        var refused: [Int] = []
         var n = 0
         var newlyDirty: [Int] = []
         var newlySealed: [(Int, MinuteRollup)] = []
@@ -89,17 +123,19 @@ public actor AggregatorShard {
                 }
             }
             if missing {
-                if states.count < maxSeries {
+                if budget.take() {
                     _ = addSeries(samples[position(n)].seriesKey)  // the next round finds it
                 } else {
                     rejectedNewSeries += 1
+                    refused.append(position(n))
                     n += 1
                 }
             }
         }
         dirtyList.append(contentsOf: newlyDirty)
         for (i, r) in newlySealed { appendSealed(i, r) }
-        samplesFolded += count
+        samplesFolded += count - refused.count
+        return refused
     }
 
     private func find(_ key: SeriesKey) -> Int? {
@@ -134,7 +170,7 @@ public actor AggregatorShard {
         for r in rollups.sorted(by: { $0.minute < $1.minute }) {
             let i: Int
             if let existing = find(r.key) { i = existing } else {
-                guard states.count < maxSeries else { continue }
+                guard budget.take() else { continue }
                 i = addSeries(r.key)
             }
             var st = states[i]

@@ -19,6 +19,13 @@ import Synchronization
 /// reading from that client (HTTP/2 flow control) until then, so the parked set is bounded by the
 /// clients' flow-control windows.
 ///
+/// ## The series cap
+/// A sample that would start a series beyond the aggregator's cap
+/// (``Aggregator/Configuration/maxSeries``) is refused: not folded, not stored, and reported to
+/// its submitter as ``Outcome/durableExcept(refused:)``. Far below the cap the fold overlaps the
+/// store write; once a batch could reach it, the batch is folded first and written without the
+/// refused samples.
+///
 /// ## Failures
 /// A failed store write is retried with exponential backoff (``Configuration/retryInitialDelay``
 /// doubling up to ``Configuration/retryMaxDelay``) for as long as it takes; the buffer then fills
@@ -52,8 +59,20 @@ public final class BatchWriter: Sendable {
     public enum Outcome: Sendable, Equatable {
         /// Written to the store (and folded into the aggregates).
         case durable
+        /// Written to the store and folded, except the samples at `refused` (positions in the
+        /// submission, ascending): they would have started new series beyond the aggregator's
+        /// series cap (``Aggregator/Configuration/maxSeries``), so nothing of them was stored.
+        case durableExcept(refused: [Int])
         /// Refused because the writer was closed before the submission was made.
         case closed
+
+        /// Whether the submission's samples (all, or all but the refused ones) are in the store.
+        public var isDurable: Bool {
+            switch self {
+            case .durable, .durableExcept: true
+            case .closed: false
+            }
+        }
     }
 
     /// Counters for `/api/stats`.
@@ -62,6 +81,8 @@ public final class BatchWriter: Sendable {
         public var samplesAccepted: Int = 0
         /// Samples written to the store since start.
         public var samplesWritten: Int = 0
+        /// Samples refused at the series cap since start (not stored; their submitters were told).
+        public var samplesRefused: Int = 0
         /// Rollups written to the store since start.
         public var rollupsWritten: Int = 0
         /// Store writes that succeeded.
@@ -226,7 +247,9 @@ public final class BatchWriter: Sendable {
     public func run() async {
         let maxInFlight = max(1, store.maxConcurrentWrites)
         var inFlight = Deque<Task<Void, Never>>()
-        var lastFold: Task<Void, Never>? = nil
+        // Sample counts of the batches in `inFlight` (their folds may not have run yet).
+        var inFlightSamples = Deque<Int>()
+        var lastFold: Task<[Int], Never>? = nil
         var lastDone: Task<Void, Never>? = nil
         while true {
             let (status, hasBuffered): (WaitStatus, Bool) = state.withLock { s in
@@ -235,11 +258,13 @@ public final class BatchWriter: Sendable {
             switch status {
             case .done:
                 guard let t = inFlight.popFirst() else { return }
+                inFlightSamples.removeFirst()
                 await t.value
             case .work:
                 // Full, or only parked submissions are waiting (they enter the buffer when a
                 // batch completes): wait for the oldest batch in flight.
                 if inFlight.count >= maxInFlight || (!hasBuffered && !inFlight.isEmpty) {
+                    inFlightSamples.removeFirst()
                     await inFlight.removeFirst().value
                     continue
                 }
@@ -251,16 +276,24 @@ public final class BatchWriter: Sendable {
                 let previousFold = lastFold, previousDone = lastDone
                 // Fold into the live aggregates while the store writes: the two are independent, and
                 // overlapping them keeps the store busy (the fold would otherwise sit between writes).
-                let fold = Task { [aggregator] in
-                    await previousFold?.value
-                    if let aggregator, !batch.samples.isEmpty { await aggregator.ingest(batch.samples) }
+                // Near the series cap they are not: the fold decides which samples start a series
+                // beyond it, and those must not be stored. So when this batch plus the unfolded ones
+                // before it could create more series than some shard has room for, the write waits
+                // for the fold and leaves the refused samples out.
+                let foldFirst = aggregator?.mayRefuseNewSeries(samples: batch.samples.count + inFlightSamples.reduce(0, +)) ?? false
+                let fold = Task { [aggregator] () -> [Int] in
+                    _ = await previousFold?.value
+                    guard let aggregator, !batch.samples.isEmpty else { return [] }
+                    return await aggregator.ingest(batch.samples)
                 }
-                let done = Task { await self.writeAndComplete(batch, fold: fold, after: previousDone) }
+                let done = Task { await self.writeAndComplete(batch, fold: fold, foldFirst: foldFirst, after: previousDone) }
                 lastFold = fold
                 lastDone = done
                 inFlight.append(done)
+                inFlightSamples.append(batch.samples.count)
             case .idle:
                 if let t = inFlight.popFirst() {
+                    inFlightSamples.removeFirst()
                     await t.value
                     continue
                 }
@@ -314,8 +347,21 @@ public final class BatchWriter: Sendable {
 
     /// Writes a batch (retrying with backoff until the store takes it), waits for its fold and for
     /// the previous batch's completion, then completes its submissions and frees their room.
-    private func writeAndComplete(_ taken: Taken, fold: Task<Void, Never>, after previous: Task<Void, Never>?) async {
-        let batch = StoreBatch(samples: taken.samples, rollups: taken.rollups, sequence: taken.sequence)
+    private func writeAndComplete(_ taken: Taken, fold: Task<[Int], Never>, foldFirst: Bool, after previous: Task<Void, Never>?) async {
+        var refused: [Int] = []
+        var stored = taken.samples
+        if foldFirst {
+            refused = await fold.value
+            if !refused.isEmpty {
+                stored = []
+                stored.reserveCapacity(taken.samples.count - refused.count)
+                var next = 0
+                for (i, sample) in taken.samples.enumerated() {
+                    if next < refused.count && refused[next] == i { next += 1 } else { stored.append(sample) }
+                }
+            }
+        }
+        let batch = StoreBatch(samples: stored, rollups: taken.rollups, sequence: taken.sequence)
         var delay = configuration.retryInitialDelay
         let started = ProcessInfoLite.monotonicNanoseconds()
         if !batch.isEmpty {
@@ -334,13 +380,16 @@ public final class BatchWriter: Sendable {
             }
         }
         let finished = ProcessInfoLite.monotonicNanoseconds()
-        await fold.value
+        // On the overlapped path the fold cannot refuse anything (there was room for every sample);
+        // should it anyway, the samples are stored and only the live aggregates miss them.
+        if !foldFirst { _ = await fold.value }
         await previous?.value  // acknowledgements in batch order
         let subs = taken.subs
         // Complete, free room, promote parked submissions that now fit.
         let promoted: [Submission] = state.withLock { s in
             s.bufferedCount -= taken.samples.count
-            s.stats.samplesWritten += taken.samples.count
+            s.stats.samplesWritten += stored.count
+            s.stats.samplesRefused += refused.count
             s.stats.rollupsWritten += taken.rollups.count
             if !batch.isEmpty { s.stats.batchesWritten += 1 }
             s.stats.lastError = ""
@@ -363,7 +412,22 @@ public final class BatchWriter: Sendable {
             }
             return out
         }
-        for sub in subs { sub.onDurable(.durable) }
+        if refused.isEmpty {
+            for sub in subs { sub.onDurable(.durable) }
+        } else {
+            // Hand each submission its own refused positions.
+            var start = 0, next = 0
+            for sub in subs {
+                let end = start + sub.samples.count
+                var own: [Int] = []
+                while next < refused.count && refused[next] < end {
+                    own.append(refused[next] - start)
+                    next += 1
+                }
+                sub.onDurable(own.isEmpty ? .durable : .durableExcept(refused: own))
+                start = end
+            }
+        }
         for sub in promoted { sub.onAccepted?() }
     }
 }

@@ -100,7 +100,12 @@ struct LineProtocolLineParser: LineHandler {
     mutating func handleLine(_ line: UnsafeRawBufferPointer, number: Int, now: Int64, into output: inout ParseOutput) {
         Self.actions.withUnsafeBufferPointer { actions in
             do throws(ParseError) {
+                let before = output.samples.count
                 try parseLine(line, now: now, actions: actions.baseAddress!, into: &output)
+                let added = output.samples.count - before
+                if added == 1 { output.sampleLines.append(number) } else if added > 1 {
+                    output.sampleLines.append(contentsOf: repeatElement(number, count: added))
+                }
             } catch {
                 output.rejections.append(LineRejection(line: number, error: error))
             }
@@ -238,8 +243,8 @@ struct LineProtocolLineParser: LineHandler {
                 Self.copyToken(p, &i, n, into: dst, .tagValue, actions)
             }
             if labels.pendingValueLength == 0 { throw Self.syntax("empty tag value", valueStart) }
-            if labels.pendingValueLength > NameRules.maxLabelValueLength {
-                throw ParseError(code: .invalidLabels, message: "tag value longer than \(NameRules.maxLabelValueLength) bytes at column \(valueStart + 1)")
+            if labels.pendingValueLength > limits.maxLabelValueLength {
+                throw ParseError(code: .invalidLabels, message: "tag value longer than \(limits.maxLabelValueLength) bytes at column \(valueStart + 1)")
             }
             labels.endPair()
         }

@@ -106,7 +106,10 @@ struct NDJSONLineParser: LineHandler {
             return
         }
         do throws(ParseError) {
-            if let sample = try parseLine(line, now: now) { output.samples.append(sample) }
+            if let sample = try parseLine(line, now: now) {
+                output.samples.append(sample)
+                output.sampleLines.append(number)
+            }
         } catch {
             output.rejections.append(LineRejection(line: number, error: error))
         }
@@ -429,6 +432,8 @@ struct NDJSONLineParser: LineHandler {
                             firstError = Self.invalidLabelKey(keyBytes)
                         } else if !FastNameRules.isValidLabelValue(valueBytes) {
                             firstError = Self.invalidLabelValue(keyBytes)
+                        } else if valueBytes.count > limits.maxLabelValueLength {
+                            firstError = labelValueTooLong(keyBytes, valueBytes.count)
                         } else {
                             labels.addPair(key: keyBytes, value: valueBytes)
                         }
@@ -489,6 +494,10 @@ struct NDJSONLineParser: LineHandler {
                 message: "label \(labels.withPendingKey { quoted($0) }) has \(value.kind) value; expected a string, number or boolean")
         }
         guard labels.pendingValueIsValid() else { return labels.withPendingKey { Self.invalidLabelValue($0) } }
+        if labels.pendingValueLength > limits.maxLabelValueLength {
+            let n = labels.pendingValueLength
+            return labels.withPendingKey { labelValueTooLong($0, n) }
+        }
         labels.endPair()
         return nil
     }
@@ -497,6 +506,10 @@ struct NDJSONLineParser: LineHandler {
         ParseError(
             code: .invalidLabels,
             message: "label key \(quoted(key)) is not valid (1...\(NameRules.maxNameLength) bytes of A-Z a-z 0-9 _ . -)")
+    }
+
+    private func labelValueTooLong(_ key: UnsafeRawBufferPointer, _ length: Int) -> ParseError {
+        ParseError(code: .invalidLabels, message: "label \(quoted(key)) value is \(length) bytes; at most \(limits.maxLabelValueLength) are accepted")
     }
 
     private static func invalidLabelValue(_ key: UnsafeRawBufferPointer) -> ParseError {

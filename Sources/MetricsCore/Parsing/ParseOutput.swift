@@ -21,6 +21,12 @@ public struct ParseLimits: Sendable {
     /// Most labels (tags) per sample, at most ``NameRules/maxLabels`` (32). A line with more is
     /// rejected with ``ParseError/Code/invalidLabels``.
     public var maxLabels: Int = NameRules.maxLabels
+    /// Longest label (tag) value in bytes, at most ``NameRules/maxLabelValueLength`` (256). A line
+    /// with a longer value is rejected with ``ParseError/Code/invalidLabels``. Label keys, like
+    /// server ids and metric names, are at most ``NameRules/maxNameLength`` (200) bytes.
+    public var maxLabelValueLength: Int = NameRules.maxLabelValueLength {
+        didSet { maxLabelValueLength = min(max(0, maxLabelValueLength), NameRules.maxLabelValueLength) }
+    }
 
     /// Creates limits.
     /// - Parameters:
@@ -108,12 +114,27 @@ public struct ParseError: Error, Sendable, Hashable, CustomStringConvertible {
         /// The timestamp is valid but too far ahead of or behind the server clock
         /// (``ParseLimits/maxFutureMilliseconds``, ``ParseLimits/maxAgeMilliseconds``).
         case timestampOutOfRange = "timestamp_out_of_range"
+        /// The sample would start a new series, and the live series cap
+        /// (``Aggregator/Configuration/maxSeries``) is reached. Samples of existing series are
+        /// unaffected. Decided when the batch holding the line is folded, so it is reported with
+        /// the acknowledgement rather than at parse time.
+        case tooManySeries = "too_many_series"
     }
 
     /// Creates an error.
     public init(code: Code, message: String) {
         self.code = code
         self.message = message
+    }
+
+    /// The ``Code/tooManySeries`` rejection of a line whose `sample` (and `moreFields` more
+    /// fields of the same line) would have started a series beyond the cap `maxSeries`.
+    public static func tooManySeries(_ sample: MetricSample, moreFields: Int = 0, maxSeries: Int) -> ParseError {
+        var what = quotedName(sample.metricName)
+        if !sample.labels.isEmpty { what += " {" + quotedName(sample.labels) + "}" }
+        let more = moreFields > 0 ? " (and \(moreFields) more field\(moreFields > 1 ? "s" : "") of this line)" : ""
+        return ParseError(code: .tooManySeries, message:
+            "new series \(what) of server \(quotedName(sample.serverID))\(more) refused: the live series limit (\(maxSeries)) is reached; samples of existing series are still accepted")
     }
 
     /// `code: message`.
@@ -141,6 +162,10 @@ public struct LineRejection: Sendable, Hashable {
 public struct ParseOutput: Sendable {
     /// Accepted samples, in line order (and field order within a line-protocol line).
     public var samples: [MetricSample]
+    /// The 1-based line number of each sample in ``samples`` (same count, same order): what a
+    /// refusal that happens after parsing (such as the series cap, ``ParseError/Code/tooManySeries``)
+    /// names. Callers that move ``samples`` out must move these with them.
+    public var sampleLines: [Int]
     /// Rejected lines, in line order.
     public var rejections: [LineRejection]
     /// NDJSON heartbeat lines (lines whose first byte is `:`).
@@ -152,6 +177,7 @@ public struct ParseOutput: Sendable {
     /// Creates an empty output.
     public init() {
         samples = []
+        sampleLines = []
         rejections = []
         heartbeats = 0
         skippedFields = 0
@@ -160,6 +186,7 @@ public struct ParseOutput: Sendable {
     /// Clears everything; by default the arrays keep their capacity for the next chunk.
     public mutating func removeAll(keepingCapacity: Bool = true) {
         samples.removeAll(keepingCapacity: keepingCapacity)
+        sampleLines.removeAll(keepingCapacity: keepingCapacity)
         rejections.removeAll(keepingCapacity: keepingCapacity)
         heartbeats = 0
         skippedFields = 0

@@ -75,8 +75,9 @@ struct AggregatorConcurrencyAndLimitTests {
         #expect(await aggregator.seriesCount() == 3)
         #expect(await aggregator.rejectedNewSeries() == 0)
         _ = await aggregator.collect(now: m, seq: 1)
-        await aggregator.ingest([T.sample("d", "x", 1, m), T.sample("a", "x", 5, m + 1), T.sample("d", "x", 2, m + 2),
-                                 T.sample("a", "y", 1, m), T.sample("b", "x", 7, m + 3)])
+        let refused = await aggregator.ingest([T.sample("d", "x", 1, m), T.sample("a", "x", 5, m + 1), T.sample("d", "x", 2, m + 2),
+                                               T.sample("a", "y", 1, m), T.sample("b", "x", 7, m + 3)])
+        #expect(refused == [0, 2, 3], "the positions of the refused samples are returned")
         #expect(await aggregator.seriesCount() == 3)
         #expect(await aggregator.rejectedNewSeries() == 3)
         #expect(await aggregator.snapshot(of: SeriesKey(serverID: "d", metricName: "x"), now: m) == nil)
@@ -97,9 +98,21 @@ struct AggregatorConcurrencyAndLimitTests {
         let samples = (0..<300).map { T.sample("host-\($0)", "x", 1, m) }
         await aggregator.ingest(samples)
         let live = await aggregator.seriesCount()
-        #expect(live <= maxSeries)
-        #expect(live > 0)
+        #expect(live == maxSeries, "one cap for all shards: it is reached however the series spread")
         #expect(await aggregator.rejectedNewSeries() == 300 - live)
         #expect(await aggregator.snapshotAll(now: m).count == live)
+        #expect(aggregator.budget.headroom == 0)
+        #expect(aggregator.mayRefuseNewSeries(samples: 1))
+    }
+
+    @Test("the cap is shared: one server may hold every series when it is the only one", arguments: [4, 8])
+    func seriesCapIsNotSplitPerShard(shards: Int) async {
+        let aggregator = Aggregator(configuration: .init(shardCount: shards, maxSeries: 10))
+        let m = T.baseMinute
+        #expect(!aggregator.mayRefuseNewSeries(samples: 10))
+        #expect(aggregator.mayRefuseNewSeries(samples: 11))
+        let refused = await aggregator.ingest((0..<12).map { T.sample("only-one", "m\($0)", 1, m) })
+        #expect(refused == [10, 11])
+        #expect(await aggregator.seriesCount() == 10)
     }
 }

@@ -32,7 +32,7 @@ struct BatchWriterTests {
         @discardableResult
         func submit(_ tag: Int, _ samples: [MetricSample]) -> Bool {
             writer.submit(samples, onAccepted: { [self] in record(.accepted(tag)) }, onDurable: { [self] outcome in
-                record(outcome == .durable ? .durable(tag) : .closed(tag))
+                record(outcome.isDurable ? .durable(tag) : .closed(tag))
             })
         }
 
@@ -107,6 +107,70 @@ struct BatchWriterTests {
         await run.value
         let folded = await aggregator.snapshotAll(now: T.baseMinute).reduce(0) { $0 + Int($1.total.count) }
         #expect(folded == 20)
+    }
+
+    @Test("samples of new series beyond the cap are refused: not stored, not folded, named to their submitter")
+    func seriesCapRefusals() async {
+        let store = T.TestStore()
+        let aggregator = Aggregator(configuration: .init(shardCount: 4, maxSeries: 3))
+        let writer = BatchWriter(store: store, aggregator: aggregator)
+        let run = Task { await writer.run() }
+        let m = T.baseMinute
+        #expect(await writer.write([T.sample("a", "m", 1, m), T.sample("b", "m", 2, m), T.sample("c", "m", 3, m)]) == .durable)
+        // Existing series mixed with new ones: the new ones are refused, the rest is stored.
+        let mixed = [T.sample("a", "m", 4, m + 1), T.sample("d", "m", 5, m + 1), T.sample("b", "m", 6, m + 1),
+                     T.sample("a", "other", 7, m + 1), T.sample("d", "m", 8, m + 2)]
+        #expect(await writer.write(mixed) == .durableExcept(refused: [1, 3, 4]))
+        #expect(await store.allSamples.map(\.value) == [1, 2, 3, 4, 6])
+        let a = await aggregator.snapshot(of: SeriesKey(serverID: "a", metricName: "m"), now: m + 10)
+        #expect(a?.total.count == 2)
+        #expect(await aggregator.seriesCount() == 3)
+        #expect(writer.statistics.samplesRefused == 3)
+        #expect(writer.statistics.samplesWritten == 5)
+        writer.close()
+        await run.value
+    }
+
+    @Test("submissions sharing a batch at the cap each get their own refused positions")
+    func seriesCapRefusalsPerSubmission() async {
+        let gate = T.Gate()
+        let store = T.TestStore(gate: gate)
+        let aggregator = Aggregator(configuration: .init(shardCount: 2, maxSeries: 2))
+        let writer = BatchWriter(store: store, aggregator: aggregator)
+        let outcomes = T.Recorder<[Int]>()
+        let (stream, done) = AsyncStream<Void>.makeStream()
+        let run = Task { await writer.run() }
+        let m = T.baseMinute
+        func submit(_ tag: Int, _ samples: [MetricSample]) {
+            writer.submit(samples, onDurable: { outcome in
+                switch outcome {
+                case .durable: outcomes.append([tag])
+                case .durableExcept(let refused): outcomes.append([tag] + refused)
+                case .closed: outcomes.append([tag, -1])
+                }
+                done.yield()
+            })
+        }
+        // The first batch holds the store; the next two submissions queue into one batch behind it.
+        submit(0, [T.sample("a", "m", 1, m)])
+        var started = store.writeStarted.makeAsyncIterator()
+        _ = await started.next()
+        submit(1, [T.sample("b", "m", 2, m), T.sample("c", "m", 3, m), T.sample("a", "m", 4, m)])
+        submit(2, [T.sample("c", "m", 5, m), T.sample("b", "m", 6, m), T.sample("d", "m", 7, m)])
+        gate.open()
+        var n = 0
+        for await _ in stream {
+            n += 1
+            if n == 3 { break }
+        }
+        // One of b and c gets the last slot (shards fold in parallel, so which is not fixed); the
+        // other, and d, are refused in both submissions.
+        let bWon = [[0], [1, 1], [2, 0, 2]], cWon = [[0], [1, 0], [2, 1, 2]]
+        #expect(outcomes.all == bWon || outcomes.all == cWon)
+        #expect(await store.batches.count == 2, "the two submissions shared one batch")
+        #expect(await store.allSamples.map(\.value) == (outcomes.all == bWon ? [1, 2, 4, 6] : [1, 3, 4, 5]))
+        writer.close()
+        await run.value
     }
 
     @Test("write(_:) returns .durable once the samples are in the store")

@@ -8,6 +8,7 @@ import Testing
         #expect(ParseError.Code.allCases.map(\.rawValue) == [
             "line_too_long", "invalid_json", "invalid_syntax", "missing_field", "invalid_name", "invalid_value",
             "non_finite_value", "invalid_timestamp", "invalid_labels", "invalid_utf8", "missing_host", "server_not_allowed", "timestamp_out_of_range",
+            "too_many_series",
         ])
         let e = ParseError(code: .invalidName, message: "bad")
         #expect(e.description == "invalid_name: bad")
@@ -128,5 +129,32 @@ import Testing
         var out2 = ParseOutput()
         lp.parse(Array("m,host=h,a=1,b=2 v=1 1000\nm,host=h,a=1,b=2,c=3 v=1 1000\n".utf8), now: 1_000, into: &out2)
         #expect(out2.samples.count == 1 && out2.rejections.map(\.line) == [2])
+    }
+
+    @Test func labelValuesLongerThanTheLimitAreRejected() {
+        var limits = ParseLimits()
+        limits.maxLabelValueLength = 4
+        var p = NDJSONParser(defaultServerID: "web-01", limits: limits)
+        var out = ParseOutput()
+        p.parse(Array("""
+            {"metric_name":"a","value":1,"labels":{"x":"1234"}}
+            {"metric_name":"b","value":1,"labels":{"x":"12345"}}
+            {"metric_name":"c","value":1,"labels":{"x":"12\\u003456"}}
+            {"metric_name":"d","value":1,"labels":{"x":12345}}
+
+            """.utf8), now: 1_000, into: &out)
+        #expect(out.samples.map(\.metricName) == ["a"])
+        #expect(out.sampleLines == [1])
+        #expect(out.rejections.map(\.line) == [2, 3, 4] && out.rejections.allSatisfy { $0.error.code == .invalidLabels })
+        #expect(out.rejections.first?.error.message == "label 'x' value is 5 bytes; at most 4 are accepted")
+
+        var lp = LineProtocolParser(precision: .milliseconds, limits: limits)
+        var out2 = ParseOutput()
+        lp.parse(Array("m,host=h,a=1234 v=1,w=2 1000\nm,host=h,a=12345 v=1 1000\n".utf8), now: 1_000, into: &out2)
+        #expect(out2.samples.count == 2 && out2.rejections.map(\.line) == [2])
+        #expect(out2.sampleLines == [1, 1], "one line number per field sample")
+
+        limits.maxLabelValueLength = 10_000
+        #expect(limits.maxLabelValueLength == NameRules.maxLabelValueLength, "clamped to the hard bound")
     }
 }
