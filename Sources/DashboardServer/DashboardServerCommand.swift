@@ -61,6 +61,15 @@ struct DashboardServerCommand: AsyncParsableCommand {
     @Option(help: "MySQL store: batches written concurrently, each lane on its own two connections; 2 hides commit latency when the database has its own cores (RTD_STORE_WRITE_LANES).")
     var storeWriteLanes: Int = env("RTD_STORE_WRITE_LANES").flatMap(Int.init) ?? 1
 
+    @Option(help: "MySQL: seconds without a heartbeat after which another instance takes an instance as dead and rebuilds its unsealed minutes' rollups from raw rows (RTD_STORE_INSTANCE_TIMEOUT).")
+    var storeInstanceTimeout: Int = env("RTD_STORE_INSTANCE_TIMEOUT").flatMap(Int.init) ?? 60
+
+    @Option(help: "MySQL: seconds a rollup repair waits, so the live rollups of its minute are written first (RTD_STORE_ROLLUP_SETTLE).")
+    var storeRollupSettle: Int = env("RTD_STORE_ROLLUP_SETTLE").flatMap(Int.init) ?? 120
+
+    @Option(help: "MySQL: seconds between heartbeats and rounds of due rollup repairs (RTD_STORE_REPAIR_INTERVAL).")
+    var storeRepairInterval: Int = env("RTD_STORE_REPAIR_INTERVAL").flatMap(Int.init) ?? 10
+
     @Option(help: "Dashboard tick in milliseconds (RTD_TICK_MS).")
     var tickMs: Int = env("RTD_TICK_MS").flatMap(Int.init) ?? 1000
 
@@ -161,6 +170,11 @@ struct DashboardServerCommand: AsyncParsableCommand {
         guard rawRetentionDays >= 1, rollupRetentionDays >= 1 else { throw ValidationError("retention must be at least one day") }
         guard (1...8).contains(storeWriteLanes) else { throw ValidationError("--store-write-lanes must be 1...8") }
         guard storeMaintenanceInterval >= 1 else { throw ValidationError("--store-maintenance-interval must be at least 1 second") }
+        guard storeRepairInterval >= 1 else { throw ValidationError("--store-repair-interval must be at least 1 second") }
+        guard storeInstanceTimeout >= 2 * storeRepairInterval else {
+            throw ValidationError("--store-instance-timeout must be at least twice --store-repair-interval (the heartbeat period)")
+        }
+        guard storeRollupSettle >= 0 else { throw ValidationError("--store-rollup-settle must not be negative") }
     }
 
     /// The credentials from `--auth-file`, `RTD_INGEST_TOKEN` and `RTD_VIEW_TOKEN`, or open access
@@ -269,7 +283,8 @@ extension DashboardServerCommand {
         let configuration = MySQLStore.Configuration(
             endpoint: endpoint, rawRetentionDays: rawRetentionDays, rollupRetentionDays: rollupRetentionDays,
             maintenanceInterval: .seconds(storeMaintenanceInterval), bulkMode: MySQLStore.BulkMode(rawValue: storeBulk) ?? .auto,
-            writeLanes: storeWriteLanes)
+            writeLanes: storeWriteLanes, instanceTimeout: .seconds(storeInstanceTimeout),
+            rollupSettle: .seconds(storeRollupSettle), repairInterval: .seconds(storeRepairInterval))
         let deadline = ContinuousClock.now + .seconds(storeConnectWait)
         while true {
             do {

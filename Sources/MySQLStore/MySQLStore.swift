@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Logging
 import MetricsCore
 import Synchronization
@@ -54,13 +57,27 @@ public final class MySQLStore: MetricStore {
         /// process already use both cores) and doubled the median ack lag; with a database on its
         /// own cores or host, 2 hides the commit latency.
         public var writeLanes: Int
+        /// A running instance renews its heartbeat row every ``repairInterval``; one whose heartbeat
+        /// is older than this is taken as dead, and its unsealed minutes are rebuilt from raw rows.
+        /// Default 60 s.
+        public var instanceTimeout: Duration
+        /// How long a rollup repair request waits before it is carried out, so the live rollups of
+        /// its minute are sealed and written first (the aggregator seals a minute at most about
+        /// 65 s after its last sample). Default 120 s.
+        public var rollupSettle: Duration
+        /// How often heartbeats are renewed, dead instances looked for, and due repairs carried out. Default 10 s.
+        public var repairInterval: Duration
 
         /// Creates a configuration.
         public init(endpoint: MySQLEndpoint, rawRetentionDays: Int = 7, rollupRetentionDays: Int = 90,
                     maintenanceInterval: Duration = .seconds(600), partitionsAheadDays: Int = 2,
                     bulkMode: BulkMode = .auto, bulkRows: Int = 10_000, readers: Int = 2, seriesCacheLimit: Int = 2_000_000,
-                    writeLanes: Int = 1) {
+                    writeLanes: Int = 1, instanceTimeout: Duration = .seconds(60), rollupSettle: Duration = .seconds(120),
+                    repairInterval: Duration = .seconds(10)) {
             self.writeLanes = max(1, writeLanes)
+            self.instanceTimeout = instanceTimeout
+            self.rollupSettle = rollupSettle
+            self.repairInterval = repairInterval
             self.endpoint = endpoint
             self.rawRetentionDays = max(1, rawRetentionDays)
             self.rollupRetentionDays = max(1, rollupRetentionDays)
@@ -110,6 +127,12 @@ public final class MySQLStore: MetricStore {
         public var partitionsDropped = 0
         /// Rollup rows deleted by retention.
         public var rollupsExpired = 0
+        /// Dead instances (stale heartbeat) whose recent minutes this instance queued for repair.
+        public var deadInstancesRecovered = 0
+        /// Minutes whose rollups were rebuilt from raw rows.
+        public var rollupMinutesRepaired = 0
+        /// Rollup rows rebuilt from raw rows.
+        public var rollupsRebuilt = 0
         /// Duration of the last commit, seconds.
         public var lastCommitSeconds: Double = 0
         /// Time spent in successful writes, microseconds.
@@ -141,6 +164,12 @@ public final class MySQLStore: MetricStore {
     private let serverInfo: String
     private let useArrayBinding: Bool
     private let maintenanceTask: Mutex<Task<Void, Never>?> = Mutex(nil)
+    /// Heartbeats and dead-instance detection (its own connection, so a long repair or partition
+    /// change never delays a heartbeat).
+    private let heartbeatWorker: BlockingWorker
+    private let housekeepingTasks: Mutex<[Task<Void, Never>]> = Mutex([])
+    private let watermark: RollupWatermark
+    private var writerIDs: [[UInt8]] { lanes.map(\.state.writerID) }
 
     /// Connects, creates or migrates the schema, prepares partitions and applies retention once,
     /// then starts periodic maintenance.
@@ -162,12 +191,14 @@ public final class MySQLStore: MetricStore {
         readers = (0..<configuration.readers).map { i in
             BlockingWorker(name: "mysql-reader-\(i)", endpoint: configuration.endpoint, onConnect: session)
         }
+        heartbeatWorker = BlockingWorker(name: "mysql-heartbeat", endpoint: configuration.endpoint, onConnect: session)
         maintenance = BlockingWorker(name: "mysql-maintenance", endpoint: configuration.endpoint, onConnect: { c in
             try session(c)
             // DDL (partition changes) must not queue in front of ingestion for long.
             try c.execute("SET SESSION lock_wait_timeout = 5")
         })
         let now = ProcessInfoLite.nowMilliseconds()
+        watermark = RollupWatermark(now: now)
         let (version, isMariaDB, applied): (String, Bool, [Int])
         do {
             (version, isMariaDB, applied) = try await maintenance.run { [configuration] c in
@@ -176,7 +207,7 @@ public final class MySQLStore: MetricStore {
                 return (c.serverVersion, c.isMariaDB, applied)
             }
         } catch {
-            await Self.stopAll(Self.workers(of: lanes) + readers, maintenance)
+            await Self.stopAll(Self.workers(of: lanes) + readers + [heartbeatWorker], maintenance)
             throw error
         }
         serverInfo = version
@@ -184,7 +215,7 @@ public final class MySQLStore: MetricStore {
         case .auto: useArrayBinding = isMariaDB
         case .arrayBinding:
             guard isMariaDB else {
-                await Self.stopAll(Self.workers(of: lanes) + readers, maintenance)
+                await Self.stopAll(Self.workers(of: lanes) + readers + [heartbeatWorker], maintenance)
                 throw MySQLError(code: 0, message: "array binding needs MariaDB; the server is \(version)")
             }
             useArrayBinding = true
@@ -209,6 +240,72 @@ public final class MySQLStore: MetricStore {
             }
         }
         maintenanceTask.withLock { $0 = task }
+        try await startHousekeeping(now: now)
+    }
+
+    /// Registers this instance's writers and starts the heartbeat and repair loops.
+    private func startHousekeeping(now: Int64) async throws {
+        let writers = writerIDs
+        let host = Self.hostName()
+        try await heartbeatWorker.run { c in try RollupRepair.register(c, writers: writers, host: host, now: now) }
+        let interval = configuration.repairInterval
+        let heartbeat = Task { [weak self] in
+            while !Task.isCancelled {
+                try? await Task.sleep(for: interval)
+                guard let self, !Task.isCancelled else { return }
+                do { try await self.heartbeatOnce(now: ProcessInfoLite.nowMilliseconds()) } catch {
+                    self.logger.warning("store heartbeat failed", metadata: ["error": "\(error)"])
+                }
+            }
+        }
+        let repairs = Task { [weak self] in
+            while !Task.isCancelled {
+                try? await Task.sleep(for: interval)
+                guard let self, !Task.isCancelled else { return }
+                do { try await self.repairOnce(now: ProcessInfoLite.nowMilliseconds()) } catch {
+                    self.logger.warning("rollup repair failed", metadata: ["error": "\(error)"])
+                }
+            }
+        }
+        housekeepingTasks.withLock { $0 = [heartbeat, repairs] }
+    }
+
+    /// Renews this instance's heartbeat and claims dead instances (their minutes are queued for repair).
+    public func heartbeatOnce(now: Int64) async throws {
+        let writers = writerIDs, through = watermark.value
+        let timeout = Self.milliseconds(configuration.instanceTimeout), settle = Self.milliseconds(configuration.rollupSettle)
+        let claimed = try await heartbeatWorker.run { c in
+            try RollupRepair.heartbeat(c, writers: writers, now: now, rollupsThrough: through)
+            return try RollupRepair.recoverDead(c, mine: writers, now: now, timeout: timeout, settle: settle)
+        }
+        if claimed > 0 {
+            stats.withLock { $0.deadInstancesRecovered += claimed }
+            logger.warning("found writers of a dead instance; their recent minutes are queued for rollup repair", metadata: ["writers": "\(claimed)"])
+        }
+    }
+
+    /// Carries out the rollup repairs that are due.
+    public func repairOnce(now: Int64) async throws {
+        let settle = Self.milliseconds(configuration.rollupSettle)
+        let rawCutoff = Schema.dayStart(now) - Int64(configuration.rawRetentionDays) * Schema.dayMilliseconds
+        let done = try await maintenance.run { c in try RollupRepair.run(c, now: now, settle: settle, rawCutoff: rawCutoff) }
+        if done.minutes > 0 {
+            stats.withLock { s in
+                s.rollupMinutesRepaired += done.minutes
+                s.rollupsRebuilt += done.rollups
+            }
+            logger.info("rollups rebuilt from raw rows", metadata: ["minutes": "\(done.minutes)", "rollups": "\(done.rollups)"])
+        }
+    }
+
+    static func hostName() -> String {
+        var buffer = [CChar](repeating: 0, count: 256)
+        guard gethostname(&buffer, buffer.count - 1) == 0 else { return "" }
+        return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    static func milliseconds(_ d: Duration) -> Int64 {
+        d.components.seconds * 1_000 + d.components.attoseconds / 1_000_000_000_000_000
     }
 
     private static func stopAll(_ r: [BlockingWorker], _ m: BlockingWorker) async {
@@ -224,10 +321,12 @@ public final class MySQLStore: MetricStore {
     public func write(_ batch: StoreBatch) async throws {
         if batch.isEmpty { return }
         let started = ProcessInfoLite.monotonicNanoseconds()
+        watermark.begin(batch.sequence, now: ProcessInfoLite.nowMilliseconds())
         do {
             let lane = lanes[Int(batch.sequence % UInt64(lanes.count))]
             let outcome = try await lane.primary.run { [self] c in try lane.state.write(batch, c, self, second: lane.secondary) }
             let seconds = Double(ProcessInfoLite.monotonicNanoseconds() - started) / 1e9
+            watermark.committed(batch.sequence)
             stats.withLock { s in
                 if outcome.duplicate {
                     s.duplicateBatchesSkipped += 1
@@ -339,7 +438,8 @@ public final class MySQLStore: MetricStore {
                 "samples_inserted": s.samplesInserted, "rollups_upserted": s.rollupsUpserted, "rollups_merged": s.rollupsMerged,
                 "series_created": s.seriesCreated, "write_errors": s.writeErrors, "connections_opened": s.connectionsOpened,
                 "maintenance_runs": s.maintenanceRuns, "partitions_dropped": s.partitionsDropped,
-                "rollups_expired": s.rollupsExpired, "last_commit_us": Int(s.lastCommitSeconds * 1e6),
+                "rollups_expired": s.rollupsExpired, "dead_instances_recovered": s.deadInstancesRecovered,
+                "rollup_minutes_repaired": s.rollupMinutesRepaired, "rollups_rebuilt": s.rollupsRebuilt, "last_commit_us": Int(s.lastCommitSeconds * 1e6),
                 "write_us_total": s.writeMicroseconds, "database_wait_us_total": s.databaseWaitMicroseconds,
             ])
     }
@@ -351,7 +451,20 @@ public final class MySQLStore: MetricStore {
         }
         task?.cancel()
         await task?.value
-        await Self.stopAll(writerWorkers + readers, maintenance)
+        let loops = housekeepingTasks.withLock { t -> [Task<Void, Never>] in
+            defer { t = [] }
+            return t
+        }
+        for t in loops { t.cancel() }
+        for t in loops { await t.value }
+        // A clean stop: every rollup is written (the engine sealed and flushed them before closing the
+        // store), so this instance's minutes need no repair.
+        let writers = writerIDs
+        do { try await heartbeatWorker.run { c in try RollupRepair.unregister(c, writers: writers) } } catch {
+            logger.warning("could not remove the instance's heartbeat rows; another instance will take it as dead and repair its recent minutes",
+                           metadata: ["error": "\(error)"])
+        }
+        await Self.stopAll(writerWorkers + readers + [heartbeatWorker], maintenance)
     }
 
     // MARK: - Maintenance
@@ -497,11 +610,10 @@ private final class WriterState: @unchecked Sendable {
         if samples.count >= MySQLStore.splitThreshold {
             split = samples.count / 2
             let tailIDs = Array(ids[split...])
-            let tailTS = samples[split...].map(\.timestamp)
-            let tailValues = samples[split...].map(\.value)
+            let tail = samples[split...]
             let writerID = self.writerID, sequence = batch.sequence | (1 << 63), rows = store.bulkRows, array = store.arrayBinding
             second = secondWorker.start { c2 in
-                try Self.writeSamplesOnly(c2, writerID: writerID, sequence: sequence, ids: tailIDs, ts: tailTS, values: tailValues,
+                try Self.writeSamplesOnly(c2, writerID: writerID, sequence: sequence, ids: tailIDs, tail: tail,
                                           rowsPerExecute: rows, arrayBinding: array, now: now)
             }
         }
@@ -510,13 +622,14 @@ private final class WriterState: @unchecked Sendable {
         do {
             try c.execute("START TRANSACTION")
             firstDuplicate = try Self.alreadyWritten(c, writerID: writerID, sequence: batch.sequence, samples: split,
-                                                     rollups: rollups.count, now: now)
+                                                     rollups: rollups.count, minutes: RollupRepair.minutesText(samples[..<split]), now: now)
             if firstDuplicate {
                 try c.execute("ROLLBACK")
             } else {
                 let inserted = try Self.insertSamples(ids[..<split], samples[..<split].map(\.timestamp), samples[..<split].map(\.value), c,
                                                       rowsPerExecute: store.bulkRows, arrayBinding: store.arrayBinding)
                 outcome.duplicateSamples = split - inserted
+                if inserted < split { try RollupRepair.requestForResends(c, samples[..<split], now: now) }
                 let (upserted, merged) = try upsertRollups(rollups, c, store)
                 outcome.rollups = upserted
                 outcome.merged = merged
@@ -546,10 +659,12 @@ private final class WriterState: @unchecked Sendable {
     /// Inserts the write-log row of `(writerID, sequence)` as the first statement of a batch's
     /// transaction. Returns `true` when the row already exists: that batch (or half) committed on
     /// an earlier attempt, and the caller rolls back instead of applying it again.
-    static func alreadyWritten(_ c: Connection, writerID: [UInt8], sequence: UInt64, samples: Int, rollups: Int, now: Int64) throws -> Bool {
+    static func alreadyWritten(_ c: Connection, writerID: [UInt8], sequence: UInt64, samples: Int, rollups: Int, minutes: [UInt8],
+                               now: Int64) throws -> Bool {
         do {
-            try c.prepare("INSERT INTO rtd_write_log (writer, sequence, written_at, samples, rollups) VALUES (?, ?, ?, ?, ?)")
-                .execute([.blob(writerID), .uint(sequence), .int(now), .int(Int64(samples)), .int(Int64(rollups))])
+            try c.prepare("INSERT INTO rtd_write_log (writer, sequence, written_at, samples, rollups, minutes) VALUES (?, ?, ?, ?, ?, ?)")
+                .execute([.blob(writerID), .uint(sequence), .int(now), .int(Int64(samples)), .int(Int64(rollups)),
+                          minutes.isEmpty ? .null : .blob(minutes)])
             return false
         } catch let e as MySQLError where e.isDuplicateKey {
             return true
@@ -558,15 +673,18 @@ private final class WriterState: @unchecked Sendable {
 
     /// The second half of a large batch: write-log row, raw samples, commit. Returns whether this
     /// half had been committed before (a retry), and how many of its samples were already stored.
-    static func writeSamplesOnly(_ c: Connection, writerID: [UInt8], sequence: UInt64, ids: [UInt64], ts: [Int64], values: [Double],
+    static func writeSamplesOnly(_ c: Connection, writerID: [UInt8], sequence: UInt64, ids: [UInt64], tail: ArraySlice<MetricSample>,
                                  rowsPerExecute: Int, arrayBinding: Bool, now: Int64) throws -> (duplicate: Bool, ignored: Int) {
         try c.execute("START TRANSACTION")
         do {
-            if try alreadyWritten(c, writerID: writerID, sequence: sequence, samples: ids.count, rollups: 0, now: now) {
+            if try alreadyWritten(c, writerID: writerID, sequence: sequence, samples: ids.count, rollups: 0,
+                                  minutes: RollupRepair.minutesText(tail), now: now) {
                 try c.execute("ROLLBACK")
                 return (true, 0)
             }
-            let inserted = try insertSamples(ids[...], ts, values, c, rowsPerExecute: rowsPerExecute, arrayBinding: arrayBinding)
+            let inserted = try insertSamples(ids[...], tail.map(\.timestamp), tail.map(\.value), c, rowsPerExecute: rowsPerExecute,
+                                             arrayBinding: arrayBinding)
+            if inserted < ids.count { try RollupRepair.requestForResends(c, tail, now: now) }
             try c.execute("COMMIT")
             return (false, ids.count - inserted)
         } catch {

@@ -19,7 +19,12 @@ import MetricsCore
 ///   `merge_pending` are only ever non-NULL inside a writer's transaction (a sketch waiting to be
 ///   merged into a row that already existed); committed rows never have them set.
 /// - `rtd_write_log`: one row per committed batch `(writer, sequence)`: how a retried batch whose
-///   first attempt did commit is recognised and not applied twice.
+///   first attempt did commit is recognised and not applied twice; `minutes` lists the minutes its
+///   raw samples fell into (schema version 3).
+/// - `rtd_instances`: one row per running writer (heartbeat, and the time up to which its rollups
+///   are committed), removed at a clean stop; a row whose heartbeat stopped is a dead instance.
+/// - `rtd_rollup_repairs`: `(minute, server_id)` whose rollups must be rebuilt from raw rows
+///   (`server_id` empty: every server), with the time of the latest request.
 ///
 /// Every statement works on MariaDB 10.11 and MySQL 8 (`VALUES()` in `ON DUPLICATE KEY UPDATE` is
 /// deprecated but supported in MySQL 8.0.20+; MariaDB does not support the row-alias form).
@@ -103,6 +108,32 @@ enum Schema {
             "ALTER IGNORE TABLE rtd_samples DROP KEY series_ts, ADD PRIMARY KEY (series_id, ts, value)",
         ], mysqlStatements: [
             "ALTER TABLE rtd_samples DROP KEY series_ts, ADD PRIMARY KEY (series_id, ts, value)",
+        ]),
+        // Rollup repair: minute rollups are rebuilt from raw rows where they may disagree with them
+        // (an instance died before sealing its open minutes; an agent's resend was folded twice).
+        // Each batch's write-log row lists the minutes its raw samples fell into; running instances
+        // keep a heartbeat row, so a dead one's recent minutes can be found; repair requests wait
+        // in rtd_rollup_repairs until they settle.
+        Migration(version: 3, description: "rollup repair: write-log minutes, instance heartbeats, repair requests", statements: [
+            "ALTER TABLE rtd_write_log ADD COLUMN minutes VARBINARY(12000) NULL",
+            """
+            CREATE TABLE IF NOT EXISTS rtd_instances (
+              writer BINARY(16) NOT NULL PRIMARY KEY,
+              host VARBINARY(255) NOT NULL DEFAULT '',
+              started_at BIGINT NOT NULL,
+              heartbeat_at BIGINT NOT NULL,
+              rollups_through BIGINT NOT NULL
+            ) ENGINE=InnoDB
+            """,
+            """
+            CREATE TABLE IF NOT EXISTS rtd_rollup_repairs (
+              minute BIGINT NOT NULL,
+              server_id VARBINARY(200) NOT NULL,
+              requested_at BIGINT NOT NULL,
+              PRIMARY KEY (minute, server_id),
+              KEY requested_at (requested_at)
+            ) ENGINE=InnoDB
+            """,
         ]),
     ]
 

@@ -76,6 +76,30 @@ class Feeder:
         self.stream.close()
 
 
+def stored_rollups(mariadb, db, like: str) -> list:
+    """(server, metric, labels, minute, count, sum, min, max) of the stored rollups of servers LIKE `like`."""
+    return mariadb.sql(
+        "SELECT s.server_id, s.metric_name, s.labels, r.minute, r.sample_count, r.value_sum, r.value_min, r.value_max FROM rtd_rollups r "
+        f"JOIN rtd_series s ON s.id = r.series_id WHERE s.server_id LIKE '{like}' ORDER BY 1, 2, 3, 4", db)
+
+
+def naive_rollups(mariadb, db, like: str) -> list:
+    """The same, recomputed from the raw rows."""
+    return mariadb.sql(
+        "SELECT s.server_id, s.metric_name, s.labels, FLOOR(x.ts / 60000) * 60000, COUNT(*), SUM(x.value), MIN(x.value), MAX(x.value) "
+        f"FROM rtd_samples x JOIN rtd_series s ON s.id = x.series_id WHERE s.server_id LIKE '{like}' GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4", db)
+
+
+def same_rollups(a: list, b: list) -> bool:
+    if len(a) != len(b):
+        return False
+    for x, y in zip(a, b):
+        if x[:5] != y[:5] or abs(float(x[5]) - float(y[5])) > 1e-6 * max(1.0, abs(float(y[5]))) \
+                or float(x[6]) != float(y[6]) or float(x[7]) != float(y[7]):
+            return False
+    return True
+
+
 def test_acknowledged_samples_are_committed_at_ack_time(server_factory, mariadb, mysql_db, ids):
     """No waiting after the ack: what was acknowledged is already in the tables, exactly once."""
     srv = start(server_factory, mariadb, mysql_db)
@@ -117,23 +141,14 @@ def test_rollups_equal_naive_recomputation_and_serve_history(server_factory, mar
                for metric in ("cpu", "mem") for _ in range(600)]
     assert h.ingest(srv, h.ndjson(samples), "curl-h2c").status == 200
 
-    def rollups():
-        return mariadb.sql(
-            "SELECT s.metric_name, r.minute, r.sample_count, r.value_sum, r.value_min, r.value_max FROM rtd_rollups r "
-            f"JOIN rtd_series s ON s.id = r.series_id WHERE s.server_id = '{sid}' ORDER BY 1, 2", mysql_db)
+    def rollups():  # (metric, minute, count, sum, min, max)
+        return [r[1:2] + r[3:] for r in stored_rollups(mariadb, mysql_db, sid)]
 
     def naive():
-        return mariadb.sql(
-            "SELECT s.metric_name, FLOOR(x.ts / 60000) * 60000, COUNT(*), SUM(x.value), MIN(x.value), MAX(x.value) "
-            f"FROM rtd_samples x JOIN rtd_series s ON s.id = x.series_id WHERE s.server_id = '{sid}' GROUP BY 1, 2 ORDER BY 1, 2", mysql_db)
+        return [r[1:2] + r[3:] for r in naive_rollups(mariadb, mysql_db, sid)]
 
     def same(a, b):
-        if len(a) != len(b):
-            return False
-        for x, y in zip(a, b):
-            if x[:3] != y[:3] or abs(float(x[3]) - float(y[3])) > 1e-6 or float(x[4]) != float(y[4]) or float(x[5]) != float(y[5]):
-                return False
-        return True
+        return same_rollups([["", x[0], ""] + x[1:] for x in a], [["", y[0], ""] + y[1:] for y in b])
 
     h.wait_until(lambda: sum(int(r[2]) for r in rollups()) == 1_200, timeout=20, what="rollups of 1,200 samples")
     assert same(rollups(), naive()), (rollups(), naive())
@@ -327,13 +342,14 @@ def test_sigkill_and_restart_loses_nothing_acknowledged_and_stores_resends_once(
     """Fault injection: SIGKILL under load (no drain, no flush), restart on the same port. The
     load generator reconnects and resends everything after its last ack; the store keeps every
     acknowledged sample exactly once, including resent lines the dead process had committed."""
-    first = start(server_factory, mariadb, mysql_db, name="kill-a")
+    fast_repair = ("--store-instance-timeout", "2", "--store-rollup-settle", "1", "--store-repair-interval", "1")
+    first = start(server_factory, mariadb, mysql_db, *fast_repair, name="kill-a")
     port = first.port
     load = LoadInBackground(tmp_path, first.base, "kill-", "--agents", "50", "--connections", "5", "--rate", "400",
                             "--duration", "10", "--drain", "40", timeout=120)
     h.wait_until(lambda: first.stats()["store"].get("samples_inserted", 0) > 20_000, timeout=30, what="rows committed")
     first.kill()  # SIGKILL: whatever was accepted but not yet committed is gone with the process
-    second = server_factory("--store", mariadb.url_for(mysql_db), name="kill-b", port=port)
+    second = server_factory("--store", mariadb.url_for(mysql_db), *fast_repair, name="kill-b", port=port)
     report = load.join(timeout=150)
     assert report["reconnects"] >= 1 and report["unacked_lines_at_end"] == 0, report
     assert report["lines_acked"] == report["lines_sent"], report
@@ -342,6 +358,20 @@ def test_sigkill_and_restart_loses_nothing_acknowledged_and_stores_resends_once(
     ignored = second.stats()["store"]["duplicate_samples_ignored"]
     print(f"SIGKILL + restart: {report['samples_sent']} sent, {report['samples_acked']} acknowledged, {rows} stored once; "
           f"{report['lines_resent']} lines resent, {ignored} of them already stored")
+    # Rollups: the dead instance never sealed its open minutes, and the resent samples were folded
+    # again by the new one. The new instance finds the dead one's stale heartbeat and queues its
+    # recent minutes, the resends queued theirs; once nothing holds those minutes open (a clean
+    # stop seals everything), the repairs rebuild them from raw rows: rollups equal raw rows.
+    h.wait_until(lambda: second.stats()["store"]["dead_instances_recovered"] >= 1, timeout=30, what="the dead instance found")
+    second.stop()
+    third = server_factory("--store", mariadb.url_for(mysql_db), *fast_repair, name="kill-c")
+    h.wait_until(lambda: int(mariadb.scalar("SELECT COUNT(*) FROM rtd_rollup_repairs", mysql_db)) == 0
+                 and third.stats()["store"]["rollup_minutes_repaired"] >= 1, timeout=120, what="repairs carried out")
+    got, want = stored_rollups(mariadb, mysql_db, "kill-%"), naive_rollups(mariadb, mysql_db, "kill-%")
+    assert sum(int(r[4]) for r in want) == rows
+    assert same_rollups(got, want), [(g, w) for g, w in zip(got, want) if g != w][:5]
+    st = third.stats()["store"]
+    print(f"rollup repair: {st['rollup_minutes_repaired']} minutes, {st['rollups_rebuilt']} rollups rebuilt; rollups equal raw rows")
 
 
 def test_database_down_for_30_seconds_under_load(server_factory, mariadb, mysql_db, tmp_path):
@@ -396,3 +426,29 @@ def test_samples_refused_at_the_series_cap_are_not_stored(server_factory, mariad
                        f"WHERE s.server_id = '{sid}' GROUP BY s.metric_name ORDER BY 1", mysql_db)
     assert rows == [["a", "3"], ["b", "2"]]
     assert int(mariadb.scalar(f"SELECT COUNT(*) FROM rtd_series WHERE server_id = '{sid}'", mysql_db)) == 2
+
+
+def test_a_resend_folded_twice_is_repaired_from_raw_rows(server_factory, mariadb, mysql_db, ids):
+    """An agent resends lines that were stored already (its instance died before acknowledging
+    them): the raw rows stay single (INSERT IGNORE), but the aggregator folds the samples again and
+    the minute rollups count them twice, until the batch's repair request (made in its transaction)
+    rebuilds those minutes from the raw rows."""
+    srv = start(server_factory, mariadb, mysql_db, "--store-rollup-settle", "2", "--store-repair-interval", "1",
+                "--store-instance-timeout", "3")
+    sid = f"{ids}-resend"
+    rng = random.Random(11)
+    m0 = h.now_ms() // 60_000 * 60_000 - 4 * 60_000
+    body = h.ndjson({"server_id": sid, "metric_name": metric, "value": round(rng.uniform(0, 100), 2), "ts": m0 + rng.randrange(0, 180_000)}
+                    for metric in ("cpu", "mem") for _ in range(300))
+    assert h.split_ingest_reply(h.ingest(srv, body, "curl-h2c").ndjson())[2]["acked_samples"] == 600
+    h.wait_until(lambda: sum(int(r[4]) for r in stored_rollups(mariadb, mysql_db, sid)) == 600, timeout=20, what="rollups of 600 samples")
+    assert same_rollups(stored_rollups(mariadb, mysql_db, sid), naive_rollups(mariadb, mysql_db, sid))
+    # The resend: acknowledged again, stored once, folded twice.
+    assert h.split_ingest_reply(h.ingest(srv, body, "curl-h2c").ndjson())[2]["acked_samples"] == 600
+    assert srv.stats()["store"]["duplicate_samples_ignored"] >= 600
+    assert int(mariadb.scalar(f"SELECT COUNT(*) FROM rtd_samples x JOIN rtd_series s ON s.id = x.series_id WHERE s.server_id = '{sid}'",
+                              mysql_db)) == 600
+    h.wait_until(lambda: srv.stats()["store"]["rollup_minutes_repaired"] >= 3
+                 and same_rollups(stored_rollups(mariadb, mysql_db, sid), naive_rollups(mariadb, mysql_db, sid)),
+                 timeout=30, what="the resent minutes rebuilt from raw rows")
+    assert int(mariadb.scalar("SELECT COUNT(*) FROM rtd_rollup_repairs", mysql_db)) == 0

@@ -22,6 +22,45 @@ struct MySQLEndpointTests {
     }
 }
 
+@Suite("Rollup repair bookkeeping")
+struct RollupRepairBookkeepingTests {
+    static func sample(_ ts: Int64) -> MetricSample { MetricSample(serverID: "s", metricName: "m", value: 1, timestamp: ts) }
+
+    @Test("a batch's minutes are listed once each, in order, and read back as minute starts")
+    func minutesList() {
+        let base: Int64 = 1_700_000_040_000  // a minute start
+        let batch = [base + 59_999, base, base + 60_000, base + 5, base - 1, base + 60_001].map(Self.sample)
+        let text = String(decoding: RollupRepair.minutesText(batch[...]), as: UTF8.self)
+        #expect(text == "\(base / 60_000 - 1),\(base / 60_000),\(base / 60_000 + 1)")
+        #expect(RollupRepair.minutes(from: text) == [base - 60_000, base, base + 60_000])
+        #expect(RollupRepair.minutesText([][...]).isEmpty)
+    }
+
+    @Test("a batch spanning more minutes than are listed is kept as a range, and the range reads back whole")
+    func minutesRange() {
+        let n = RollupRepair.maxListedMinutes + 1
+        let batch = (0..<n).map { Self.sample(Int64($0) * 60_000) }
+        let text = String(decoding: RollupRepair.minutesText(batch[...]), as: UTF8.self)
+        #expect(text == "0-\(n - 1)")
+        #expect(RollupRepair.minutes(from: text) == (0..<Int64(n)).map { $0 * 60_000 })
+        #expect(RollupRepair.minutes(from: "garbage,12").count == 1)
+    }
+
+    @Test("the rollup watermark never passes a batch still in flight, and retries keep their first start")
+    func watermark() {
+        let w = RollupWatermark(now: 100)
+        #expect(w.value == 100)
+        w.begin(1, now: 200)
+        w.begin(2, now: 300)
+        w.committed(2)  // lane 2 finished first: batch 1 (taken earlier) is still pending
+        #expect(w.value == 200)
+        w.begin(1, now: 400)  // a retry of batch 1 keeps its first start
+        #expect(w.value == 200)
+        w.committed(1)
+        #expect(w.value == 300)
+    }
+}
+
 @Suite("MySQLStore against MariaDB", .enabled(if: MySQLTestSupport.enabled), .serialized)
 struct MySQLStoreTests {
     typealias S = MySQLTestSupport
@@ -127,20 +166,21 @@ struct MySQLStoreTests {
         }
     }
 
-    @Test("migration 2 upgrades a version-1 table holding duplicate samples: one of each is kept")
+    @Test("migrations 2 and 3 upgrade a version-1 database holding duplicate samples: one of each is kept")
     func migrationFromVersionOne() async throws {
         try await S.withStore { store, e in
             try await store.write(StoreBatch(samples: Self.samples(100), sequence: 1))
             try await store.close()
             // Back to version 1's shape, with every sample stored twice (the old at-least-once resend).
             for sql in ["ALTER TABLE rtd_samples DROP PRIMARY KEY, ADD KEY series_ts (series_id, ts)",
-                        "INSERT INTO rtd_samples SELECT * FROM rtd_samples", "DELETE FROM rtd_schema_migrations WHERE version = 2"] {
+                        "INSERT INTO rtd_samples SELECT * FROM rtd_samples", "ALTER TABLE rtd_write_log DROP COLUMN minutes",
+                        "DROP TABLE rtd_instances", "DROP TABLE rtd_rollup_repairs", "DELETE FROM rtd_schema_migrations WHERE version >= 2"] {
                 _ = try S.query(e, sql)
             }
             #expect(try S.scalar(e, "SELECT COUNT(*) FROM rtd_samples") == 200)
             let reopened = try await MySQLStore(configuration: MySQLStore.Configuration(endpoint: e, maintenanceInterval: .seconds(3_600)))
             #expect(try S.scalar(e, "SELECT COUNT(*) FROM rtd_samples") == 100)
-            #expect(try S.scalar(e, "SELECT MAX(version) FROM rtd_schema_migrations") == 2)
+            #expect(try S.scalar(e, "SELECT MAX(version) FROM rtd_schema_migrations") == 3, "versions 2 and 3 applied")
             try await reopened.write(StoreBatch(samples: Self.samples(100), sequence: 2))
             #expect(try S.scalar(e, "SELECT COUNT(*) FROM rtd_samples") == 100)
             try await reopened.close()

@@ -3,6 +3,7 @@ import MetricsCore
 /// What a parser produced, in a form two runs can be compared by.
 public struct Parsed: Equatable {
     public var samples: [MetricSample] = []
+    public var sampleLines: [Int] = []
     public var rejections: [String] = []
     public var heartbeats = 0
     public var skippedFields = 0
@@ -32,6 +33,7 @@ public func collect(_ parts: [ArraySlice<UInt8>], parse: (UnsafeRawBufferPointer
     finish(&out)
     var r = Parsed()
     r.samples = out.samples
+    r.sampleLines = out.sampleLines
     r.rejections = out.rejections.map { "\($0.line):\($0.error.code.rawValue)" }
     r.heartbeats = out.heartbeats
     r.skippedFields = out.skippedFields
@@ -45,6 +47,8 @@ public func checkInvariants(_ r: Parsed, lineLimit: Int) {
         precondition(NameRules.isValidName(s.serverID) && NameRules.isValidName(s.metricName), "invalid name accepted: \(s)")
         precondition(s.serverID.utf8.count <= NameRules.maxNameLength, "over-long server id accepted")
     }
+    precondition(r.sampleLines.count == r.samples.count, "\(r.samples.count) samples but \(r.sampleLines.count) line numbers")
+    for (a, b) in zip(r.sampleLines, r.sampleLines.dropFirst()) { precondition(a >= 1 && a <= b, "sample lines out of order: \(r.sampleLines)") }
     var last = 0
     for x in r.rejections {
         let line = Int(x.split(separator: ":")[0])!
@@ -55,8 +59,8 @@ public func checkInvariants(_ r: Parsed, lineLimit: Int) {
 
 /// One parser input as the parser targets decode it: byte 0 seeds the chunking; byte 1 picks the
 /// line limit (bits 0–1), a default server id (bit 2), a server-id policy (bit 3), the timestamp
-/// precision for line protocol (bits 4–5) and a ±10-minute timestamp window (bit 6); the rest is
-/// the stream.
+/// precision for line protocol (bits 4–5), a ±10-minute timestamp window (bit 6) and an 8-byte
+/// label value limit (bit 7); the rest is the stream.
 public struct ParserCase {
     public let seed: UInt8
     public let body: ArraySlice<UInt8>
@@ -73,8 +77,10 @@ public struct ParserCase {
         body = bytes[2...]
         let policy: ServerIDPolicy? = mode & 8 != 0 ? try! ServerIDPolicy(patterns: ["web-*", "db-01"]) : nil
         let window: Int64? = mode & 0x40 != 0 ? 600_000 : nil
-        limits = ParseLimits(maxLineLength: [64, 256, 4096, 65_536][Int(mode & 3)], allowedServers: policy,
-                             maxFutureMilliseconds: window, maxAgeMilliseconds: window)
+        var limits = ParseLimits(maxLineLength: [64, 256, 4096, 65_536][Int(mode & 3)], allowedServers: policy,
+                                 maxFutureMilliseconds: window, maxAgeMilliseconds: window)
+        if mode & 0x80 != 0 { limits.maxLabelValueLength = 8 }
+        self.limits = limits
         defaultServerID = mode & 4 != 0 ? "web-default" : nil
         precision = [.nanoseconds, .microseconds, .milliseconds, .seconds][Int((mode >> 4) & 3)]
     }
@@ -89,6 +95,14 @@ public struct ParserCase {
         }
         if let w = limits.maxFutureMilliseconds {
             for s in whole.samples { precondition(abs(s.timestamp - Self.now) <= w, "window bypassed: \(s.timestamp)") }
+        }
+        if limits.maxLabelValueLength < NameRules.maxLabelValueLength {
+            for s in whole.samples {
+                for pair in s.labels.split(separator: ",", omittingEmptySubsequences: true) {
+                    let value = pair.split(separator: "=", maxSplits: 1).dropFirst().first ?? ""
+                    precondition(value.utf8.count <= limits.maxLabelValueLength, "label value limit bypassed: \(s.labels)")
+                }
+            }
         }
         let split = run(chunks(body, seed: seed))
         precondition(whole == split, "chunking changed the result:\nwhole \(whole)\nsplit \(split)")
