@@ -119,7 +119,7 @@ for (name, input) in [("interleaved servers", interleaved), ("agent-shaped", age
                 let samples = out.samples
                 out.samples = []
                 out.samples.reserveCapacity(20_000)
-                out.sampleLines.removeAll(keepingCapacity: true)
+                out.sampleLines.removeAll()
                 pending = Task { await aggregator.ingest(samples) }
             }
         }

@@ -33,7 +33,7 @@ public func collect(_ parts: [ArraySlice<UInt8>], parse: (UnsafeRawBufferPointer
     finish(&out)
     var r = Parsed()
     r.samples = out.samples
-    r.sampleLines = out.sampleLines
+    r.sampleLines = out.sampleLines.all
     r.rejections = out.rejections.map { "\($0.line):\($0.error.code.rawValue)" }
     r.heartbeats = out.heartbeats
     r.skippedFields = out.skippedFields

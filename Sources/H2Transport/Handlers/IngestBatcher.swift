@@ -84,9 +84,8 @@ final class IngestBatcher {
         output.samples.reserveCapacity(min(samples.count, Self.maxSamplesPerSubmission))
         // The line numbers stay here (the writer never needs them): they name the lines of
         // samples refused at the series cap, which is decided when the batch is folded.
-        var lines: [Int] = []
+        var lines = SampleLines()
         swap(&lines, &output.sampleLines)
-        output.sampleLines.reserveCapacity(min(lines.count, Self.maxSamplesPerSubmission))
         let parts = self.parts
         self.parts = []
         let loop = eventLoop
@@ -120,14 +119,14 @@ final class IngestBatcher {
 extension IngestBatcher {
     /// Completes the parts of a submission of which the writer refused some samples at the series
     /// cap: each handler learns the lines (and series) of its own refused samples.
-    static func complete(_ parts: [Part], samples: [MetricSample], lines: [Int], refused: [Int]) {
+    static func complete(_ parts: [Part], samples: [MetricSample], lines: SampleLines, refused: [Int]) {
         var start = 0, next = 0
         for p in parts {
             let end = start + p.samples
             var own: [RefusedSample] = []
             while next < refused.count && refused[next] < end {
                 let i = refused[next]
-                own.append(RefusedSample(line: i < lines.count ? lines[i] : p.lastLine, sample: samples[i]))
+                own.append(RefusedSample(line: i < lines.count ? lines.line(of: i) : p.lastLine, sample: samples[i]))
                 next += 1
             }
             p.handler.durable(p, outcome: .durable, refused: own)

@@ -103,9 +103,7 @@ struct LineProtocolLineParser: LineHandler {
                 let before = output.samples.count
                 try parseLine(line, now: now, actions: actions.baseAddress!, into: &output)
                 let added = output.samples.count - before
-                if added == 1 { output.sampleLines.append(number) } else if added > 1 {
-                    output.sampleLines.append(contentsOf: repeatElement(number, count: added))
-                }
+                if added > 0 { output.sampleLines.record(line: number, samples: added) }
             } catch {
                 output.rejections.append(LineRejection(line: number, error: error))
             }

@@ -108,7 +108,7 @@ struct NDJSONLineParser: LineHandler {
         do throws(ParseError) {
             if let sample = try parseLine(line, now: now) {
                 output.samples.append(sample)
-                output.sampleLines.append(number)
+                output.sampleLines.record(line: number, samples: 1)
             }
         } catch {
             output.rejections.append(LineRejection(line: number, error: error))

@@ -162,10 +162,10 @@ public struct LineRejection: Sendable, Hashable {
 public struct ParseOutput: Sendable {
     /// Accepted samples, in line order (and field order within a line-protocol line).
     public var samples: [MetricSample]
-    /// The 1-based line number of each sample in ``samples`` (same count, same order): what a
+    /// The 1-based line number of each sample in ``samples`` (``SampleLines/line(of:)``): what a
     /// refusal that happens after parsing (such as the series cap, ``ParseError/Code/tooManySeries``)
     /// names. Callers that move ``samples`` out must move these with them.
-    public var sampleLines: [Int]
+    public var sampleLines: SampleLines
     /// Rejected lines, in line order.
     public var rejections: [LineRejection]
     /// NDJSON heartbeat lines (lines whose first byte is `:`).
@@ -177,7 +177,7 @@ public struct ParseOutput: Sendable {
     /// Creates an empty output.
     public init() {
         samples = []
-        sampleLines = []
+        sampleLines = SampleLines()
         rejections = []
         heartbeats = 0
         skippedFields = 0
@@ -186,9 +186,67 @@ public struct ParseOutput: Sendable {
     /// Clears everything; by default the arrays keep their capacity for the next chunk.
     public mutating func removeAll(keepingCapacity: Bool = true) {
         samples.removeAll(keepingCapacity: keepingCapacity)
-        sampleLines.removeAll(keepingCapacity: keepingCapacity)
+        sampleLines.removeAll()
         rejections.removeAll(keepingCapacity: keepingCapacity)
         heartbeats = 0
         skippedFields = 0
+    }
+}
+
+/// The line number of every sample of a ``ParseOutput``, kept as runs: a run says that from sample
+/// `first` on, each line holds `perLine` samples, starting at line `line`. A stream of good NDJSON
+/// lines is one run whatever its length, and Telegraf's line protocol (the same fields on every
+/// line of a measurement) a few; a new run starts where lines were skipped (rejected, blank,
+/// heartbeat) or the field count changes. Recording costs the parsers a comparison per line
+/// instead of a store per sample.
+public struct SampleLines: Sendable {
+    struct Run: Sendable, Equatable {
+        var first: Int
+        var line: Int
+        var perLine: Int
+    }
+    private(set) var runs: [Run] = []
+    /// Samples covered.
+    public private(set) var count = 0
+
+    /// An empty list.
+    public init() {}
+
+    /// The line and samples per line that continue the last run.
+    private var nextLine = Int.min
+    private var nextPerLine = 0
+
+    /// Records that `samples` samples starting at sample index ``count`` came from line `line`.
+    @inline(__always)
+    public mutating func record(line: Int, samples: Int) {
+        if line != nextLine || samples != nextPerLine {
+            runs.append(Run(first: count, line: line, perLine: samples))
+            nextPerLine = samples
+        }
+        nextLine = line &+ 1
+        count &+= samples
+    }
+
+    /// The line of sample `index` (`0..<count`).
+    public func line(of index: Int) -> Int {
+        precondition(index >= 0 && index < count, "sample \(index) of \(count)")
+        var lo = 0, hi = runs.count - 1
+        while lo < hi {  // the last run with first <= index
+            let mid = (lo + hi + 1) / 2
+            if runs[mid].first <= index { lo = mid } else { hi = mid - 1 }
+        }
+        let r = runs[lo]
+        return r.line + (index - r.first) / r.perLine
+    }
+
+    /// Every sample's line, in order (for tests and diagnostics).
+    public var all: [Int] { (0..<count).map(line(of:)) }
+
+    /// Forgets everything.
+    public mutating func removeAll() {
+        runs.removeAll(keepingCapacity: true)
+        count = 0
+        nextLine = .min
+        nextPerLine = 0
     }
 }

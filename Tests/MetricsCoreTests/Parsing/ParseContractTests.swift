@@ -144,7 +144,7 @@ import Testing
 
             """.utf8), now: 1_000, into: &out)
         #expect(out.samples.map(\.metricName) == ["a"])
-        #expect(out.sampleLines == [1])
+        #expect(out.sampleLines.all == [1])
         #expect(out.rejections.map(\.line) == [2, 3, 4] && out.rejections.allSatisfy { $0.error.code == .invalidLabels })
         #expect(out.rejections.first?.error.message == "label 'x' value is 5 bytes; at most 4 are accepted")
 
@@ -152,9 +152,42 @@ import Testing
         var out2 = ParseOutput()
         lp.parse(Array("m,host=h,a=1234 v=1,w=2 1000\nm,host=h,a=12345 v=1 1000\n".utf8), now: 1_000, into: &out2)
         #expect(out2.samples.count == 2 && out2.rejections.map(\.line) == [2])
-        #expect(out2.sampleLines == [1, 1], "one line number per field sample")
+        #expect(out2.sampleLines.all == [1, 1], "one line number per field sample")
 
         limits.maxLabelValueLength = 10_000
         #expect(limits.maxLabelValueLength == NameRules.maxLabelValueLength, "clamped to the hard bound")
+    }
+}
+
+@Suite struct SampleLinesTests {
+    @Test func runsGiveEveryLineBackExactly() {
+        var rng = SplitMix64(seed: 21)
+        for _ in 0..<500 {
+            var lines = SampleLines()
+            var naive: [Int] = []
+            var line = 0
+            for _ in 0..<Int.random(in: 0...60, using: &rng) {
+                line += Int.random(in: 0...3, using: &rng) == 0 ? Int.random(in: 1...4, using: &rng) : 1
+                let n = Int.random(in: 0...4, using: &rng) == 0 ? Int.random(in: 1...5, using: &rng) : 1
+                lines.record(line: line, samples: n)
+                naive += Array(repeating: line, count: n)
+                // A second stream's parser appending into the same output restarts numbering.
+                if Int.random(in: 0...20, using: &rng) == 0 { line = 0 }
+            }
+            #expect(lines.count == naive.count)
+            #expect(lines.all == naive)
+        }
+    }
+
+    @Test func goodNDJSONIsOneRun() {
+        var p = NDJSONParser(defaultServerID: "w")
+        var out = ParseOutput()
+        p.parse(Array((0..<1000).map { "{\"metric_name\":\"m\",\"value\":\($0)}\n" }.joined().utf8), now: 1, into: &out)
+        #expect(out.sampleLines.count == 1000 && out.sampleLines.line(of: 999) == 1000)
+        #expect(out.sampleLines.runs.count == 1, "no per-sample bookkeeping for a clean stream")
+        var lp = LineProtocolParser(precision: .milliseconds)
+        var out2 = ParseOutput()
+        lp.parse(Array((0..<500).map { "cpu,host=h\($0 % 7) user=1,system=2,idle=3 \($0)\n" }.joined().utf8), now: 1, into: &out2)
+        #expect(out2.sampleLines.runs.count == 1 && out2.sampleLines.line(of: 1499) == 500)
     }
 }
