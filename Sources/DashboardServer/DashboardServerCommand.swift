@@ -64,7 +64,7 @@ struct DashboardServerCommand: AsyncParsableCommand {
     @Option(help: "MySQL: seconds without a heartbeat after which another instance takes an instance as dead and rebuilds its unsealed minutes' rollups from raw rows (RTD_STORE_INSTANCE_TIMEOUT).")
     var storeInstanceTimeout: Int = env("RTD_STORE_INSTANCE_TIMEOUT").flatMap(Int.init) ?? 60
 
-    @Option(help: "MySQL: seconds a rollup repair waits, so the live rollups of its minute are written first (RTD_STORE_ROLLUP_SETTLE).")
+    @Option(help: "MySQL: seconds a rollup repair request waits before it is carried out (RTD_STORE_ROLLUP_SETTLE).")
     var storeRollupSettle: Int = env("RTD_STORE_ROLLUP_SETTLE").flatMap(Int.init) ?? 120
 
     @Option(help: "MySQL: seconds between heartbeats and rounds of due rollup repairs (RTD_STORE_REPAIR_INTERVAL).")
@@ -174,7 +174,7 @@ struct DashboardServerCommand: AsyncParsableCommand {
         guard storeInstanceTimeout >= 2 * storeRepairInterval else {
             throw ValidationError("--store-instance-timeout must be at least twice --store-repair-interval (the heartbeat period)")
         }
-        guard storeRollupSettle >= 0 else { throw ValidationError("--store-rollup-settle must not be negative") }
+        guard storeRollupSettle >= 1 else { throw ValidationError("--store-rollup-settle must be at least 1 second (a few dashboard ticks)") }
     }
 
     /// The credentials from `--auth-file`, `RTD_INGEST_TOKEN` and `RTD_VIEW_TOKEN`, or open access
@@ -284,7 +284,8 @@ extension DashboardServerCommand {
             endpoint: endpoint, rawRetentionDays: rawRetentionDays, rollupRetentionDays: rollupRetentionDays,
             maintenanceInterval: .seconds(storeMaintenanceInterval), bulkMode: MySQLStore.BulkMode(rawValue: storeBulk) ?? .auto,
             writeLanes: storeWriteLanes, instanceTimeout: .seconds(storeInstanceTimeout),
-            rollupSettle: .seconds(storeRollupSettle), repairInterval: .seconds(storeRepairInterval))
+            rollupSettle: .seconds(storeRollupSettle), repairInterval: .seconds(storeRepairInterval),
+            maxFutureMilliseconds: maxFuture == 0 ? 86_400_000 : Int64(maxFuture) * 1000)
         let deadline = ContinuousClock.now + .seconds(storeConnectWait)
         while true {
             do {

@@ -55,7 +55,9 @@ enum Maintenance {
         let rollupCutoff = now - Int64(rollupRetentionDays) * day
         let expiredRollups = try deleteInBatches(c, "DELETE FROM rtd_rollups WHERE minute < ? LIMIT \(deleteBatch)", rollupCutoff)
         // The write log only has to outlive any retry of a batch: a day is plenty.
-        try deleteInBatches(c, "DELETE FROM rtd_write_log WHERE written_at < ? LIMIT \(deleteBatch)", now - day)
+        // Not the rows of writers still registered: a dead instance's rows tell which minutes to
+        // repair, however long it stayed unclaimed (e.g. the whole deployment was down for days).
+        try deleteInBatches(c, "DELETE FROM rtd_write_log WHERE written_at < ? AND writer NOT IN (SELECT writer FROM rtd_instances) LIMIT \(deleteBatch)", now - day)
         return (dropped, expiredRollups)
     }
 

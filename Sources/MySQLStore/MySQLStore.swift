@@ -67,13 +67,18 @@ public final class MySQLStore: MetricStore {
         public var rollupSettle: Duration
         /// How often heartbeats are renewed, dead instances looked for, and due repairs carried out. Default 10 s.
         public var repairInterval: Duration
+        /// How far ahead of the clock sample timestamps may be (the server's `--max-future`), ms:
+        /// such a sample keeps its minute open after the batch that brought it, so a dead instance's
+        /// batches are looked at this much further back. Default 600,000.
+        public var maxFutureMilliseconds: Int64
 
         /// Creates a configuration.
         public init(endpoint: MySQLEndpoint, rawRetentionDays: Int = 7, rollupRetentionDays: Int = 90,
                     maintenanceInterval: Duration = .seconds(600), partitionsAheadDays: Int = 2,
                     bulkMode: BulkMode = .auto, bulkRows: Int = 10_000, readers: Int = 2, seriesCacheLimit: Int = 2_000_000,
                     writeLanes: Int = 1, instanceTimeout: Duration = .seconds(60), rollupSettle: Duration = .seconds(120),
-                    repairInterval: Duration = .seconds(10)) {
+                    repairInterval: Duration = .seconds(10), maxFutureMilliseconds: Int64 = 600_000) {
+            self.maxFutureMilliseconds = max(0, maxFutureMilliseconds)
             self.writeLanes = max(1, writeLanes)
             self.instanceTimeout = instanceTimeout
             self.rollupSettle = rollupSettle
@@ -169,6 +174,8 @@ public final class MySQLStore: MetricStore {
     private let heartbeatWorker: BlockingWorker
     private let housekeepingTasks: Mutex<[Task<Void, Never>]> = Mutex([])
     private let watermark: RollupWatermark
+    /// Since when (monotonic ns) this instance's heartbeats have succeeded without a failure.
+    private let healthySince = Mutex<UInt64?>(nil)
     private var writerIDs: [[UInt8]] { lanes.map(\.state.writerID) }
 
     /// Connects, creates or migrates the schema, prepares partitions and applies retention once,
@@ -198,7 +205,7 @@ public final class MySQLStore: MetricStore {
             try c.execute("SET SESSION lock_wait_timeout = 5")
         })
         let now = ProcessInfoLite.nowMilliseconds()
-        watermark = RollupWatermark(now: now)
+        watermark = RollupWatermark()
         let (version, isMariaDB, applied): (String, Bool, [Int])
         do {
             (version, isMariaDB, applied) = try await maintenance.run { [configuration] c in
@@ -247,7 +254,8 @@ public final class MySQLStore: MetricStore {
     private func startHousekeeping(now: Int64) async throws {
         let writers = writerIDs
         let host = Self.hostName()
-        try await heartbeatWorker.run { c in try RollupRepair.register(c, writers: writers, host: host, now: now) }
+        _ = try await heartbeatWorker.run { c in try RollupRepair.heartbeat(c, writers: writers, host: host, rollupsThrough: now) }
+        healthySince.withLock { $0 = ProcessInfoLite.monotonicNanoseconds() }
         let interval = configuration.repairInterval
         let heartbeat = Task { [weak self] in
             while !Task.isCancelled {
@@ -270,13 +278,31 @@ public final class MySQLStore: MetricStore {
         housekeepingTasks.withLock { $0 = [heartbeat, repairs] }
     }
 
-    /// Renews this instance's heartbeat and claims dead instances (their minutes are queued for repair).
+    /// Renews this instance's heartbeat and claims dead instances (their minutes are queued for
+    /// repair). Others are claimed only after this instance's own heartbeats have succeeded for a
+    /// whole instance timeout: after a database outage every heartbeat looks stale, and the first
+    /// instance back must not take the others for dead before they had a chance to renew theirs.
     public func heartbeatOnce(now: Int64) async throws {
-        let writers = writerIDs, through = watermark.value
+        let writers = writerIDs, through = watermark.value(now: now), host = Self.hostName()
         let timeout = Self.milliseconds(configuration.instanceTimeout), settle = Self.milliseconds(configuration.rollupSettle)
+        let maxFuture = configuration.maxFutureMilliseconds
+        let recreated: Bool
+        do {
+            recreated = try await heartbeatWorker.run { c in try RollupRepair.heartbeat(c, writers: writers, host: host, rollupsThrough: through) }
+        } catch {
+            healthySince.withLock { $0 = nil }
+            throw error
+        }
+        if recreated {
+            logger.warning("this instance's heartbeat rows were gone (another instance took it for dead while it could not reach the database); registered again")
+        }
+        let since = healthySince.withLock { h -> UInt64 in
+            if h == nil { h = ProcessInfoLite.monotonicNanoseconds() }
+            return h!
+        }
+        guard Int64((ProcessInfoLite.monotonicNanoseconds() - since) / 1_000_000) >= timeout else { return }
         let claimed = try await heartbeatWorker.run { c in
-            try RollupRepair.heartbeat(c, writers: writers, now: now, rollupsThrough: through)
-            return try RollupRepair.recoverDead(c, mine: writers, now: now, timeout: timeout, settle: settle)
+            try RollupRepair.recoverDead(c, mine: writers, timeout: timeout, settle: settle, maxFuture: maxFuture)
         }
         if claimed > 0 {
             stats.withLock { $0.deadInstancesRecovered += claimed }
@@ -629,7 +655,7 @@ private final class WriterState: @unchecked Sendable {
                 let inserted = try Self.insertSamples(ids[..<split], samples[..<split].map(\.timestamp), samples[..<split].map(\.value), c,
                                                       rowsPerExecute: store.bulkRows, arrayBinding: store.arrayBinding)
                 outcome.duplicateSamples = split - inserted
-                if inserted < split { try RollupRepair.requestForResends(c, samples[..<split], now: now) }
+                if inserted < split { try RollupRepair.requestForResends(c, samples[..<split]) }
                 let (upserted, merged) = try upsertRollups(rollups, c, store)
                 outcome.rollups = upserted
                 outcome.merged = merged
@@ -684,7 +710,7 @@ private final class WriterState: @unchecked Sendable {
             }
             let inserted = try insertSamples(ids[...], tail.map(\.timestamp), tail.map(\.value), c, rowsPerExecute: rowsPerExecute,
                                              arrayBinding: arrayBinding)
-            if inserted < ids.count { try RollupRepair.requestForResends(c, tail, now: now) }
+            if inserted < ids.count { try RollupRepair.requestForResends(c, tail) }
             try c.execute("COMMIT")
             return (false, ids.count - inserted)
         } catch {

@@ -17,8 +17,10 @@ import Synchronization
 ///    aggregator counts them again. A batch whose raw insert skipped duplicates requests a repair
 ///    of its `(minute, server)` pairs, in the batch's own transaction.
 ///
-/// A request waits until it is older than the settle time (the live rollups of those minutes are
-/// then sealed and written: the aggregator seals a minute at most about 65 s after its last sample)
+/// A request waits until it is older than the settle time and every registered instance's rollup
+/// watermark is the settle time past the minute's end (the live rollups of that minute are then
+/// sealed and committed: the aggregator seals a minute at most about 65 s after its last sample,
+/// so the settle time, `--store-rollup-settle`, must exceed that: default 120 s),
 /// and is then carried out by whichever instance gets to it: the raw values of each series of
 /// the minute are read through the primary key (`series_id IN (…) AND ts` in the minute) and the
 /// rollup row is overwritten with their count, sum, min, max and sketch. A request renewed meanwhile
@@ -31,9 +33,6 @@ enum RollupRepair {
     /// Most distinct minutes listed in a write-log row; a batch spanning more lists its first and
     /// last minute as a range (`a-b`), and a repair covers the whole range.
     static let maxListedMinutes = 1_000
-    /// How far before a dead writer's rollup watermark its batches are looked at, beyond the settle
-    /// time: more than the longest a minute stays open in the aggregator (seal delay + 60 s).
-    static let lookback: Int64 = 120_000
 
     /// The distinct minutes (epoch ms of their start) of `samples`, as the text kept in
     /// `rtd_write_log.minutes`: `m1,m2,…` in minute numbers (ms / 60,000), or `a-b` for a range.
@@ -58,16 +57,16 @@ enum RollupRepair {
     static func minutes(from text: String) -> [Int64] {
         if let dash = text.firstIndex(of: "-"), dash != text.startIndex,
            let a = Int64(text[..<dash]), let b = Int64(text[text.index(after: dash)...]), a <= b {
-            return (a...min(b, a + 100_000)).map { $0 * 60_000 }
+            return (max(a, b - 100_000)...b).map { $0 * 60_000 }  // the newest minutes are the ones likely still open
         }
         return text.split(separator: ",").compactMap { Int64($0).map { $0 * 60_000 } }
     }
 
     /// Requests a repair of the `(minute, server)` pairs of `samples` (inside the caller's transaction).
-    static func requestForResends(_ c: Connection, _ samples: ArraySlice<MetricSample>, now: Int64) throws {
+    static func requestForResends(_ c: Connection, _ samples: ArraySlice<MetricSample>) throws {
         var pairs = Set<Pair>()
         for s in samples { pairs.insert(Pair(minute: MinuteRollup.minute(of: s.timestamp), server: s.serverID)) }
-        try request(c, pairs.sorted(), now: now)
+        try request(c, pairs.sorted())
     }
 
     struct Pair: Hashable, Comparable {
@@ -76,36 +75,43 @@ enum RollupRepair {
         static func < (a: Pair, b: Pair) -> Bool { (a.minute, a.server) < (b.minute, b.server) }
     }
 
-    /// Inserts or renews requests, in key order (a stable lock order across writers).
-    static func request(_ c: Connection, _ pairs: [Pair], now: Int64) throws {
+    /// The database server's clock in epoch milliseconds: heartbeats and repair requests are
+    /// stamped and compared with it, so instances whose clocks disagree still agree on ages.
+    static let dbNow = "CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED)"
+
+    /// Inserts or renews requests, in key order (a stable lock order across writers), stamped with
+    /// the database clock.
+    static func request(_ c: Connection, _ pairs: [Pair]) throws {
         var i = 0
         while i < pairs.count {
             let part = pairs[i..<min(i + 200, pairs.count)]
             i += part.count
             var values: [SQLValue] = []
-            values.reserveCapacity(part.count * 3)
-            for p in part { values += [.int(p.minute), .text(p.server), .int(now)] }
-            try c.prepare("INSERT INTO rtd_rollup_repairs (minute, server_id, requested_at) VALUES " + valueRows(part.count, columns: 3)
-                          + " ON DUPLICATE KEY UPDATE requested_at = GREATEST(requested_at, VALUES(requested_at))").execute(values)
+            values.reserveCapacity(part.count * 2)
+            for p in part { values += [.int(p.minute), .text(p.server)] }
+            let rows = Array(repeating: "(?, ?, \(dbNow))", count: part.count).joined(separator: ", ")
+            try c.prepare("INSERT INTO rtd_rollup_repairs (minute, server_id, requested_at) VALUES " + rows
+                          + " ON DUPLICATE KEY UPDATE requested_at = VALUES(requested_at)").execute(values)
         }
     }
 
     // MARK: Instances
 
-    /// Registers this process's writers as running.
-    static func register(_ c: Connection, writers: [[UInt8]], host: String, now: Int64) throws {
+    /// Registers this process's writers as running, or renews their heartbeat and rollup watermark
+    /// (an upsert: a row another instance deleted, taking this one for dead while it was cut off
+    /// from the database, comes back). Returns whether a row had to be re-created.
+    @discardableResult
+    static func heartbeat(_ c: Connection, writers: [[UInt8]], host: String, rollupsThrough: Int64) throws -> Bool {
+        var recreated = false
         for w in writers {
-            try c.prepare("REPLACE INTO rtd_instances (writer, host, started_at, heartbeat_at, rollups_through) VALUES (?, ?, ?, ?, ?)")
-                .execute([.blob(w), .text(host), .int(now), .int(now), .int(now)])
+            // Affected rows: 1 inserted, 2 updated (0 unchanged cannot happen: the clock moved).
+            let n = try c.prepare("""
+                INSERT INTO rtd_instances (writer, host, started_at, heartbeat_at, rollups_through) VALUES (?, ?, \(dbNow), \(dbNow), ?)
+                ON DUPLICATE KEY UPDATE heartbeat_at = VALUES(heartbeat_at), rollups_through = VALUES(rollups_through)
+                """).execute([.blob(w), .text(host), .int(rollupsThrough)])
+            if n == 1 { recreated = true }
         }
-    }
-
-    /// Renews the heartbeat and the rollup watermark of this process's writers.
-    static func heartbeat(_ c: Connection, writers: [[UInt8]], now: Int64, rollupsThrough: Int64) throws {
-        for w in writers {
-            try c.prepare("UPDATE rtd_instances SET heartbeat_at = ?, rollups_through = ? WHERE writer = ?")
-                .execute([.int(now), .int(rollupsThrough), .blob(w)])
-        }
+        return recreated
     }
 
     /// A clean stop: every rollup is committed, nothing to recover.
@@ -113,10 +119,16 @@ enum RollupRepair {
         for w in writers { try c.prepare("DELETE FROM rtd_instances WHERE writer = ?").execute([.blob(w)]) }
     }
 
-    /// Claims writers whose heartbeat is older than `timeout` and requests repairs of the minutes
-    /// their recent batches wrote. Returns how many it claimed.
-    static func recoverDead(_ c: Connection, mine: [[UInt8]], now: Int64, timeout: Int64, settle: Int64) throws -> Int {
-        let dead = try c.prepare("SELECT writer, rollups_through FROM rtd_instances WHERE heartbeat_at < ?").select([.int(now - timeout)])
+    /// Claims writers whose heartbeat (database clock) is older than `timeout` and requests
+    /// repairs of the minutes their recent batches wrote. Returns how many it claimed.
+    ///
+    /// The minutes: those listed by the dead writer's batches written since its rollup watermark
+    /// minus twice `settle` (a minute stays open in an aggregator until up to `settle` after its
+    /// end), and, of its batches written up to `maxFuture` earlier, the minutes that had not
+    /// ended `settle` before the watermark (samples stamped ahead of
+    /// the clock keep a minute open after the batch that brought them).
+    static func recoverDead(_ c: Connection, mine: [[UInt8]], timeout: Int64, settle: Int64, maxFuture: Int64) throws -> Int {
+        let dead = try c.prepare("SELECT writer, rollups_through FROM rtd_instances WHERE heartbeat_at < \(dbNow) - ?").select([.int(timeout)])
         var claimed = 0
         for row in dead {
             guard let writer = row[0].bytes, !mine.contains(writer), let through = row[1].int64 else { continue }
@@ -127,14 +139,16 @@ enum RollupRepair {
                     try c.execute("ROLLBACK")
                     continue
                 }
+                let recent = through - 2 * max(settle, 0)
                 var minutes = Set<Int64>()
-                // Its batches since its rollups were last known committed, and a seal delay before:
-                // a minute stays open in the aggregator until up to ~65 s after its last sample.
-                for r in try c.prepare("SELECT minutes FROM rtd_write_log WHERE writer = ? AND written_at >= ?")
-                    .select([.blob(writer), .int(through - max(settle, 0) - lookback)]) {
-                    if let text = r[0].string { minutes.formUnion(Self.minutes(from: text)) }
+                for r in try c.prepare("SELECT minutes, written_at FROM rtd_write_log WHERE writer = ? AND written_at >= ?")
+                    .select([.blob(writer), .int(recent - maxFuture)]) {
+                    guard let text = r[0].string, let at = r[1].int64 else { continue }
+                    for m in Self.minutes(from: text) where at >= recent || m + 60_000 + settle >= through {
+                        minutes.insert(m)
+                    }
                 }
-                try request(c, minutes.sorted().map { Pair(minute: $0, server: "") }, now: now)
+                try request(c, minutes.sorted().map { Pair(minute: $0, server: "") })
                 try c.execute("COMMIT")
                 claimed += 1
             } catch {
@@ -158,11 +172,17 @@ enum RollupRepair {
     /// `rawCutoff` (raw rows gone) are dropped.
     static func run(_ c: Connection, now: Int64, settle: Int64, rawCutoff: Int64) throws -> Done {
         var done = Done()
-        // Due: requested at least `settle` ago, and the minute ended at least `settle` ago (no
-        // instance still holds it open: its rollup would be merged on top of the rebuilt one).
+        // Due: requested at least `settle` ago (database clock), its minute ended at least `settle`
+        // ago, and every registered instance has committed the rollups it could still hold for the
+        // minute (its watermark is `settle` past the minute's end). A rollup committed after the
+        // rebuild would be merged on top of it. An instance that died holds the minimum back until
+        // it is claimed.
+        let watermarkRow = try c.query("SELECT MIN(rollups_through) FROM rtd_instances")
+        let oldestWatermark = watermarkRow.first.flatMap { $0.first ?? nil }.flatMap { Int64($0) } ?? Int64.max
         let due = try c.prepare("""
-            SELECT minute, server_id, requested_at FROM rtd_rollup_repairs WHERE requested_at <= ? AND minute <= ? ORDER BY minute LIMIT 10000
-            """).select([.int(now - settle), .int(now - settle - 60_000)])
+            SELECT minute, server_id, requested_at FROM rtd_rollup_repairs
+            WHERE requested_at <= \(dbNow) - ? AND minute <= ? AND minute <= ? ORDER BY minute LIMIT 10000
+            """).select([.int(settle), .int(now - settle - 60_000), .int(oldestWatermark == .max ? .max : oldestWatermark - 60_000 - settle)])
         var byMinute: [Int64: [(server: String, requestedAt: Int64)]] = [:]
         for row in due {
             guard let m = row[0].int64, let at = row[2].int64 else { continue }
@@ -240,29 +260,23 @@ enum RollupRepair {
 }
 
 /// The time up to which every rollup handed to the store is committed: the first-attempt start of
-/// the oldest batch not yet committed, or of the newest committed batch when none is pending.
-/// (A batch carries every rollup queued before it was taken, so once it commits, every rollup
-/// queued before its first attempt is in the database.)
+/// the oldest batch not yet committed, or now when none is pending. (A batch carries every rollup
+/// queued before it was taken, so once it commits, every rollup queued before its first attempt is
+/// in the database; a batch retried through a database outage holds the watermark back.)
 final class RollupWatermark: Sendable {
-    private struct State {
-        var pending: [UInt64: Int64] = [:]
-        var committedThrough: Int64
-    }
-    private let state: Mutex<State>
+    private let pending = Mutex<[UInt64: Int64]>([:])
 
-    init(now: Int64) { state = Mutex(State(committedThrough: now)) }
+    init() {}
 
     func begin(_ sequence: UInt64, now: Int64) {
-        state.withLock { s in if s.pending[sequence] == nil { s.pending[sequence] = now } }
+        pending.withLock { p in if p[sequence] == nil { p[sequence] = now } }
     }
 
     func committed(_ sequence: UInt64) {
-        state.withLock { s in
-            if let started = s.pending.removeValue(forKey: sequence) { s.committedThrough = max(s.committedThrough, started) }
-        }
+        _ = pending.withLock { $0.removeValue(forKey: sequence) }
     }
 
-    var value: Int64 {
-        state.withLock { s in min(s.committedThrough, s.pending.values.min() ?? .max) }
+    func value(now: Int64) -> Int64 {
+        pending.withLock { $0.values.min() ?? now }
     }
 }
