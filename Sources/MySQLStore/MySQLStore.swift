@@ -234,20 +234,24 @@ public final class MySQLStore: MetricStore {
             "bulk": "\(useArrayBinding ? "array binding" : "multi-row")",
         ])
         try await runMaintenance(now: now)
-        let interval = configuration.maintenanceInterval
-        let task = Task { [weak self] in
+        let task = periodically(every: configuration.maintenanceInterval, failure: "store maintenance failed") { try await $0.runMaintenance(now: $1) }
+        maintenanceTask.withLock { $0 = task }
+        try await startHousekeeping(now: now)
+    }
+
+    /// A task that runs `body` (with the store and the time) every `interval` until cancelled,
+    /// logging failures; it holds the store weakly.
+    private func periodically(every interval: Duration, failure: String,
+                              _ body: @escaping @Sendable (MySQLStore, Int64) async throws -> Void) -> Task<Void, Never> {
+        Task { [weak self] in
             while !Task.isCancelled {
                 try? await Task.sleep(for: interval)
                 guard let self, !Task.isCancelled else { return }
-                do {
-                    try await self.runMaintenance(now: ProcessInfoLite.nowMilliseconds())
-                } catch {
-                    self.logger.warning("store maintenance failed", metadata: ["error": "\(error)"])
+                do { try await body(self, ProcessInfoLite.nowMilliseconds()) } catch {
+                    self.logger.warning("\(failure)", metadata: ["error": "\(error)"])
                 }
             }
         }
-        maintenanceTask.withLock { $0 = task }
-        try await startHousekeeping(now: now)
     }
 
     /// Registers this instance's writers and starts the heartbeat and repair loops.
@@ -257,24 +261,8 @@ public final class MySQLStore: MetricStore {
         _ = try await heartbeatWorker.run { c in try RollupRepair.heartbeat(c, writers: writers, host: host, rollupsThrough: now) }
         healthySince.withLock { $0 = ProcessInfoLite.monotonicNanoseconds() }
         let interval = configuration.repairInterval
-        let heartbeat = Task { [weak self] in
-            while !Task.isCancelled {
-                try? await Task.sleep(for: interval)
-                guard let self, !Task.isCancelled else { return }
-                do { try await self.heartbeatOnce(now: ProcessInfoLite.nowMilliseconds()) } catch {
-                    self.logger.warning("store heartbeat failed", metadata: ["error": "\(error)"])
-                }
-            }
-        }
-        let repairs = Task { [weak self] in
-            while !Task.isCancelled {
-                try? await Task.sleep(for: interval)
-                guard let self, !Task.isCancelled else { return }
-                do { try await self.repairOnce(now: ProcessInfoLite.nowMilliseconds()) } catch {
-                    self.logger.warning("rollup repair failed", metadata: ["error": "\(error)"])
-                }
-            }
-        }
+        let heartbeat = periodically(every: interval, failure: "store heartbeat failed") { try await $0.heartbeatOnce(now: $1) }
+        let repairs = periodically(every: interval, failure: "rollup repair failed") { try await $0.repairOnce(now: $1) }
         housekeepingTasks.withLock { $0 = [heartbeat, repairs] }
     }
 
