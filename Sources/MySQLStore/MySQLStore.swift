@@ -174,6 +174,8 @@ public final class MySQLStore: MetricStore {
     private let heartbeatWorker: BlockingWorker
     private let housekeepingTasks: Mutex<[Task<Void, Never>]> = Mutex([])
     private let watermark: RollupWatermark
+    /// This host's name, shown in `rtd_instances`.
+    private let host = MySQLStore.hostName()
     /// Since when (monotonic ns) this instance's heartbeats have succeeded without a failure.
     private let healthySince = Mutex<UInt64?>(nil)
     private var writerIDs: [[UInt8]] { lanes.map(\.state.writerID) }
@@ -256,8 +258,7 @@ public final class MySQLStore: MetricStore {
 
     /// Registers this instance's writers and starts the heartbeat and repair loops.
     private func startHousekeeping(now: Int64) async throws {
-        let writers = writerIDs
-        let host = Self.hostName()
+        let writers = writerIDs, host = self.host
         _ = try await heartbeatWorker.run { c in try RollupRepair.heartbeat(c, writers: writers, host: host, rollupsThrough: now) }
         healthySince.withLock { $0 = ProcessInfoLite.monotonicNanoseconds() }
         let interval = configuration.repairInterval
@@ -271,7 +272,7 @@ public final class MySQLStore: MetricStore {
     /// whole instance timeout: after a database outage every heartbeat looks stale, and the first
     /// instance back must not take the others for dead before they had a chance to renew theirs.
     public func heartbeatOnce(now: Int64) async throws {
-        let writers = writerIDs, through = watermark.value(now: now), host = Self.hostName()
+        let writers = writerIDs, through = watermark.value(now: now), host = self.host
         let timeout = Self.milliseconds(configuration.instanceTimeout), settle = Self.milliseconds(configuration.rollupSettle)
         let maxFuture = configuration.maxFutureMilliseconds
         let recreated: Bool

@@ -229,7 +229,6 @@ enum RollupRepair {
     private static func rebuild(_ c: Connection, minute: Int64, series: [UInt64]) throws -> Int {
         var written = 0
         var i = 0
-        let key = SeriesKey(serverID: "-", metricName: "-")
         while i < series.count {
             let part = series[i..<min(i + chunk, series.count)]
             i += part.count
@@ -244,8 +243,8 @@ enum RollupRepair {
             guard !sketches.isEmpty else { continue }
             var rows: [SQLValue] = []
             for (id, sketch) in sketches.sorted(by: { $0.key < $1.key }) {
-                let r = MinuteRollup(key: key, minute: minute, sketch: sketch)
-                rows += [.uint(id), .int(minute), .uint(r.count), .double(r.sum), .double(r.min), .double(r.max), .blob(sketch.serialized())]
+                rows += [.uint(id), .int(minute), .uint(sketch.count), .double(sketch.sum), .double(sketch.min), .double(sketch.max),
+                         .blob(sketch.serialized())]
             }
             try c.prepare("""
                 INSERT INTO rtd_rollups (series_id, minute, sample_count, value_sum, value_min, value_max, sketch) VALUES

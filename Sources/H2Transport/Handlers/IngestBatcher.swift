@@ -120,17 +120,14 @@ extension IngestBatcher {
     /// Completes the parts of a submission of which the writer refused some samples at the series
     /// cap: each handler learns the lines (and series) of its own refused samples.
     static func complete(_ parts: [Part], samples: [MetricSample], lines: SampleLines, refused: [Int]) {
-        var start = 0, next = 0
-        for p in parts {
-            let end = start + p.samples
-            var own: [RefusedSample] = []
-            while next < refused.count && refused[next] < end {
-                let i = refused[next]
-                own.append(RefusedSample(line: i < lines.count ? lines.line(of: i) : p.lastLine, sample: samples[i]))
-                next += 1
+        var start = 0
+        for (p, positions) in zip(parts, BatchWriter.split(refused, into: parts.map(\.samples))) {
+            let own = positions.map { k in
+                let i = start + k
+                return RefusedSample(line: i < lines.count ? lines.line(of: i) : p.lastLine, sample: samples[i])
             }
             p.handler.durable(p, outcome: .durable, refused: own)
-            start = end
+            start += p.samples
         }
     }
 }

@@ -161,15 +161,7 @@ final class IngestHandler: RequestHandler {
         batcher.output.heartbeats = 0
         batcher.output.skippedFields = 0
         if !out.rejections.isEmpty {
-            rejected += out.rejections.count
-            counters.addRejections(out.rejections)
-            for r in out.rejections {
-                if rejectionDetails.count < Self.maxRejectionDetails { rejectionDetails.append(r) }
-                if style == .stream && rejectionLinesSent < Self.maxRejectionDetails {
-                    rejectionLinesSent += 1
-                    writeLine(Self.rejectionLine(r))
-                }
-            }
+            report(out.rejections)
             batcher.output.rejections.removeAll(keepingCapacity: true)
         }
         batcher.pendingSamples += added
@@ -223,8 +215,22 @@ final class IngestHandler: RequestHandler {
         maybeFinish()
     }
 
+    /// Counts rejected lines, keeps the first ``maxRejectionDetails`` for the reply, and streams
+    /// them as error lines (stream style).
+    private func report(_ rejections: [LineRejection]) {
+        rejected += rejections.count
+        counters.addRejections(rejections)
+        for r in rejections {
+            if rejectionDetails.count < Self.maxRejectionDetails { rejectionDetails.append(r) }
+            if style == .stream && rejectionLinesSent < Self.maxRejectionDetails {
+                rejectionLinesSent += 1
+                writeLine(Self.rejectionLine(r))
+            }
+        }
+    }
+
     /// Reports samples refused at the series cap as rejected lines (one per line, however many
-    /// of its fields were refused), like parse rejections: counted, detailed, and streamed.
+    /// of its fields were refused), like parse rejections.
     private func reportRefused(_ refused: [RefusedSample]) {
         var rejections: [LineRejection] = []
         var i = 0
@@ -235,15 +241,7 @@ final class IngestHandler: RequestHandler {
             rejections.append(LineRejection(line: first.line, error: .tooManySeries(first.sample, moreFields: n - 1, maxSeries: counters.maxSeries)))
             i += n
         }
-        rejected += rejections.count
-        counters.addRejections(rejections)
-        for r in rejections {
-            if rejectionDetails.count < Self.maxRejectionDetails { rejectionDetails.append(r) }
-            if style == .stream && rejectionLinesSent < Self.maxRejectionDetails {
-                rejectionLinesSent += 1
-                writeLine(Self.rejectionLine(r))
-            }
-        }
+        report(rejections)
     }
 
     private func maybeFinish() {

@@ -189,6 +189,25 @@ public final class BatchWriter: Sendable {
         }
     }
 
+    /// Splits ascending positions in a concatenation of parts of `counts` samples each into each
+    /// part's own positions (relative to the part's start): how a batch's refusals reach its
+    /// submissions, and a submission's refusals the requests it was gathered from.
+    public static func split(_ positions: [Int], into counts: [Int]) -> [[Int]] {
+        var out: [[Int]] = []
+        out.reserveCapacity(counts.count)
+        var start = 0, next = 0
+        for n in counts {
+            var own: [Int] = []
+            while next < positions.count && positions[next] < start + n {
+                own.append(positions[next] - start)
+                next += 1
+            }
+            out.append(own)
+            start += n
+        }
+        return out
+    }
+
     /// Submits and waits until durable: the convenient form for embedding code.
     /// - Returns: the outcome.
     public func write(_ samples: [MetricSample]) async -> Outcome {
@@ -416,16 +435,9 @@ public final class BatchWriter: Sendable {
             for sub in subs { sub.onDurable(.durable) }
         } else {
             // Hand each submission its own refused positions.
-            var start = 0, next = 0
-            for sub in subs {
-                let end = start + sub.samples.count
-                var own: [Int] = []
-                while next < refused.count && refused[next] < end {
-                    own.append(refused[next] - start)
-                    next += 1
-                }
-                sub.onDurable(own.isEmpty ? .durable : .durableExcept(refused: own))
-                start = end
+            let own = Self.split(refused, into: subs.map(\.samples.count))
+            for (sub, positions) in zip(subs, own) {
+                sub.onDurable(positions.isEmpty ? .durable : .durableExcept(refused: positions))
             }
         }
         for sub in promoted { sub.onAccepted?() }
