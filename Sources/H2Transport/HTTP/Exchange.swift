@@ -155,3 +155,19 @@ final class ConnectionContext {
         self.ingest = ingest
     }
 }
+
+extension Router {
+    /// The state an HTTP/1.1 and an HTTP/2 connection both keep: its ingest batcher (with the
+    /// per-connection body rate, ``HTTPServerConfiguration/maxBodyBytesPerSecond``), whether it
+    /// came over TLS, and its ``IdleGuard`` bookkeeping.
+    func makeConnectionContext(for context: ChannelHandlerContext, secure: Bool) -> ConnectionContext {
+        let batcher = IngestBatcher(writer: engine.writer, eventLoop: context.eventLoop, counters: counters, statistics: statistics)
+        let rate = configuration.maxBodyBytesPerSecond
+        if rate > 0 { batcher.bodyLimiter = ByteRateLimiter(bytesPerSecond: rate) }
+        let cc = ConnectionContext(eventLoop: context.eventLoop, ingest: batcher)
+        batcher.context = cc
+        cc.secure = secure
+        cc.activity = try? context.pipeline.syncOperations.handler(type: IdleGuard.self).activity
+        return cc
+    }
+}

@@ -34,13 +34,7 @@ final class HTTP1ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
-        let batcher = IngestBatcher(writer: router.engine.writer, eventLoop: context.eventLoop, counters: router.counters, statistics: router.statistics)
-        let rate = router.configuration.maxBodyBytesPerSecond
-        if rate > 0 { batcher.bodyLimiter = ByteRateLimiter(bytesPerSecond: rate) }
-        let cc = ConnectionContext(eventLoop: context.eventLoop, ingest: batcher)
-        cc.secure = secure
-        cc.activity = try? context.pipeline.syncOperations.handler(type: IdleGuard.self).activity
-        batcher.context = cc
+        let cc = router.makeConnectionContext(for: context, secure: secure)
         cc.flush = { [weak context] in context?.flush() }
         connectionContext = cc
         router.statistics.h1Connections.wrappingAdd(1, ordering: .relaxed)

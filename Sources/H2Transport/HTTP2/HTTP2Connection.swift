@@ -30,17 +30,13 @@ final class HTTP2Connection {
     private var writableWaiters: Set<Int32> = []
     static let responseLowWater = 64 << 10
 
-    init(context: ChannelHandlerContext, router: Router, logger: Logger) {
+    init(context: ChannelHandlerContext, router: Router, logger: Logger, secure: Bool) {
         self.channelContext = context
         self.eventLoop = context.eventLoop
         self.router = router
         self.logger = logger
         self.outbound = context.channel.allocator.buffer(capacity: 16 << 10)
-        let batcher = IngestBatcher(writer: router.engine.writer, eventLoop: context.eventLoop, counters: router.counters, statistics: router.statistics)
-        let rate = router.configuration.maxBodyBytesPerSecond
-        if rate > 0 { batcher.bodyLimiter = ByteRateLimiter(bytesPerSecond: rate) }
-        self.connectionContext = ConnectionContext(eventLoop: context.eventLoop, ingest: batcher)
-        batcher.context = connectionContext
+        self.connectionContext = router.makeConnectionContext(for: context, secure: secure)
 
         let callbacks = NGHTTP2Callbacks.make()
         defer { nghttp2_session_callbacks_del(callbacks) }

@@ -22,9 +22,7 @@ final class HTTP2ServerHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
-        let conn = HTTP2Connection(context: context, router: router, logger: logger)
-        conn.connectionContext.secure = secure
-        conn.connectionContext.activity = try? context.pipeline.syncOperations.handler(type: IdleGuard.self).activity
+        let conn = HTTP2Connection(context: context, router: router, logger: logger, secure: secure)
         connection = conn
         router.statistics.h2Connections.wrappingAdd(1, ordering: .relaxed)
         let bound = NIOLoopBound(conn, eventLoop: context.eventLoop)
