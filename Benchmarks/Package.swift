@@ -18,6 +18,13 @@ let package = Package(
             dependencies: [.product(name: "MetricsCore", package: "RealtimeDashboard")],
             path: "Sources/CoreThroughput"
         ),
+        // Heap bytes per live series in the steady state (aggregator and broadcaster), via mallinfo2.
+        .executableTarget(
+            name: "SeriesMemory",
+            dependencies: [.product(name: "MetricsCore", package: "RealtimeDashboard"), "CHeapInfo"],
+            path: "Sources/SeriesMemory"
+        ),
+        .target(name: "CHeapInfo", path: "Sources/CHeapInfo"),
         .executableTarget(
             name: "CoreBenchmarks",
             dependencies: [

@@ -35,8 +35,9 @@ public actor AggregatorShard {
     /// Series states by series number; each holds its key (verified on lookup, see ``SeriesIndex``).
     private var states: [SeriesState] = []
     private var dirtyList: [Int] = []
-    /// Series indexes by "server\0metric", for history lookups across label sets.
-    private var byServerMetric: [String: [Int]] = [:]
+    /// Series numbers by (server, metric), for history lookups across label sets: a multimap in
+    /// the same 16-byte-entry index (a `[String: [Int]]` cost about 150 bytes per series).
+    private var byServerMetric = SeriesIndex()
     private var sealed: [MinuteRollup] = []
     /// Where the rollup of (series, minute) is in `sealed`: late samples of one minute within a
     /// tick coalesce into one rollup instead of one per sample (a backfilling agent would
@@ -60,11 +61,13 @@ public actor AggregatorShard {
 
     private func takeSealed() -> [MinuteRollup] {
         let out = sealed
-        sealed.removeAll(keepingCapacity: true)
-        sealedIndex.removeAll(keepingCapacity: true)
+        // Not keeping capacity: every series seals in the tick after a minute ends, and a buffer
+        // (and index) sized for all of them would stay allocated, ~190 bytes per series.
+        sealed = []
+        sealedIndex.removeAll(keepingCapacity: sealedIndex.count <= 1024)
         return out
     }
-    private let relativeAccuracy: Double
+    private let mapping: SketchMapping
     /// Samples of series that could not be created because ``Aggregator/Configuration/maxSeries`` was reached.
     public private(set) var rejectedNewSeries = 0
     /// Samples folded since start.
@@ -74,7 +77,7 @@ public actor AggregatorShard {
     nonisolated let budget: SeriesBudget
 
     init(relativeAccuracy: Double, budget: SeriesBudget) {
-        self.relativeAccuracy = relativeAccuracy
+        self.mapping = SketchMapping.shared(relativeAccuracy: relativeAccuracy, maxBuckets: 2048)
         self.budget = budget
     }
 
@@ -146,18 +149,22 @@ public actor AggregatorShard {
     private func addSeries(_ key: SeriesKey) -> Int {
         let i = states.count
         index.insert(hash: SeriesIndex.hash(serverID: key.serverID, metricName: key.metricName, labels: key.labels), id: Int32(i))
-        states.append(SeriesState(key: key, relativeAccuracy: relativeAccuracy))
-        byServerMetric[key.serverID + "\u{0}" + key.metricName, default: []].append(i)
+        // Grow by a quarter, not the doubling of `append`: the states are most of the shard's memory.
+        if states.count == states.capacity { states.reserveCapacity(states.count + states.count / 4 + 64) }
+        states.append(SeriesState(key: key, mapping: mapping))
+        byServerMetric.insert(hash: SeriesIndex.hash(serverID: key.serverID, metricName: key.metricName, labels: ""), id: Int32(i))
         return i
     }
 
     /// The open (not yet sealed) minute of each series of `serverID`/`metricName`, optionally one label set.
     func openMinutes(serverID: String, metricName: String, labels: String?) -> [MinuteRollup] {
         var out: [MinuteRollup] = []
-        for i in byServerMetric[serverID + "\u{0}" + metricName] ?? [] {
+        let h = SeriesIndex.hash(serverID: serverID, metricName: metricName, labels: "")
+        let ids = byServerMetric.all(hash: h) { states[Int($0)].key.serverID == serverID && states[Int($0)].key.metricName == metricName }
+        for i in ids.sorted().map(Int.init) {
             if let labels, states[i].key.labels != labels { continue }
             let st = states[i]
-            let open = st.currentUnsent ?? st.current  // the part of the minute the store does not hold
+            let open = st.currentUnsent?.sketch ?? st.current  // the part of the minute the store does not hold
             if st.currentMinute != .min && !open.isEmpty {
                 out.append(MinuteRollup(key: st.key, minute: st.currentMinute, sketch: open))
             }
@@ -178,7 +185,7 @@ public actor AggregatorShard {
                 _ = st.seal(key: r.key, newMinute: r.minute)
                 st.current = r.sketch
                 // The store already holds this minute: only samples added from now on are sealed into its rollup.
-                st.currentUnsent = QuantileSketch(relativeAccuracy: r.sketch.relativeAccuracy)
+                st.currentUnsent = SketchBox(QuantileSketch(mapping: r.sketch.mapping))
                 st.total.merge(WindowStats(count: r.count, sum: r.sum, min: r.min, max: r.max))
                 if r.minute >= st.lastTimestamp {
                     // The stored minute has no exact last sample: take its max, stamped with the minute's

@@ -1,3 +1,5 @@
+import Synchronization
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -19,12 +21,13 @@ import Darwin
 /// Storage is a dense count array per sign with an index offset, so a series whose values stay
 /// within ±20 % uses about 20 buckets (80 bytes).
 public struct QuantileSketch: Sendable, Equatable {
+    /// The bucket mapping: α, γ and the bucket bound, shared by every sketch with the same
+    /// parameters (one reference instead of 32 bytes of constants in each of a series' sketches).
+    public let mapping: SketchMapping
     /// The relative accuracy α.
-    public let relativeAccuracy: Double
+    @inlinable public var relativeAccuracy: Double { mapping.relativeAccuracy }
     /// The largest number of buckets per sign kept before the lowest are collapsed.
-    public let maxBuckets: Int
-    @usableFromInline let gamma: Double
-    @usableFromInline let inverseLogGamma: Double
+    @inlinable public var maxBuckets: Int { mapping.maxBuckets }
 
     @usableFromInline var positive = DenseBuckets()
     @usableFromInline var negative = DenseBuckets()
@@ -47,11 +50,18 @@ public struct QuantileSketch: Sendable, Equatable {
     ///   - relativeAccuracy: α in (0, 1); default 0.01.
     ///   - maxBuckets: bound on buckets per sign; default 2048.
     public init(relativeAccuracy: Double = 0.01, maxBuckets: Int = 2048) {
-        precondition(relativeAccuracy > 0 && relativeAccuracy < 1, "relativeAccuracy must be in (0, 1)")
-        self.relativeAccuracy = relativeAccuracy
-        self.maxBuckets = maxBuckets
-        self.gamma = (1 + relativeAccuracy) / (1 - relativeAccuracy)
-        self.inverseLogGamma = 1 / log(gamma)
+        self.init(mapping: SketchMapping.shared(relativeAccuracy: relativeAccuracy, maxBuckets: maxBuckets))
+    }
+
+    /// Creates an empty sketch with the mapping of another (no lookup: how the aggregator starts
+    /// each minute's sketch).
+    public init(mapping: SketchMapping) {
+        self.mapping = mapping
+    }
+
+    public static func == (a: QuantileSketch, b: QuantileSketch) -> Bool {
+        a.mapping == b.mapping && a.positive == b.positive && a.negative == b.negative && a.zeroCount == b.zeroCount
+            && a.count == b.count && a.min == b.min && a.max == b.max && a.sum == b.sum
     }
 
     /// Whether nothing was added.
@@ -74,17 +84,17 @@ public struct QuantileSketch: Sendable, Equatable {
 
     @inlinable
     func index(_ magnitude: Double) -> Int32 {
-        Int32((log(magnitude) * inverseLogGamma).rounded(.up))
+        Int32((log(magnitude) * mapping.inverseLogGamma).rounded(.up))
     }
 
     @inlinable
     func value(at index: Int32) -> Double {
-        2 * pow(gamma, Double(index)) / (gamma + 1)
+        2 * pow(mapping.gamma, Double(index)) / (mapping.gamma + 1)
     }
 
     /// Merges another sketch with the same relative accuracy into this one.
     public mutating func merge(_ other: QuantileSketch) {
-        precondition(other.relativeAccuracy == relativeAccuracy, "sketches must share relativeAccuracy")
+        precondition(other.mapping == mapping, "sketches must share relativeAccuracy and maxBuckets")
         guard other.count > 0 else { return }
         count &+= other.count
         sum += other.sum
@@ -129,6 +139,51 @@ public struct QuantileSketch: Sendable, Equatable {
     public var bucketBytes: Int { (positive.counts.capacity + negative.counts.capacity) * MemoryLayout<UInt32>.stride }
 }
 
+/// The bucket mapping of a ``QuantileSketch``: immutable, shared by reference.
+public final class SketchMapping: Sendable, Equatable {
+    /// The relative accuracy α.
+    public let relativeAccuracy: Double
+    /// The largest number of buckets per sign kept before the lowest are collapsed.
+    public let maxBuckets: Int
+    @usableFromInline let gamma: Double
+    @usableFromInline let inverseLogGamma: Double
+
+    init(relativeAccuracy: Double, maxBuckets: Int) {
+        precondition(relativeAccuracy > 0 && relativeAccuracy < 1, "relativeAccuracy must be in (0, 1)")
+        precondition(maxBuckets > 0, "maxBuckets must be positive")
+        self.relativeAccuracy = relativeAccuracy
+        self.maxBuckets = maxBuckets
+        self.gamma = (1 + relativeAccuracy) / (1 - relativeAccuracy)
+        self.inverseLogGamma = 1 / log(gamma)
+    }
+
+    /// The default mapping (α = 0.01, 2048 buckets per sign).
+    public static let standard = SketchMapping(relativeAccuracy: 0.01, maxBuckets: 2048)
+
+    private static let others = Mutex<[Key: SketchMapping]>([:])
+    private struct Key: Hashable {
+        var relativeAccuracy: Double
+        var maxBuckets: Int
+    }
+
+    /// The one mapping with these parameters (created on first use; a handful exist per process).
+    public static func shared(relativeAccuracy: Double, maxBuckets: Int) -> SketchMapping {
+        if relativeAccuracy == standard.relativeAccuracy && maxBuckets == standard.maxBuckets { return standard }
+        let key = Key(relativeAccuracy: relativeAccuracy, maxBuckets: maxBuckets)
+        return others.withLock { m in
+            if let found = m[key] { return found }
+            let made = SketchMapping(relativeAccuracy: relativeAccuracy, maxBuckets: maxBuckets)
+            // Bounded: parameters decoded from storage must not grow the table without end.
+            if m.count < 64 { m[key] = made }
+            return made
+        }
+    }
+
+    public static func == (a: SketchMapping, b: SketchMapping) -> Bool {
+        a === b || (a.relativeAccuracy == b.relativeAccuracy && a.maxBuckets == b.maxBuckets)
+    }
+}
+
 /// Contiguous bucket counts starting at `offset`.
 @usableFromInline
 struct DenseBuckets: Sendable, Equatable {
@@ -156,6 +211,7 @@ struct DenseBuckets: Sendable, Equatable {
                     return
                 }
             }
+            reserve(counts.count + Int(offset - i))
             counts.insert(contentsOf: repeatElement(0, count: Int(offset - i)), at: 0)
             offset = i
         } else if Int(i - offset) >= counts.count {
@@ -171,10 +227,18 @@ struct DenseBuckets: Sendable, Equatable {
             }
             let need = Int(i - offset) + 1
             if need > counts.count {
+                reserve(need)
                 counts.append(contentsOf: repeatElement(0, count: need - counts.count))
             }
         }
         counts[Int(i - offset)] &+= n
+    }
+
+    /// Grows the array by a quarter, not the doubling `append` would do: a series keeps two of
+    /// these live, and a gauge's range rarely grows once its first minutes are seen.
+    @inlinable
+    mutating func reserve(_ n: Int) {
+        if n > counts.capacity { counts.reserveCapacity(n + n / 4 + 2) }
     }
 
     mutating func merge(_ other: DenseBuckets, maxBuckets: Int) {

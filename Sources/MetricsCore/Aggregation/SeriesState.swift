@@ -4,6 +4,11 @@
 /// - the 1-minute window is six 10-second slots (so "last minute" is exact to 10 s);
 /// - the 5-minute window is the current minute plus the four before it, from the minute ring;
 /// - quantiles come from the sketches of the current and the previous minute.
+///
+/// Layout matters: at a million series every byte here is a megabyte. The rings are inline
+/// (no heap block each), their slots are 32 bytes (period number and count in 32 bits each), the
+/// sketches share their constants by reference, and the rarely used "unsent" sketch is boxed.
+/// `Benchmarks/Sources/SeriesMemory` measures the result.
 struct SeriesState {
     static let slotWidth: Int64 = 10_000
     static let slotCount = 6
@@ -16,13 +21,14 @@ struct SeriesState {
     /// Stored inline (not in arrays) so folding a sample touches one contiguous state, not
     /// three heap blocks: at 50k series the pointer chasing, not the arithmetic, was the cost.
     var slots = SlotRing()
-    /// Completed minutes before `currentMinute` (newest last), at most `minuteSlots - 1`.
-    var pastMinutes: [(minute: Int64, stats: WindowStats)] = []
+    /// Completed minutes before `currentMinute`: the four before it, each in slot `minute % 4`.
+    var pastMinutes = MinuteRing()
     var currentMinute: Int64 = .min
     var current: QuantileSketch
     /// When `current` was loaded from the store (``AggregatorShard/warm(_:)``): the samples added
     /// since, i.e. the part of `current` the store does not hold yet. `nil` means all of `current`.
-    var currentUnsent: QuantileSketch?
+    /// Boxed: only series warmed after a restart have one, for their first minute.
+    var currentUnsent: SketchBox?
     var previousSketch: QuantileSketch?
     /// Tick sequence number when this series last changed.
     var changedSeq: UInt64 = 0
@@ -33,9 +39,9 @@ struct SeriesState {
     /// The series (verified against on every index lookup).
     let key: SeriesKey
 
-    init(key: SeriesKey, relativeAccuracy: Double) {
+    init(key: SeriesKey, mapping: SketchMapping) {
         self.key = key
-        current = QuantileSketch(relativeAccuracy: relativeAccuracy)
+        current = QuantileSketch(mapping: mapping)
     }
 
     /// Folds one sample. Returns a sealed rollup when the sample starts a newer minute.
@@ -47,17 +53,19 @@ struct SeriesState {
         }
         total.add(value)
         let slotStart = timestamp - ((timestamp % Self.slotWidth) + Self.slotWidth) % Self.slotWidth
-        let idx = Int((slotStart / Self.slotWidth) % Int64(Self.slotCount) + Int64(Self.slotCount)) % Self.slotCount
-        slots.withSlot(idx) { slot in
-            if slot.start != slotStart {
-                if slotStart > slot.start {
-                    slot.start = slotStart
-                    slot.stats = WindowStats()
-                    slot.stats.add(value)
+        // Timestamps outside ±680 years of 1970 have no 32-bit slot number: they reach only total and the rollups.
+        if let period = Int32(exactly: slotStart / Self.slotWidth) {
+            let idx = Int((Int64(period) % Int64(Self.slotCount) + Int64(Self.slotCount)) % Int64(Self.slotCount))
+            slots.withSlot(idx) { slot in
+                if slot.period != period {
+                    if period > slot.period {
+                        slot = CompactStats(period: period)
+                        slot.add(value)
+                    }
+                    // else: older than the window; it only reaches total and the rollups.
+                } else {
+                    slot.add(value)
                 }
-                // else: older than the window; it only reaches total and the rollups.
-            } else {
-                slot.stats.add(value)
             }
         }
         let minute = MinuteRollup.minute(of: timestamp)
@@ -66,26 +74,21 @@ struct SeriesState {
             sealed = seal(key: key, newMinute: minute)
         } else if minute < currentMinute {
             // Late sample for a minute already sealed: emit a one-sample rollup for the store to merge.
-            var late = MinuteRollup(key: key, minute: minute, sketch: QuantileSketch(relativeAccuracy: current.relativeAccuracy))
+            var late = MinuteRollup(key: key, minute: minute, sketch: QuantileSketch(mapping: current.mapping))
             late.sketch.add(value)
-            if let i = pastMinutes.firstIndex(where: { $0.minute == minute }) {
-                pastMinutes[i].stats.add(value)
-            } else if minute >= currentMinute - Int64(Self.minuteSlots - 1) * 60_000 {
-                // A minute within the 5-minute ring that had no data yet: give it its own entry.
-                var stats = WindowStats()
-                stats.add(value)
-                pastMinutes.insert((minute, stats), at: pastMinutes.firstIndex(where: { $0.minute > minute }) ?? pastMinutes.endIndex)
-                if pastMinutes.count > Self.minuteSlots - 1 { pastMinutes.removeFirst(pastMinutes.count - (Self.minuteSlots - 1)) }
+            if minute >= currentMinute - Int64(Self.minuteSlots - 1) * 60_000 {
+                // Within the 5-minute ring: into its minute's slot (started if it had no data yet).
+                pastMinutes.add(value, minute: minute)
             }
             if minute == currentMinute - 60_000 {
                 // The previous minute feeds the quantiles too.
-                if previousSketch == nil { previousSketch = QuantileSketch(relativeAccuracy: current.relativeAccuracy) }
+                if previousSketch == nil { previousSketch = QuantileSketch(mapping: current.mapping) }
                 previousSketch!.add(value)
             }
             return late
         }
         current.add(value)
-        currentUnsent?.add(value)
+        currentUnsent?.sketch.add(value)
         touchedCurrent = true
         return sealed
     }
@@ -94,16 +97,15 @@ struct SeriesState {
     mutating func seal(key: SeriesKey, newMinute: Int64) -> MinuteRollup? {
         var out: MinuteRollup? = nil
         if currentMinute != .min && !current.isEmpty {
-            let unsent = currentUnsent ?? current
+            let unsent = currentUnsent?.sketch ?? current
             if !unsent.isEmpty { out = MinuteRollup(key: key, minute: currentMinute, sketch: unsent) }
-            pastMinutes.append((currentMinute, WindowStats(count: current.count, sum: current.sum, min: current.min, max: current.max)))
-            if pastMinutes.count > Self.minuteSlots - 1 { pastMinutes.removeFirst(pastMinutes.count - (Self.minuteSlots - 1)) }
+            pastMinutes.set(minute: currentMinute, count: current.count, sum: current.sum, min: current.min, max: current.max)
             previousSketch = (currentMinute == newMinute - 60_000) ? current : nil
         } else {
             previousSketch = nil
         }
         currentMinute = newMinute
-        current = QuantileSketch(relativeAccuracy: current.relativeAccuracy)
+        current = QuantileSketch(mapping: current.mapping)
         currentUnsent = nil
         return out
     }
@@ -114,7 +116,9 @@ struct SeriesState {
         let horizon = now - 60_000
         for i in 0..<Self.slotCount {
             let slot = slots[i]
-            if slot.start != .min && slot.start + Self.slotWidth > horizon && slot.start <= now { w.merge(slot.stats) }
+            guard slot.count > 0 else { continue }
+            let start = Int64(slot.period) * Self.slotWidth
+            if start + Self.slotWidth > horizon && start <= now { w.merge(slot.stats) }
         }
         return w
     }
@@ -126,7 +130,10 @@ struct SeriesState {
         if currentMinute >= horizon && !current.isEmpty {
             w.merge(WindowStats(count: current.count, sum: current.sum, min: current.min, max: current.max))
         }
-        for m in pastMinutes where m.minute >= horizon { w.merge(m.stats) }
+        for i in 0..<MinuteRing.count {
+            let m = pastMinutes[i]
+            if m.count > 0 && Int64(m.period) * 60_000 >= horizon { w.merge(m.stats) }
+        }
         return w
     }
 
@@ -139,29 +146,106 @@ struct SeriesState {
     }
 }
 
-/// One 10-second slot of the 1-minute window.
-struct WindowSlot {
-    var start: Int64 = .min
-    var stats = WindowStats()
+/// Count, sum, min and max of one period (a 10 s slot or a minute) in 32 bytes: the period
+/// number and the count in 32 bits each. A count above 2^32 − 1 in one period (71 M samples/s
+/// for one series) saturates.
+struct CompactStats {
+    /// The period's number (start / width); `Int32.min` when unused.
+    var period: Int32 = .min
+    var count: UInt32 = 0
+    var sum: Double = 0
+    var min: Double = .infinity
+    var max: Double = -.infinity
+
+    init(period: Int32 = .min) {
+        self.period = period
+    }
+
+    @inline(__always)
+    mutating func add(_ v: Double) {
+        if count < .max { count += 1 }
+        sum += v
+        if v < min { min = v }
+        if v > max { max = v }
+    }
+
+    var stats: WindowStats { WindowStats(count: UInt64(count), sum: sum, min: min, max: max) }
 }
 
-/// Six ``WindowSlot``s stored inline in the series state (a fixed-size tuple, no heap block).
+/// Six ``CompactStats`` stored inline in the series state (a fixed-size tuple, no heap block).
 struct SlotRing {
-    var storage: (WindowSlot, WindowSlot, WindowSlot, WindowSlot, WindowSlot, WindowSlot) =
-        (WindowSlot(), WindowSlot(), WindowSlot(), WindowSlot(), WindowSlot(), WindowSlot())
+    var storage: (CompactStats, CompactStats, CompactStats, CompactStats, CompactStats, CompactStats) =
+        (CompactStats(), CompactStats(), CompactStats(), CompactStats(), CompactStats(), CompactStats())
 
     /// Reads slot `i` (0..<6).
-    subscript(i: Int) -> WindowSlot {
+    subscript(i: Int) -> CompactStats {
         precondition(i >= 0 && i < 6)
-        return withUnsafeBytes(of: storage) { $0.load(fromByteOffset: i * MemoryLayout<WindowSlot>.stride, as: WindowSlot.self) }
+        return withUnsafeBytes(of: storage) { $0.load(fromByteOffset: i * MemoryLayout<CompactStats>.stride, as: CompactStats.self) }
     }
 
     /// Mutates slot `i` (0..<6) in place.
     @inline(__always)
-    mutating func withSlot<R>(_ i: Int, _ body: (inout WindowSlot) -> R) -> R {
+    mutating func withSlot<R>(_ i: Int, _ body: (inout CompactStats) -> R) -> R {
         precondition(i >= 0 && i < 6)
         return withUnsafeMutablePointer(to: &storage) { p in
-            p.withMemoryRebound(to: WindowSlot.self, capacity: 6) { body(&$0[i]) }
+            p.withMemoryRebound(to: CompactStats.self, capacity: 6) { body(&$0[i]) }
         }
+    }
+}
+
+/// The four completed minutes before a series' current one, inline: minute `m` lives in slot
+/// `m % 4`, so the four minutes before any current minute never share a slot, and a newer
+/// minute replaces the one four minutes older.
+struct MinuteRing {
+    static let count = 4
+    var storage: (CompactStats, CompactStats, CompactStats, CompactStats) = (CompactStats(), CompactStats(), CompactStats(), CompactStats())
+
+    /// Reads slot `i` (0..<4).
+    subscript(i: Int) -> CompactStats {
+        precondition(i >= 0 && i < 4)
+        return withUnsafeBytes(of: storage) { $0.load(fromByteOffset: i * MemoryLayout<CompactStats>.stride, as: CompactStats.self) }
+    }
+
+    @inline(__always)
+    private mutating func withSlot(minute period: Int32, _ body: (inout CompactStats) -> Void) {
+        let i = Int((Int64(period) % 4 + 4) % 4)
+        withUnsafeMutablePointer(to: &storage) { p in
+            p.withMemoryRebound(to: CompactStats.self, capacity: 4) { body(&$0[i]) }
+        }
+    }
+
+    /// Stores a completed minute's figures (replacing whatever older minute held its slot).
+    mutating func set(minute: Int64, count: UInt64, sum: Double, min: Double, max: Double) {
+        guard let period = Int32(exactly: minute / 60_000) else { return }
+        withSlot(minute: period) { slot in
+            slot = CompactStats(period: period)
+            slot.count = UInt32(clamping: count)
+            slot.sum = sum
+            slot.min = min
+            slot.max = max
+        }
+    }
+
+    /// Adds a late value to a completed minute, starting its slot when that minute had no data
+    /// yet and the slot holds an older one.
+    mutating func add(_ value: Double, minute: Int64) {
+        guard let period = Int32(exactly: minute / 60_000) else { return }
+        withSlot(minute: period) { slot in
+            if slot.period == period {
+                slot.add(value)
+            } else if slot.period < period {
+                slot = CompactStats(period: period)
+                slot.add(value)
+            }
+        }
+    }
+}
+
+/// A sketch on the heap, for optional sketches most series never have.
+final class SketchBox {
+    var sketch: QuantileSketch
+
+    init(_ sketch: QuantileSketch) {
+        self.sketch = sketch
     }
 }

@@ -100,7 +100,7 @@ public final class Subscription: Sendable {
                     if due {
                         topSelection = broadcaster.topKeys(filter: filter, top: top, state: b)
                         for key in topSelection {
-                            if let e = b.entries[key], !filter.localOnly || e.origin == nil { selected.append(cache.row(key, e)) }
+                            if let e = b.entries[key], !filter.localOnly || !e.remote { selected.append(cache.row(key, e)) }
                         }
                     }
                 } else if filter.every == 1 {
@@ -125,7 +125,7 @@ public final class Subscription: Sendable {
                     if due {
                         for key in s.pending.sorted() {
                             if selected.count >= filter.limit { truncated = true; break }
-                            if let e = b.entries[key], !filter.localOnly || e.origin == nil { selected.append(cache.row(key, e)) }
+                            if let e = b.entries[key], !filter.localOnly || !e.remote { selected.append(cache.row(key, e)) }
                         }
                         s.pending.removeAll(keepingCapacity: true)
                     }
@@ -137,7 +137,7 @@ public final class Subscription: Sendable {
                 // Drill-down servers: every series changed since the last event, unless already selected.
                 let selectedKeys = Set(topSelection)
                 for srv in filter.focus {
-                    for key in (b.byServer[srv] ?? []).sorted() {
+                    for key in b.entries.keys(server: srv).sorted() {
                         guard let e = b.entries[key], e.snapshot.changedSeq > s.lastSeq else { continue }
                         if selectedKeys.contains(key) || (filter.top == nil && filter.matches(key)) { continue }
                         selected.append(cache.row(key, e))
