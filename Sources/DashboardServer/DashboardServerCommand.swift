@@ -130,6 +130,12 @@ struct DashboardServerCommand: AsyncParsableCommand {
     @Option(help: "Most live series; samples of further new series are rejected and counted (RTD_MAX_SERIES).")
     var maxSeries: Int = env("RTD_MAX_SERIES").flatMap(Int.init) ?? 1_000_000
 
+    @Option(help: """
+        Seconds without a sample after which a series leaves the live aggregates and the dashboard (its open minute \
+        is written first; it comes back with its next sample); 0 keeps every series (RTD_SERIES_IDLE_TIMEOUT).
+        """)
+    var seriesIdleTimeout: Int = env("RTD_SERIES_IDLE_TIMEOUT").flatMap(Int.init) ?? 900
+
     @Option(help: "Memory store: raw samples kept in its ring (RTD_MEMORY_SAMPLES).")
     var memorySamples: Int = env("RTD_MEMORY_SAMPLES").flatMap(Int.init) ?? 1_000_000
 
@@ -157,6 +163,7 @@ struct DashboardServerCommand: AsyncParsableCommand {
         guard maxBodyRate == 0 || maxBodyRate >= 4096 else { throw ValidationError("--max-body-rate must be 0 (no limit) or ≥ 4096 bytes/s") }
         guard (1...32).contains(maxLabels) else { throw ValidationError("--max-labels must be 1...32") }
         guard (0...256).contains(maxLabelValueLength) else { throw ValidationError("--max-label-value-length must be 0...256") }
+        guard (0...31_536_000).contains(seriesIdleTimeout) else { throw ValidationError("--series-idle-timeout must be 0...31536000 seconds") }
         guard idleTimeout >= 0 else { throw ValidationError("--idle-timeout must be ≥ 0 (0: never)") }
         guard maxConnectionsPerAddress >= 0 else { throw ValidationError("--max-connections-per-address must be ≥ 0 (0: no limit)") }
         guard (1...100_000).contains(maxConcurrentStreams) else { throw ValidationError("--max-concurrent-streams must be 1...100000") }
@@ -241,10 +248,10 @@ struct DashboardServerCommand: AsyncParsableCommand {
         }
         let backend = try await makeStore(logger: logger)
         let engine = MetricsEngine(store: backend, configuration: .init(
-            aggregator: .init(maxSeries: maxSeries),
+            aggregator: .init(maxSeries: maxSeries, idleSeriesTimeout: Int64(seriesIdleTimeout) * 1000),
             writer: .init(maxBatchSamples: maxBatch, bufferCapacity: bufferCapacity),
             broadcaster: .init(tickMilliseconds: tickMs, subscriberQueueBytes: sseQueueBytes, maxSubscribers: maxSSEClients,
-                               staleMilliseconds: staleAfter * 1000)))
+                               staleMilliseconds: staleAfter * 1000, idleRemoteSeriesMilliseconds: seriesIdleTimeout * 1000)))
         let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads))
         let exporter = PrometheusExporter(registry: registry, engine: engine)
         let server = HTTPServer(

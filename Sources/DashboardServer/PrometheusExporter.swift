@@ -36,6 +36,7 @@ final class PrometheusExporter: Sendable {
             counter(&st.last, "rtd_store_write_failures_total", w.writeFailures)
             counter(&st.last, "rtd_backpressure_events_total", w.backpressureEvents)
             counter(&st.last, "rtd_sse_refused_total", engine.broadcaster.refusedSubscriptions)
+            counter(&st.last, "rtd_series_removed_total", engine.broadcaster.removedSeries)
             if let server = st.server {
                 let t = server.ingestTotals
                 counter(&st.last, "rtd_ingest_samples_total", t.samples)

@@ -523,7 +523,7 @@ class SSEClient(_CurlProcess):
     """GET /api/dashboard/stream through curl (-N -i); parses status, headers and SSE events.
 
     `state` is the client-side view a dashboard would build: `init` replaces it, `update`
-    upserts the rows it carries."""
+    drops the series it lists as `removed` and upserts the rows it carries."""
 
     def __init__(self, server: ServerProcess, query: str = "", proto: str = "h1", headers: Optional[dict] = None,
                  connect_timeout: float = 15):
@@ -600,6 +600,8 @@ class SSEClient(_CurlProcess):
         if ev.event == "init":
             self.state = {}
             self.fleet = {}
+        for r in d.get("removed", []):
+            self.state.pop(row_key(r), None)
         for r in d.get("data", []):
             self.state[row_key(r)] = r
         for f in d.get("fleet", []):

@@ -107,6 +107,33 @@ def test_clicking_a_server_opens_live_charts_and_history(server_factory, browser
         feed.stop()
 
 
+def test_idle_series_and_servers_leave_the_page(server_factory, browser):
+    """--series-idle-timeout: a metric a server stopped reporting leaves its drill-down, and a
+    server that stopped reporting leaves the fleet count and heatmap, while the rest stays live."""
+    srv = server_factory("--series-idle-timeout", "3", name="dash-idle", tick_ms=250)
+    prefix = h.uid("idle") + "-"
+    feed = feeder_for(srv, 6, prefix)
+    try:
+        feed.wait_rounds(2)
+        target, ghost = prefix + "00002", prefix + "ghost"
+        # One extra metric for the target and one extra server, each sent once.
+        once = h.ingest(srv, h.ndjson([{"server_id": target, "metric_name": "gpu_temp", "value": 61},
+                                       {"server_id": ghost, "metric_name": "cpu_usage", "value": 50}]), "curl-h2c")
+        assert h.split_ingest_reply(once.ndjson())[2]["acked_samples"] == 2
+        browser.open(srv.url(f"/#metric=cpu_usage&server={target}"))
+        browser.wait("return document.querySelectorAll('#d-metrics .mcard').length === 6", what="6 metric cards")
+        browser.wait("return document.getElementById('c-servers').textContent === '7'", what="7 servers")
+        # After the timeout both leave; the live ones stay.
+        browser.wait("return document.querySelectorAll('#d-metrics .mcard').length === 5", timeout=20, what="gpu_temp card gone")
+        assert not browser.js("return document.querySelector('#d-metrics .mcard[data-metric=\"gpu_temp\"]')")
+        browser.wait("return document.getElementById('c-servers').textContent === '6'", timeout=20, what="ghost server gone")
+        assert browser.js("return document.getElementById('heatmap').dataset.cells") == "6"
+        assert browser.js("return document.getElementById('state').className") == "live"
+        assert not [m for m in browser.console() if "SEVERE" in m or "Uncaught" in m], browser.console()
+    finally:
+        feed.stop()
+
+
 def test_server_restart_shows_reconnecting_then_recovers(server_factory, browser):
     first = server_factory(name="restart-a", tick_ms=250)
     port = first.port

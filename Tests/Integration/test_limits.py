@@ -252,3 +252,43 @@ def test_series_cap_refuses_new_series_per_line_and_keeps_existing_ones(server_f
     snap = h.sse_rows(srv, [sid], lambda s: s.get((sid, "mem_used", ""), {}).get("count") == 3)
     assert snap[(sid, "mem_used", "")]["last"] == 9
     assert srv.stats()["ingest"]["rejections"]["too_many_series"] == 4
+
+
+def test_idle_series_leave_the_dashboard_and_free_their_place_under_the_cap(server_factory, ids):
+    """--series-idle-timeout: a series without samples for that long is removed from the live
+    aggregates and the dashboard (SSE `removed`), its open minute still reaches the store, its place
+    under --max-series is free again, and a series that keeps reporting is untouched."""
+    srv = server_factory("--series-idle-timeout", "3", "--max-series", "2", name="series-idle")
+    busy, idle, late = f"{ids}-busy", f"{ids}-idle", f"{ids}-late"
+    ts = h.now_ms()
+    first = h.ingest(srv, h.ndjson([{"server_id": busy, "metric_name": "cpu", "value": 1, "ts": ts},
+                                    {"server_id": idle, "metric_name": "cpu", "value": 42, "ts": ts}]), "curl-h2c")
+    assert h.split_ingest_reply(first.ndjson())[2]["acked_samples"] == 2
+    # At the cap: a third series is refused for now.
+    refused = h.ingest(srv, h.ndjson([{"server_id": late, "metric_name": "cpu", "value": 1}]), "curl-h2c")
+    assert [e["code"] for e in h.split_ingest_reply(refused.ndjson())[1]] == ["too_many_series"]
+    with h.SSEClient(srv, f"servers={busy},{idle},{late}") as sse:
+        sse.wait_state(lambda s: (busy, "cpu", "") in s and (idle, "cpu", "") in s, what="both series")
+        # Keep `busy` reporting while `idle` stays quiet; its removal arrives as an SSE `removed` entry.
+        deadline = time.monotonic() + 15
+        removed_event = None
+        while removed_event is None:
+            assert time.monotonic() < deadline, f"idle series not removed; stats {srv.stats()['series']}"
+            h.ingest(srv, h.ndjson([{"server_id": busy, "metric_name": "cpu", "value": 2}]), "curl-h2c")
+            ev = sse.next_event(timeout=5)
+            if any(r["server_id"] == idle for r in (ev.data or {}).get("removed", [])):
+                removed_event = ev
+        assert (idle, "cpu", "") not in sse.state and (busy, "cpu", "") in sse.state
+        assert removed_event.data["removed"] == [{"server_id": idle, "metric_name": "cpu"}]
+    st = srv.stats()["series"]
+    assert st["count"] == 1 and st["expired_total"] == 1 and st["idle_timeout_ms"] == 3000, st
+    assert "rtd_series_removed_total 1" in h.http_get(srv.url("/metrics"))[2].decode()
+    # Its minute was sealed into the store before it left.
+    hist = srv.get_json(f"/api/history?server_id={idle}&metric_name=cpu&from=-15m&to=now")
+    assert [(p["count"], p["max"]) for p in hist["points"]] == [(1, 42)], hist
+    # Its place under the cap is free: the third series fits now; a fresh snapshot has no trace of `idle`.
+    fits = h.ingest(srv, h.ndjson([{"server_id": late, "metric_name": "cpu", "value": 3}]), "curl-h2c")
+    acks, errors, summary = h.split_ingest_reply(fits.ndjson())
+    assert not errors and summary["acked_samples"] == 1
+    snap = h.sse_rows(srv, [busy, idle, late], lambda s: (late, "cpu", "") in s)
+    assert set(snap) == {(busy, "cpu", ""), (late, "cpu", "")}

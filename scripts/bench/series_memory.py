@@ -24,9 +24,9 @@ try:
     deadline = time.time() + 30
     while stats(port)["series"]["count"] < a.series and time.time() < deadline:
         time.sleep(0.2)
-    time.sleep(2)  # let the broadcaster cache its rows too (it keeps one JSON row per series)
+    time.sleep(2)  # a tick or two: the broadcaster's table holds every series too
     rss1 = rss_bytes(srv.pid)
     print(f"{a.series:,} series: RSS {rss0 / 2**20:.0f} -> {rss1 / 2**20:.0f} MiB, {(rss1 - rss0) / a.series:,.0f} bytes per series "
-          f"(aggregator state, sketches, broadcaster row cache)")
+          f"(aggregator state, sketches, broadcaster table, transient buffers; heap in the steady state: Benchmarks SeriesMemory)")
 finally:
     stop(srv)

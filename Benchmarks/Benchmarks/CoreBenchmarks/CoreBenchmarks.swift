@@ -131,7 +131,7 @@ func publishTicks(_ benchmark: Benchmark, aggregator: Aggregator, broadcaster: B
         benchmark.stopMeasurement()
         await aggregator.ingest(samples)
         seq += 1
-        let (changed, _) = await aggregator.collect(now: baseTS + 1000, seq: seq, sealAfter: 5000)
+        let (changed, _, _) = await aggregator.collect(now: baseTS + 1000, seq: seq, sealAfter: 5000)
         benchmark.startMeasurement()
         broadcaster.publish(changed: changed, seq: seq, timestamp: baseTS + 1000)
         for s in subscribers { while s.next() != nil {} }

@@ -38,7 +38,7 @@ func simulate(_ aggregator: Aggregator, _ broadcaster: Broadcaster?) async {
         _ = await aggregator.ingest(step(k))
         seq += 1
         let now = base + Int64(k) * 10_000 + 10_000
-        let (changed, _) = await aggregator.collect(now: now, seq: seq)
+        let (changed, _, _) = await aggregator.collect(now: now, seq: seq)
         broadcaster?.publish(changed: changed, seq: seq, timestamp: now)
     }
     let live = await aggregator.seriesCount()

@@ -152,6 +152,14 @@ public final class PeerFeed: Sendable {
             s.rows += snapshots.count
         }
         if !snapshots.isEmpty { broadcaster.submitRemote(snapshots, origin: peer) }
+        // Series the peer no longer has (idle expiry there) leave this fleet view too.
+        if let removed = obj["removed"] as? [[String: Any]] {
+            let keys = removed.compactMap { r -> SeriesKey? in
+                guard let server = r["server_id"] as? String, let metric = r["metric_name"] as? String else { return nil }
+                return SeriesKey(serverID: server, metricName: metric, labels: r["labels"] as? String ?? "")
+            }
+            broadcaster.submitRemoteRemoval(keys)
+        }
     }
 
     /// A series row of the SSE contract (Docs/wire-protocol.md) back into a snapshot.

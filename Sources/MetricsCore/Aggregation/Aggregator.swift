@@ -1,3 +1,6 @@
+import DequeModule
+import Synchronization
+
 /// The sharded live aggregator.
 ///
 /// Series are spread over ``shards`` by a hash of their server id, so all series of one server
@@ -20,11 +23,18 @@ public final class Aggregator: Sendable {
         /// their positions) and counted, existing ones are unaffected. Default 1,000,000. One
         /// cap for all shards.
         public var maxSeries: Int
+        /// A series that receives no sample for this long (wall clock, ms, measured at
+        /// ``Aggregator/collect(now:seq:sealAfter:)``) is removed: its open minute is sealed into
+        /// that call's rollups, its room under ``maxSeries`` is given back, and its key is
+        /// reported in `expired`. 0 (the default) keeps every series until the process ends.
+        public var idleSeriesTimeout: Int64
         /// Creates a configuration.
-        public init(shardCount: Int? = nil, relativeAccuracy: Double = 0.01, maxSeries: Int = 1_000_000) {
+        public init(shardCount: Int? = nil, relativeAccuracy: Double = 0.01, maxSeries: Int = 1_000_000,
+                    idleSeriesTimeout: Int64 = 0) {
             self.shardCount = max(1, shardCount ?? max(2, 2 * ProcessInfoLite.activeProcessorCount))
             self.relativeAccuracy = relativeAccuracy
             self.maxSeries = maxSeries
+            self.idleSeriesTimeout = max(0, idleSeriesTimeout)
         }
     }
 
@@ -34,6 +44,10 @@ public final class Aggregator: Sendable {
     public let configuration: Configuration
     /// The live series cap, shared by the shards.
     public let budget: SeriesBudget
+    /// Recent `(seq, now)` pairs of ``collect(now:seq:sealAfter:)``, oldest first: the newest one
+    /// at least ``Configuration/idleSeriesTimeout`` old names the tick through which series are
+    /// idle. Holds about timeout / tick entries.
+    private let ticks = Mutex(Deque<(seq: UInt64, now: Int64)>())
 
     /// Creates an empty aggregator.
     public init(configuration: Configuration = Configuration()) {
@@ -107,17 +121,46 @@ public final class Aggregator: Sendable {
     }
 
     /// What changed since the last call, for the broadcaster; see ``AggregatorShard``.
-    public func collect(now: Int64, seq: UInt64, sealAfter: Int64 = 5_000) async -> (changed: [SeriesSnapshot], sealed: [MinuteRollup]) {
-        await withTaskGroup(of: (changed: [SeriesSnapshot], sealed: [MinuteRollup]).self) { group in
-            for shard in shards { group.addTask { await shard.collect(now: now, seq: seq, sealAfter: sealAfter) } }
+    /// - Returns: the snapshots of the series that changed, the minute rollups sealed, and the
+    ///   keys of the series removed because they were idle for ``Configuration/idleSeriesTimeout``
+    ///   (always empty when it is 0).
+    public func collect(now: Int64, seq: UInt64, sealAfter: Int64 = 5_000) async
+        -> (changed: [SeriesSnapshot], sealed: [MinuteRollup], expired: [SeriesKey]) {
+        let expireThrough = idleThrough(now: now, seq: seq)
+        return await withTaskGroup(of: (changed: [SeriesSnapshot], sealed: [MinuteRollup], expired: [SeriesKey]).self) { group in
+            for shard in shards {
+                group.addTask { await shard.collect(now: now, seq: seq, sealAfter: sealAfter, expireThrough: expireThrough) }
+            }
             var changed: [SeriesSnapshot] = []
             var sealed: [MinuteRollup] = []
+            var expired: [SeriesKey] = []
             for await part in group {
                 changed.append(contentsOf: part.changed)
                 sealed.append(contentsOf: part.sealed)
+                expired.append(contentsOf: part.expired)
             }
-            return (changed, sealed)
+            return (changed, sealed, expired)
         }
+    }
+
+    /// The newest tick sequence number at least the idle timeout before `now`, if any.
+    private func idleThrough(now: Int64, seq: UInt64) -> UInt64? {
+        let timeout = configuration.idleSeriesTimeout
+        guard timeout > 0 else { return nil }
+        return ticks.withLock { log in
+            log.append((seq, now))
+            let horizon = now - timeout
+            while log.count >= 2 && log[log.index(after: log.startIndex)].now <= horizon { log.removeFirst() }
+            guard let first = log.first, first.now <= horizon, first.seq < seq else { return nil }
+            return first.seq
+        }
+    }
+
+    /// Series removed since start because they were idle.
+    public func expiredSeries() async -> Int {
+        var n = 0
+        for shard in shards { n += await shard.expiredSeries }
+        return n
     }
 
     /// Seals every open minute and returns the rollups (call at shutdown before the last flush).

@@ -22,6 +22,11 @@ public final class SeriesBudget: Sendable {
         return false
     }
 
+    /// Gives back room for `n` series (they expired).
+    func release(_ n: Int) {
+        used.subtract(n, ordering: .relaxed)
+    }
+
     /// Series that can still be created.
     public var headroom: Int { limit - used.load(ordering: .relaxed) }
 }
@@ -72,6 +77,8 @@ public actor AggregatorShard {
     public private(set) var rejectedNewSeries = 0
     /// Samples folded since start.
     public private(set) var samplesFolded = 0
+    /// Series removed since start because they were idle (see ``Aggregator/Configuration/idleSeriesTimeout``).
+    public private(set) var expiredSeries = 0
 
     /// The cap shared by all shards of the aggregator.
     nonisolated let budget: SeriesBudget
@@ -142,17 +149,16 @@ public actor AggregatorShard {
     }
 
     private func find(_ key: SeriesKey) -> Int? {
-        let h = SeriesIndex.hash(serverID: key.serverID, metricName: key.metricName, labels: key.labels)
-        return index.find(hash: h) { states[Int($0)].key == key }.map(Int.init)
+        index.find(hash: Self.hash(key)) { states[Int($0)].key == key }.map(Int.init)
     }
 
     private func addSeries(_ key: SeriesKey) -> Int {
         let i = states.count
-        index.insert(hash: SeriesIndex.hash(serverID: key.serverID, metricName: key.metricName, labels: key.labels), id: Int32(i))
+        index.insert(hash: Self.hash(key), id: Int32(i))
         // Grow by a quarter, not the doubling of `append`: the states are most of the shard's memory.
         if states.count == states.capacity { states.reserveCapacity(states.count + states.count / 4 + 64) }
         states.append(SeriesState(key: key, mapping: mapping))
-        byServerMetric.insert(hash: SeriesIndex.hash(serverID: key.serverID, metricName: key.metricName, labels: ""), id: Int32(i))
+        byServerMetric.insert(hash: Self.serverMetricHash(key), id: Int32(i))
         return i
     }
 
@@ -210,7 +216,12 @@ public actor AggregatorShard {
     /// those are sealed on the first call without new samples for the minute, or once the minute
     /// ended more than `sealAfter` + 60 s ago. Sealing a minute whose samples are still streaming
     /// in would turn each later sample into a late rollup for the store to merge.
-    func collect(now: Int64, seq: UInt64, sealAfter: Int64) -> (changed: [SeriesSnapshot], sealed: [MinuteRollup]) {
+    ///
+    /// Series that have not changed since tick `expireThrough` (inclusive) are removed: their open
+    /// minute is sealed into the returned rollups first, their room under the series cap is given
+    /// back, and their keys are returned in `expired`.
+    func collect(now: Int64, seq: UInt64, sealAfter: Int64, expireThrough: UInt64? = nil)
+        -> (changed: [SeriesSnapshot], sealed: [MinuteRollup], expired: [SeriesKey]) {
         var changed: [SeriesSnapshot] = []
         changed.reserveCapacity(dirtyList.count)
         for i in dirtyList {
@@ -218,10 +229,17 @@ public actor AggregatorShard {
             states[i].changedSeq = seq
             changed.append(snapshot(i, now: now))
         }
-        // Seal stale minutes: cheap check per series, done once per tick.
+        // Seal stale minutes and find idle series: cheap checks per series, done once per tick.
         let sealBefore = MinuteRollup.minute(of: now - sealAfter)
         let sealAnywayBefore = MinuteRollup.minute(of: now - sealAfter - 60_000)
-        for i in states.indices where states[i].currentMinute != .min && states[i].currentMinute < sealBefore && !states[i].current.isEmpty {
+        var idle: [Int] = []
+        for i in states.indices {
+            if let expireThrough, states[i].changedSeq <= expireThrough && !states[i].dirty {
+                idle.append(i)
+                if let r = states[i].seal(key: states[i].key, newMinute: states[i].currentMinute + 60_000) { appendSealed(i, r) }
+                continue
+            }
+            guard states[i].currentMinute != .min && states[i].currentMinute < sealBefore && !states[i].current.isEmpty else { continue }
             if states[i].touchedCurrent && states[i].currentMinute >= sealAnywayBefore {
                 continue  // its samples are still arriving: look again next tick
             }
@@ -230,7 +248,45 @@ public actor AggregatorShard {
         // Only series changed since the last call can have `touchedCurrent` set.
         for i in dirtyList { states[i].touchedCurrent = false }
         dirtyList.removeAll(keepingCapacity: true)
-        return (changed, takeSealed())
+        let sealed = takeSealed()
+        let expired = remove(idle)
+        return (changed, sealed, expired)
+    }
+
+    /// Removes the series at `positions` (ascending), moving the last series into each hole, and
+    /// returns their keys. Called with the dirty list and the sealed buffer empty, so no other
+    /// structure holds a position.
+    private func remove(_ positions: [Int]) -> [SeriesKey] {
+        guard !positions.isEmpty else { return [] }
+        var keys: [SeriesKey] = []
+        keys.reserveCapacity(positions.count)
+        for i in positions.reversed() {
+            let key = states[i].key
+            keys.append(key)
+            index.remove(hash: Self.hash(key), id: Int32(i))
+            byServerMetric.remove(hash: Self.serverMetricHash(key), id: Int32(i))
+            let last = states.count - 1
+            if i != last {
+                let moved = states[last].key
+                index.renumber(hash: Self.hash(moved), id: Int32(last), to: Int32(i))
+                byServerMetric.renumber(hash: Self.serverMetricHash(moved), id: Int32(last), to: Int32(i))
+                states.swapAt(i, last)
+            }
+            states.removeLast()
+        }
+        budget.release(positions.count)
+        expiredSeries += positions.count
+        // Give memory back after a large expiry (a fleet that shrank), not on every series.
+        if states.capacity > 1024 && states.count < states.capacity / 2 { states = states.withUnsafeBufferPointer { Array($0) } }
+        return keys
+    }
+
+    private static func hash(_ key: SeriesKey) -> UInt64 {
+        SeriesIndex.hash(serverID: key.serverID, metricName: key.metricName, labels: key.labels)
+    }
+
+    private static func serverMetricHash(_ key: SeriesKey) -> UInt64 {
+        SeriesIndex.hash(serverID: key.serverID, metricName: key.metricName, labels: "")
     }
 
     /// Seals every open minute (at shutdown) and returns all unsent rollups.

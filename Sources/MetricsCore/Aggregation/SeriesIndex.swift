@@ -97,6 +97,42 @@ struct SeriesIndex {
         count += 1
     }
 
+    /// Removes the entry for `hash` holding `id` (backward-shift deletion, so probe chains stay
+    /// unbroken without tombstones).
+    mutating func remove(hash: UInt64, id: Int32) {
+        guard var hole = slot(hash: hash, id: id) else { return }
+        entries[hole] = Entry()
+        count -= 1
+        var j = hole
+        while true {
+            j = (j + 1) & mask
+            let e = entries[j]
+            if e.hash == 0 { return }
+            let home = Int(truncatingIfNeeded: e.hash) & mask
+            // The entry may move back into the hole unless its home lies cyclically in (hole, j].
+            let stays = hole <= j ? (hole < home && home <= j) : (hole < home || home <= j)
+            if stays { continue }
+            entries[hole] = e
+            entries[j] = Entry()
+            hole = j
+        }
+    }
+
+    /// Renumbers the entry for `hash` holding `id` (a series moved to another position).
+    mutating func renumber(hash: UInt64, id: Int32, to newID: Int32) {
+        if let at = slot(hash: hash, id: id) { entries[at].id = newID }
+    }
+
+    private func slot(hash: UInt64, id: Int32) -> Int? {
+        var i = Int(truncatingIfNeeded: hash) & mask
+        while true {
+            let e = entries[i]
+            if e.hash == 0 { return nil }
+            if e.hash == hash && e.id == id { return i }
+            i = (i + 1) & mask
+        }
+    }
+
     private mutating func place(hash: UInt64, id: Int32) {
         var i = Int(truncatingIfNeeded: hash) & mask
         while entries[i].hash != 0 { i = (i + 1) & mask }

@@ -36,10 +36,21 @@ public final class Broadcaster: Sendable {
         public var fleetHistoryPoints: Int
         /// Metrics whose fleet distribution history is kept (the first ones seen). Default 1,000.
         public var fleetHistoryMetrics: Int
+        /// A series merged from a peer (``Broadcaster/submitRemote(_:origin:)``) that has not
+        /// changed for this long is removed, as the peer's aggregator removes its idle series.
+        /// 0 (the default) keeps them. Local series are removed when the aggregator says so
+        /// (``Broadcaster/publish(changed:removed:seq:timestamp:)``).
+        public var idleRemoteSeriesMilliseconds: Int
+        /// Removals remembered for `Last-Event-ID` resumes. A client resuming from before the
+        /// oldest one gets a fresh `init` snapshot instead. Default 65,536.
+        public var removalLog: Int
         /// Creates a configuration.
         public init(tickMilliseconds: Int = 1000, fleetTopN: Int = 10, subscriberQueueEvents: Int = 32,
                     subscriberQueueBytes: Int = 8 << 20, retryMilliseconds: Int = 2000, maxSubscribers: Int = 10_000,
-                    staleMilliseconds: Int = 30_000, fleetHistoryPoints: Int = 300, fleetHistoryMetrics: Int = 1_000) {
+                    staleMilliseconds: Int = 30_000, fleetHistoryPoints: Int = 300, fleetHistoryMetrics: Int = 1_000,
+                    idleRemoteSeriesMilliseconds: Int = 0, removalLog: Int = 65_536) {
+            self.idleRemoteSeriesMilliseconds = max(0, idleRemoteSeriesMilliseconds)
+            self.removalLog = max(0, removalLog)
             self.staleMilliseconds = max(1, staleMilliseconds)
             self.fleetHistoryPoints = max(1, fleetHistoryPoints)
             self.fleetHistoryMetrics = max(0, fleetHistoryMetrics)
@@ -159,6 +170,13 @@ public final class Broadcaster: Sendable {
         var subscriptions: [ObjectIdentifier: Subscription] = [:]
         /// Series merged from peers since the last tick, latest per series (bounded by the series count).
         var remotePending: [SeriesKey: (snapshot: SeriesSnapshot, origin: String)] = [:]
+        /// Keys removed from peers since the last tick (the peer said so in its own events).
+        var remoteRemovedPending: [SeriesKey] = []
+        /// Recent removals by tick, oldest first, at most ``Configuration/removalLog``.
+        var removals = Deque<(seq: UInt64, key: SeriesKey, remote: Bool)>()
+        /// The newest tick whose removals were dropped from ``removals`` (resumes from before it get `init`).
+        var removalsForgottenThrough: UInt64 = 0
+        var removedTotal = 0
         var remoteReceived = 0
         var eventsSent = 0
         var coalesced = 0
@@ -202,18 +220,23 @@ public final class Broadcaster: Sendable {
 
     // MARK: - Ticks
 
-    /// Publishes one tick: stores the changed series, recomputes fleet rollups of the metrics that
-    /// changed, and queues an event for every subscriber due this tick.
+    /// Publishes one tick: removes the series that went away, stores the changed series,
+    /// recomputes fleet rollups of the metrics that changed, and queues an event for every
+    /// subscriber due this tick (removed series are listed in its `removed` array).
     /// - Parameters:
     ///   - changed: snapshots of the series that changed (stamped with `seq`).
+    ///   - removed: keys of this instance's series that no longer exist (e.g. the aggregator's
+    ///     idle series, ``Aggregator/collect(now:seq:sealAfter:)``'s `expired`).
     ///   - seq: the tick's sequence number (``nextSequence`` when the snapshots were collected).
     ///   - timestamp: wall-clock time of the tick, epoch ms.
-    public func publish(changed localChanged: [SeriesSnapshot], seq: UInt64, timestamp: Int64) {
+    public func publish(changed localChanged: [SeriesSnapshot], removed localRemoved: [SeriesKey] = [], seq: UInt64, timestamp: Int64) {
         // Peers' series received since the last tick join this tick's changes, after the local ones.
-        let remote: [(snapshot: SeriesSnapshot, origin: String)] = state.withLock { s in
+        let (remote, remoteRemoved): ([(snapshot: SeriesSnapshot, origin: String)], [SeriesKey]) = state.withLock { s in
             let r = Array(s.remotePending.values)
             s.remotePending.removeAll(keepingCapacity: true)
-            return r
+            let gone = s.remoteRemovedPending
+            s.remoteRemovedPending = []
+            return (r, gone)
         }
         var changed = localChanged
         if !remote.isEmpty {
@@ -231,6 +254,8 @@ public final class Broadcaster: Sendable {
         state.withLock { s in
             s.seq = max(s.seq, seq)
             s.lastTickTimestamp = timestamp
+            // Removals first: a key removed here may come back below (e.g. from a peer) as a new series.
+            let removed = removeSeries(local: localRemoved, remote: remoteRemoved, seq: seq, state: &s)
             // Index this tick's changes by metric (also lets filtered subscribers skip the rest).
             var changedByMetric: [String: [Int]] = [:]
             for (i, snap) in changed.enumerated() { changedByMetric[snap.key.metricName, default: []].append(i) }
@@ -250,7 +275,7 @@ public final class Broadcaster: Sendable {
             for (i, slot) in newKeys {
                 s.entries.insert(Entry(snapshot: changed[i], slot: (Int32(slot.server), Int32(slot.index)), remote: i >= localChanged.count))
             }
-            let touchedMetrics = changedByMetric.keys
+            let touchedMetrics = Set(changedByMetric.keys).union(removed.metrics).filter { s.metricServers[$0] != nil }
             // Fleet views: the history ring of every tracked metric, then what subscribers asked for
             // (computed once per distinct question).
             let defaultStale = staleTicks(nil)
@@ -278,7 +303,7 @@ public final class Broadcaster: Sendable {
                 s.fleetRows[m] = Self.encodeFleet(f, limit: configuration.fleetTopN)
             }
             for sub in s.subscriptions.values {
-                if sub.deliverTick(seq: seq, timestamp: timestamp, changed: changed, cache: cache,
+                if sub.deliverTick(seq: seq, timestamp: timestamp, changed: changed, removed: removed.keys, cache: cache,
                                    changedByMetric: changedByMetric, views: views, state: s, broadcaster: self) {
                     ready.append(sub)
                 }
@@ -286,6 +311,64 @@ public final class Broadcaster: Sendable {
             s.eventsSent += ready.count
         }
         for sub in ready { sub.notify() }
+    }
+
+    /// Removes this tick's departed series: the given local and remote keys, plus remote series
+    /// idle for ``Configuration/idleRemoteSeriesMilliseconds`` (checked every 16 ticks). Rebuilds
+    /// the fleet layout of every metric that lost a series, logs the removals for resumes, and
+    /// returns them (with `remote` telling peers' series apart) and the metrics they touched.
+    func removeSeries(local: [SeriesKey], remote: [SeriesKey], seq: UInt64, state s: inout State)
+        -> (keys: [(key: SeriesKey, remote: Bool)], metrics: Set<String>) {
+        var remoteKeys = remote
+        let idleMs = configuration.idleRemoteSeriesMilliseconds
+        if idleMs > 0 && seq % 16 == 0 {
+            let idleTicks = UInt64(max(1, idleMs / configuration.tickMilliseconds))
+            for e in s.entries.entries where e.live && e.remote && seq > e.snapshot.changedSeq &+ idleTicks {
+                remoteKeys.append(e.snapshot.key)
+            }
+        }
+        guard !local.isEmpty || !remoteKeys.isEmpty else { return ([], []) }
+        var out: [(key: SeriesKey, remote: Bool)] = []
+        var metrics = Set<String>()
+        // A local key is removed only if the entry is local, a remote one only if it is remote: a
+        // series that moved between instances must not be dropped by its old owner's removal.
+        let candidates = local.map { ($0, false) } + remoteKeys.map { ($0, true) }
+        var keys: [SeriesKey] = []
+        for (key, isRemote) in candidates {
+            guard let e = s.entries[key], e.remote == isRemote else { continue }
+            keys.append(key)
+            out.append((key, isRemote))
+        }
+        for e in s.entries.remove(keys) { metrics.insert(e.snapshot.key.metricName) }
+        for m in metrics { rebuildFleetLayout(metric: m, state: &s) }
+        s.removedTotal += out.count
+        for r in out { s.removals.append((seq, r.key, r.remote)) }
+        while s.removals.count > configuration.removalLog, let first = s.removals.popFirst() {
+            s.removalsForgottenThrough = max(s.removalsForgottenThrough, first.seq)
+        }
+        return (out, metrics)
+    }
+
+    /// Lays a metric's remaining series out anew after removals (new server slots, a new member
+    /// version), or forgets the metric when none remain.
+    func rebuildFleetLayout(metric m: String, state s: inout State) {
+        let ids = s.entries.ids(metric: m)
+        guard !ids.isEmpty else {
+            s.metricServers[m] = nil
+            s.ranked[m] = nil
+            s.fleet[m] = nil
+            s.fleetRows[m] = nil
+            s.history[m] = nil
+            return
+        }
+        var ms = MetricServers()
+        for id in ids {
+            let slot = ms.insert(s.entries[id].snapshot)
+            s.entries[id].slot = (Int32(slot.0), Int32(slot.1))
+        }
+        ms.version = (s.metricServers[m]?.version ?? 0) + 1
+        ms.sortIfNeeded()
+        s.metricServers[m] = ms
     }
 
     // MARK: - Peers
@@ -301,10 +384,22 @@ public final class Broadcaster: Sendable {
         }
     }
 
+    /// Removes series a peer reported gone (its `removed` events); they leave at the next tick.
+    public func submitRemoteRemoval(_ keys: [SeriesKey]) {
+        guard !keys.isEmpty else { return }
+        state.withLock { s in
+            for key in keys { s.remotePending[key] = nil }
+            s.remoteRemovedPending.append(contentsOf: keys)
+        }
+    }
+
     /// Series merged from peers since start, and the number currently known from peers.
     public var remoteCounters: (received: Int, series: Int) {
-        state.withLock { s in (s.remoteReceived, s.entries.entries.reduce(0) { $0 + ($1.remote ? 1 : 0) }) }
+        state.withLock { s in (s.remoteReceived, s.entries.entries.reduce(0) { $0 + ($1.live && $1.remote ? 1 : 0) }) }
     }
+
+    /// Series removed since start (idle local series the aggregator expired, and peers' series).
+    public var removedSeries: Int { state.withLock { $0.removedTotal } }
 
     // MARK: - Subscribers
 
@@ -332,14 +427,17 @@ public final class Broadcaster: Sendable {
             s.subscriptions[ObjectIdentifier(sub)] = sub
             var resumeFrom: UInt64? = nil
             if let id = lastEventID, let dash = id.lastIndex(of: "-"), id[..<dash] == epoch,
-               let n = UInt64(id[id.index(after: dash)...]), n <= s.seq {
+               let n = UInt64(id[id.index(after: dash)...]), n <= s.seq, n >= s.removalsForgottenThrough {
+                // (Resuming from before the oldest remembered removal gets a fresh `init` instead:
+                // the client may hold series this instance no longer has.)
                 resumeFrom = n
             }
             let event: [UInt8]
             let members: [String: Int]
             if let from = resumeFrom {
+                let removed = s.removals.filter { $0.seq > from }.map { ($0.key, $0.remote) }
                 (event, members) = buildEvent(type: "update", seq: s.seq, timestamp: s.lastTickTimestamp, filter: filter,
-                                              state: s, retry: true) { $0.snapshot.changedSeq > from }
+                                              state: s, retry: true, removed: removed) { $0.snapshot.changedSeq > from }
             } else {
                 (event, members) = buildEvent(type: "init", seq: s.seq, timestamp: s.lastTickTimestamp, filter: filter,
                                               state: s, retry: true) { _ in true }
@@ -392,7 +490,7 @@ public final class Broadcaster: Sendable {
     /// Builds a full event from the stored entries that pass `filter` and `include`, and returns
     /// the member-list versions of the fleet views it carries.
     func buildEvent(type: String, seq: UInt64, timestamp: Int64, filter: SubscriptionFilter, state s: State,
-                    retry: Bool, include given: (Entry) -> Bool) -> ([UInt8], [String: Int]) {
+                    retry: Bool, removed: [(key: SeriesKey, remote: Bool)] = [], include given: (Entry) -> Bool) -> ([UInt8], [String: Int]) {
         let localOnly = filter.localOnly
         func include(_ e: Entry) -> Bool { (!localOnly || !e.remote) && given(e) }
         var rows: [[UInt8]] = []
@@ -428,7 +526,8 @@ public final class Broadcaster: Sendable {
         }
         let (views, members) = snapshotViews(filter, state: s)
         let event = Self.frame(type: type, seq: seq, timestamp: timestamp, epoch: epoch, rows: rows,
-                               fleet: fleetRows(filter: filter, state: s), views: views, truncated: truncated,
+                               fleet: fleetRows(filter: filter, state: s), views: views,
+                               removed: Self.encodeRemoved(removed, filter: filter), truncated: truncated,
                                tickMilliseconds: configuration.tickMilliseconds,
                                retry: retry ? configuration.retryMilliseconds : nil)
         return (event, members)
@@ -498,6 +597,23 @@ public final class Broadcaster: Sendable {
         return w.bytes
     }
 
+    /// The `removed` array's objects: the keys among `removed` that `filter` would have shown,
+    /// its focus servers' included (local ones only for `origin=local`). Empty when the filter
+    /// asks for no series.
+    static func encodeRemoved(_ removed: [(key: SeriesKey, remote: Bool)], filter: SubscriptionFilter) -> [[UInt8]] {
+        guard filter.series else { return [] }
+        var out: [[UInt8]] = []
+        for r in removed where (filter.matches(r.key) || filter.focus.contains(r.key.serverID)) && !(filter.localOnly && r.remote) {
+            var w = JSONWriter(capacity: 96)
+            w.raw("{\"server_id\":"); w.string(r.key.serverID)
+            w.raw(",\"metric_name\":"); w.string(r.key.metricName)
+            if !r.key.labels.isEmpty { w.raw(",\"labels\":"); w.string(r.key.labels) }
+            w.byte(UInt8(ascii: "}"))
+            out.append(w.bytes)
+        }
+        return out
+    }
+
     /// The JSON object of one fleet rollup.
     public static func encodeFleet(_ f: FleetRollup, limit: Int) -> [UInt8] {
         var w = JSONWriter(capacity: 512)
@@ -524,9 +640,10 @@ public final class Broadcaster: Sendable {
 
     /// Frames one SSE event: `id`, `event`, optional `retry`, and a single `data:` line.
     static func frame(type: String, seq: UInt64, timestamp: Int64, epoch: String, rows: [[UInt8]],
-                      fleet: [[UInt8]], views: [[UInt8]] = [], truncated: Bool, tickMilliseconds: Int, retry: Int?) -> [UInt8] {
+                      fleet: [[UInt8]], views: [[UInt8]] = [], removed: [[UInt8]] = [], truncated: Bool, tickMilliseconds: Int,
+                      retry: Int?) -> [UInt8] {
         var w = JSONWriter(capacity: 128 + rows.reduce(0) { $0 + $1.count + 1 } + fleet.reduce(0) { $0 + $1.count + 1 }
-                           + views.reduce(0) { $0 + $1.count + 1 })
+                           + views.reduce(0) { $0 + $1.count + 1 } + removed.reduce(0) { $0 + $1.count + 1 })
         if let retry { w.raw("retry: \(retry)\n") }
         w.raw("id: \(epoch)-\(seq)\nevent: \(type)\ndata: {\"type\":\"\(type)\",\"seq\":\(seq),\"timestamp\":\(timestamp),\"tick_ms\":\(tickMilliseconds),\"data\":[")
         for (i, r) in rows.enumerated() {
@@ -542,6 +659,14 @@ public final class Broadcaster: Sendable {
         if !views.isEmpty {
             w.raw(",\"views\":[")
             for (i, r) in views.enumerated() {
+                if i > 0 { w.byte(UInt8(ascii: ",")) }
+                w.raw(r)
+            }
+            w.raw("]")
+        }
+        if !removed.isEmpty {
+            w.raw(",\"removed\":[")
+            for (i, r) in removed.enumerated() {
                 if i > 0 { w.byte(UInt8(ascii: ",")) }
                 w.raw(r)
             }

@@ -12,15 +12,20 @@ struct SeriesTable {
         var slot: (server: Int32, index: Int32)
         /// Merged from a peer (`false`: this instance's own agents).
         var remote: Bool
+        /// `false` once removed (its number waits in the free list for the next new series).
+        var live = true
     }
 
+    /// Entries by series number, removed ones included (see ``Entry/live``).
     private(set) var entries: [Entry] = []
+    /// Numbers of removed entries, reused by ``insert(_:)``.
+    private var free: [Int32] = []
     private var index = SeriesIndex()
     private var byMetric: [String: [Int32]] = [:]
     private var byServer: [String: [Int32]] = [:]
 
     /// Number of series.
-    var count: Int { entries.count }
+    var count: Int { entries.count - free.count }
 
     /// The number of the series `key`, if known.
     func id(of key: SeriesKey) -> Int32? {
@@ -42,15 +47,53 @@ struct SeriesTable {
     /// Adds a series the table does not hold yet; returns its number.
     @discardableResult
     mutating func insert(_ entry: Entry) -> Int32 {
-        let id = Int32(entries.count)
         let key = entry.snapshot.key
-        // Grow by a quarter, not the doubling of `append`: entries are most of the table.
-        if entries.count == entries.capacity { entries.reserveCapacity(entries.count + entries.count / 4 + 64) }
-        entries.append(entry)
+        let id: Int32
+        if let reused = free.popLast() {
+            id = reused
+            entries[Int(id)] = entry
+        } else {
+            id = Int32(entries.count)
+            // Grow by a quarter, not the doubling of `append`: entries are most of the table.
+            if entries.count == entries.capacity { entries.reserveCapacity(entries.count + entries.count / 4 + 64) }
+            entries.append(entry)
+        }
         index.insert(hash: SeriesIndex.hash(serverID: key.serverID, metricName: key.metricName, labels: key.labels), id: id)
         byMetric[key.metricName, default: []].append(id)
         byServer[key.serverID, default: []].append(id)
         return id
+    }
+
+    /// Removes the series `keys` (unknown ones are skipped) and returns the entries removed.
+    /// Costs one lookup per key plus one pass over the metric and server lists they were in.
+    mutating func remove(_ keys: [SeriesKey]) -> [Entry] {
+        var removed: [Entry] = []
+        var metrics = Set<String>(), servers = Set<String>()
+        for key in keys {
+            guard let id = id(of: key) else { continue }
+            index.remove(hash: SeriesIndex.hash(serverID: key.serverID, metricName: key.metricName, labels: key.labels), id: id)
+            removed.append(entries[Int(id)])
+            entries[Int(id)].live = false
+            entries[Int(id)].snapshot.key = SeriesKey(serverID: "", metricName: "")  // frees its strings
+            free.append(id)
+            metrics.insert(key.metricName)
+            servers.insert(key.serverID)
+        }
+        guard !removed.isEmpty else { return [] }
+        for m in metrics {
+            let left = (byMetric[m] ?? []).filter { entries[Int($0)].live }
+            byMetric[m] = left.isEmpty ? nil : left
+        }
+        for srv in servers {
+            let left = (byServer[srv] ?? []).filter { entries[Int($0)].live }
+            byServer[srv] = left.isEmpty ? nil : left
+        }
+        return removed
+    }
+
+    /// The numbers of `metric`'s series.
+    func ids(metric: String) -> [Int32] {
+        byMetric[metric] ?? []
     }
 
     /// The keys of `metric`'s series.
@@ -64,5 +107,8 @@ struct SeriesTable {
     }
 
     /// Every key.
-    var allKeys: [SeriesKey] { entries.map(\.snapshot.key) }
+    var allKeys: [SeriesKey] { entries.compactMap { $0.live ? $0.snapshot.key : nil } }
+
+    /// Every live entry's number.
+    var allIDs: [Int32] { entries.indices.compactMap { entries[$0].live ? Int32($0) : nil } }
 }

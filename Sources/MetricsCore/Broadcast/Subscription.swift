@@ -19,6 +19,8 @@ public final class Subscription: Sendable {
         var cancelled = false
         var ticks = 0
         var pending: Set<SeriesKey> = []
+        /// Series removed since the last event (sent with the next due one).
+        var removedPending: [(key: SeriesKey, remote: Bool)] = []
         var coalescedCount = 0
         /// Member-list version of each fleet view this client has (sent again only when it changes).
         var membersSent: [String: Int] = [:]
@@ -85,13 +87,18 @@ public final class Subscription: Sendable {
     }
 
     /// Called with the broadcaster's lock held. Returns whether an event was queued.
-    func deliverTick(seq: UInt64, timestamp: Int64, changed: [SeriesSnapshot], cache: Broadcaster.RowCache,
+    func deliverTick(seq: UInt64, timestamp: Int64, changed: [SeriesSnapshot], removed: [(key: SeriesKey, remote: Bool)],
+                     cache: Broadcaster.RowCache,
                      changedByMetric: [String: [Int]], views: [FleetViewKey: (view: FleetView, encoded: [UInt8])],
                      state b: Broadcaster.State, broadcaster: Broadcaster) -> Bool {
         state.withLock { s in
             if s.cancelled { return false }
             s.ticks += 1
             let due = s.ticks % filter.every == 0
+            if !removed.isEmpty {
+                for r in removed { s.pending.remove(r.key) }
+                s.removedPending.append(contentsOf: removed)
+            }
             var selected: [[UInt8]] = []
             var truncated = false
             var topSelection: [SeriesKey] = []
@@ -132,7 +139,10 @@ public final class Subscription: Sendable {
                 }
             }
             guard due else { return false }
-            if s.needsSnapshot { return true }  // the snapshot it will read covers this tick
+            if s.needsSnapshot {
+                s.removedPending.removeAll()
+                return true  // the snapshot it will read covers this tick
+            }
             if filter.series && !filter.focus.isEmpty {
                 // Drill-down servers: every series changed since the last event, unless already selected.
                 let selectedKeys = Set(topSelection)
@@ -159,8 +169,10 @@ public final class Subscription: Sendable {
             s.lastSeq = seq
             let event = Broadcaster.frame(type: "update", seq: seq, timestamp: timestamp, epoch: broadcaster.epoch,
                                           rows: selected, fleet: broadcaster.fleetRows(filter: filter, state: b),
-                                          views: viewBytes, truncated: truncated,
+                                          views: viewBytes, removed: Broadcaster.encodeRemoved(s.removedPending, filter: filter),
+                                          truncated: truncated,
                                           tickMilliseconds: broadcaster.configuration.tickMilliseconds, retry: nil)
+            s.removedPending.removeAll()
             let cfg = broadcaster.configuration
             if s.queue.count + 1 > cfg.subscriberQueueEvents || s.queuedBytes + event.count > cfg.subscriberQueueBytes {
                 // Fall-behind: drop the backlog; the next read is a fresh snapshot.

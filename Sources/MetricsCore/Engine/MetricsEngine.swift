@@ -130,9 +130,9 @@ public final class MetricsEngine: Sendable {
         let now = ProcessInfoLite.nowMilliseconds()
         let clock = ContinuousClock()
         let t0 = clock.now
-        let (changed, sealed) = await aggregator.collect(now: now, seq: seq, sealAfter: configuration.sealAfterMilliseconds)
+        let (changed, sealed, expired) = await aggregator.collect(now: now, seq: seq, sealAfter: configuration.sealAfterMilliseconds)
         let t1 = clock.now
-        broadcaster.publish(changed: changed, seq: seq, timestamp: now)
+        broadcaster.publish(changed: changed, removed: expired, seq: seq, timestamp: now)
         let t2 = clock.now
         writer.enqueueRollups(sealed)
         func us(_ d: Duration) -> Int { Int(d.components.seconds * 1_000_000 + d.components.attoseconds / 1_000_000_000_000) }

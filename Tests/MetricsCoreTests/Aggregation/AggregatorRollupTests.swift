@@ -26,7 +26,7 @@ struct AggregatorRollupTests {
             // The wall clock runs a little ahead of the newest sample.
             clock = max(clock, batch.map(\.timestamp).max()! + 1_500)
             seq += 1
-            let (changed, sealed) = await aggregator.collect(now: clock, seq: seq, sealAfter: 5_000)
+            let (changed, sealed, _) = await aggregator.collect(now: clock, seq: seq, sealAfter: 5_000)
             // `changed` is exactly the series of this batch, each stamped with this tick.
             #expect(Set(changed.map(\.key)) == Set(batch.map(\.seriesKey)))
             #expect(changed.count == Set(batch.map(\.seriesKey)).count)

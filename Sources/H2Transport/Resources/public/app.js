@@ -118,6 +118,14 @@ function onEvent(e, isInit) {
   live.serverTime = msg.timestamp;
   setState("live", "live");
   if (isInit) live.rows.clear();
+  // Series the server dropped (idle past --series-idle-timeout): forget their rows and points.
+  for (const r of msg.removed || []) {
+    if (view.server && r.server_id === view.server) {
+      const k = r.metric_name + "\u0000" + (r.labels || "");
+      live.rows.delete(k);
+      live.series.delete(k);
+    }
+  }
   const metric = view.metric;
   const top = [];
   for (const r of msg.data) {
@@ -459,6 +467,10 @@ function renderDrill() {
     const end = live.serverTime || Date.now();
     const start = Math.max(end - 15 * 60e3, Math.min(pts.length ? pts[0][0] : end, end - 60e3));
     chart.set({ unit, window: [start, end], series: [{ name: r.metric_name, color: col.s1, points: pts }], empty: "waiting" });
+  }
+  // Cards of series the server removed (idle past its timeout) go too.
+  for (const [k, chart] of sparks) {
+    if (!live.rows.has(k)) { chart.canvas.parentElement.remove(); sparks.delete(k); }
   }
 }
 
