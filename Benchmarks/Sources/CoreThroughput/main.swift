@@ -126,3 +126,55 @@ for (name, input) in [("interleaved servers", interleaved), ("agent-shaped", age
         await pending?.value
     }
 }
+
+// One dashboard tick at the 10,000-agent scale: 50,000 series (10,000 servers x 5 metrics), each
+// with this and the previous minute's sketch populated, all changed since the last tick; 500
+// viewers subscribed as the page is (fleet heatmap + top 20 of one metric). Collect and publish
+// are timed separately (what the update lag and freshness of `scripts/bench/fleet_10k.py` wait for).
+do {
+    let aggregator = Aggregator()
+    let broadcaster = Broadcaster()
+    func step(_ k: Int) -> [MetricSample] {
+        var out: [MetricSample] = []
+        out.reserveCapacity(50_000)
+        for i in 0..<50_000 {
+            let value: Double = 40 + Double((i &* 31 &+ k &* 17) % 400) / 10
+            let ts: Int64 = base + Int64(k) * 1_000 + Int64(i % 1000)
+            out.append(MetricSample(serverID: "web-\(i / 5)", metricName: metrics[i % 5], value: value, timestamp: ts))
+        }
+        return out
+    }
+    var seq: UInt64 = 0
+    for k in 0..<90 {  // 90 simulated seconds: two minutes with data
+        await aggregator.ingest(step(k))
+        seq += 1
+        let r = await aggregator.collect(now: base + Int64(k) * 1_000 + 1_000, seq: seq)
+        broadcaster.publish(changed: r.changed, seq: seq, timestamp: base + Int64(k) * 1_000 + 1_000)
+    }
+    let filter = try! SubscriptionFilter(query: [("metrics", "cpu_usage"), ("heatmap", "1"), ("fleet", "0"), ("top", "20")],
+                                         tickMilliseconds: 1000)
+    let viewers = (0..<500).map { _ in try! broadcaster.subscribe(filter: filter, lastEventID: nil, onReady: {}) }
+    for v in viewers { while v.next() != nil {} }
+    let clock = ContinuousClock()
+    var collect = Duration.zero, publish = Duration.zero
+    let rounds = max(5, Int(seconds * 5))
+    for k in 90..<(90 + rounds) {
+        await aggregator.ingest(step(k))
+        seq += 1
+        let now = base + Int64(k) * 1_000 + 1_000
+        let t0 = clock.now
+        let r = await aggregator.collect(now: now, seq: seq)
+        let t1 = clock.now
+        broadcaster.publish(changed: r.changed, seq: seq, timestamp: now)
+        for v in viewers { while v.next() != nil {} }
+        let t2 = clock.now
+        collect += t1 - t0
+        publish += t2 - t1
+    }
+    func ms(_ d: Duration) -> String {
+        let v = (Double(d.components.seconds) * 1e3 + Double(d.components.attoseconds) / 1e15) / Double(rounds)
+        return String(Int(v.rounded()))
+    }
+    print("tick, 50,000 changed series, 500 dashboard viewers: collect \(ms(collect)) ms, publish + 500 events \(ms(publish)) ms")
+    for v in viewers { v.cancel() }
+}

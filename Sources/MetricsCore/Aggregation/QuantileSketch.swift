@@ -135,6 +135,68 @@ public struct QuantileSketch: Sendable, Equatable {
         return Swift.min(Swift.max(r, min), max)
     }
 
+    /// The quantiles `probes` (ascending, each in (0, 1)) of this sketch merged with `other`,
+    /// exactly as `merged.quantile(q)` would give them, in one walk over both bucket arrays and
+    /// without building the merged sketch: the aggregator asks this of every changed series every
+    /// tick, and a merge costs an allocation and a pass per series. Falls back to merging when the
+    /// union of the two bucket ranges is wider than ``maxBuckets`` (a merge would collapse buckets).
+    /// `nil` when both are empty.
+    func quantiles(_ probes: (Double, Double, Double), mergedWith other: QuantileSketch?) -> (Double, Double, Double)? {
+        guard let other, other.count > 0 else {
+            guard count > 0 else { return nil }
+            return Self.walk(self, nil, probes)
+        }
+        precondition(other.mapping == mapping, "sketches must share relativeAccuracy and maxBuckets")
+        if !DenseBuckets.unionFits(positive, other.positive, maxBuckets) || !DenseBuckets.unionFits(negative, other.negative, maxBuckets) {
+            var merged = self
+            merged.merge(other)
+            return Self.walk(merged, nil, probes)
+        }
+        return Self.walk(self, other, probes)
+    }
+
+    /// One ascending walk of `a` (plus `b`'s counts, index by index) answering three ranks.
+    private static func walk(_ a: QuantileSketch, _ b: QuantileSketch?, _ probes: (Double, Double, Double)) -> (Double, Double, Double)? {
+        let count = a.count &+ (b?.count ?? 0)
+        guard count > 0 else { return nil }
+        let lo = Swift.min(a.min, b?.min ?? .infinity), hi = Swift.max(a.max, b?.max ?? -.infinity)
+        // SIMD3 values rather than arrays: no heap allocation per call.
+        let qs = SIMD3<Double>(probes.0, probes.1, probes.2)
+        var ranks = SIMD3<UInt64>(repeating: 0)
+        var out = SIMD3<Double>(repeating: hi)
+        var pending = 0  // the first probe without an answer
+        for k in 0..<3 {
+            if qs[k] <= 0 { out[k] = lo; pending = k + 1 } else { ranks[k] = UInt64((qs[k] * Double(count - 1)).rounded(.down)) }
+        }
+        var seen: UInt64 = 0
+        @inline(__always) func take(_ c: UInt64, _ v: @autoclosure () -> Double) -> Bool {
+            guard c > 0 else { return true }
+            seen &+= c
+            while pending < 3 && qs[pending] < 1 && seen > ranks[pending] {
+                out[pending] = v()
+                pending += 1
+            }
+            return pending < 3 && qs[pending] < 1
+        }
+        var going = pending < 3 && qs[pending] < 1
+        if going {
+            DenseBuckets.forEachUnion(a.negative, b?.negative, descending: true) { idx, c in
+                going = take(UInt64(c), -a.value(at: idx))
+                return going
+            }
+        }
+        if going { going = take(a.zeroCount &+ (b?.zeroCount ?? 0), 0) }
+        if going {
+            DenseBuckets.forEachUnion(a.positive, b?.positive, descending: false) { idx, c in
+                going = take(UInt64(c), a.value(at: idx))
+                return going
+            }
+        }
+        // Probes ≥ 1 (and any left unanswered) keep `hi`; everything is clamped to the exact range.
+        for k in 0..<3 { out[k] = Swift.min(Swift.max(out[k], lo), hi) }
+        return (out[0], out[1], out[2])
+    }
+
     /// Approximate bytes of heap used by the bucket arrays.
     public var bucketBytes: Int { (positive.counts.capacity + negative.counts.capacity) * MemoryLayout<UInt32>.stride }
 }
@@ -244,6 +306,53 @@ struct DenseBuckets: Sendable, Equatable {
     mutating func merge(_ other: DenseBuckets, maxBuckets: Int) {
         for (k, c) in other.counts.enumerated() where c > 0 {
             increment(other.offset + Int32(k), by: c, maxBuckets: maxBuckets)
+        }
+    }
+
+    /// Whether the union of two bucket ranges spans at most `maxBuckets` (so merging would not collapse).
+    static func unionFits(_ a: DenseBuckets, _ b: DenseBuckets, _ maxBuckets: Int) -> Bool {
+        if a.counts.isEmpty || b.counts.isEmpty { return true }
+        let lo = Swift.min(Int(a.offset), Int(b.offset))
+        let hi = Swift.max(Int(a.offset) + a.counts.count, Int(b.offset) + b.counts.count)
+        return hi - lo <= maxBuckets
+    }
+
+    /// Calls `body` with each index holding a count in `a` or `b` and the sum of their counts, in
+    /// index order (descending or ascending), until it returns false.
+    static func forEachUnion(_ a: DenseBuckets, _ b: DenseBuckets?, descending: Bool, _ body: (Int32, UInt32) -> Bool) {
+        guard let b, !b.counts.isEmpty else {
+            if descending { a.forEachDescending(body) } else { a.forEachAscending(body) }
+            return
+        }
+        if a.counts.isEmpty {
+            if descending { b.forEachDescending(body) } else { b.forEachAscending(body) }
+            return
+        }
+        let lo = Swift.min(Int(a.offset), Int(b.offset))
+        let hi = Swift.max(Int(a.offset) + a.counts.count, Int(b.offset) + b.counts.count)
+        a.counts.withUnsafeBufferPointer { ac in
+            b.counts.withUnsafeBufferPointer { bc in
+                @inline(__always) func at(_ i: Int) -> UInt32 {
+                    var c: UInt32 = 0
+                    let ia = i - Int(a.offset), ib = i - Int(b.offset)
+                    if ia >= 0 && ia < ac.count { c &+= ac[ia] }
+                    if ib >= 0 && ib < bc.count { c &+= bc[ib] }
+                    return c
+                }
+                if descending {
+                    var i = hi - 1
+                    while i >= lo {
+                        let c = at(i)
+                        if c > 0 && !body(Int32(i), c) { return }
+                        i -= 1
+                    }
+                } else {
+                    for i in lo..<hi {
+                        let c = at(i)
+                        if c > 0 && !body(Int32(i), c) { return }
+                    }
+                }
+            }
         }
     }
 

@@ -139,10 +139,9 @@ struct SeriesState {
 
     /// Quantiles over the current and previous minute.
     func quantiles() -> (p50: Double, p95: Double, p99: Double)? {
-        var sk = current
-        if let p = previousSketch { sk.merge(p) }
-        guard let p50 = sk.quantile(0.5), let p95 = sk.quantile(0.95), let p99 = sk.quantile(0.99) else { return nil }
-        return (p50, p95, p99)
+        // One walk over both sketches, no merged copy (see QuantileSketch.quantiles(_:mergedWith:)).
+        guard let q = current.quantiles((0.5, 0.95, 0.99), mergedWith: previousSketch) else { return nil }
+        return (q.0, q.1, q.2)
     }
 }
 

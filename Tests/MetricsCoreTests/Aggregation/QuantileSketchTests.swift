@@ -190,4 +190,37 @@ struct QuantileSketchTests {
         s.add(123.456)
         for q in [0.0, 0.01, 0.5, 0.99, 1.0] { #expect(s.quantile(q) == 123.456) }
     }
+
+    @Test("quantiles over two sketches in one walk equal those of the merged sketch, bit for bit")
+    func oneWalkQuantilesEqualMergedQuantiles() {
+        var rng = T.SeededRNG(seed: 99)
+        let probeSets: [(Double, Double, Double)] = [(0.5, 0.95, 0.99), (0, 0.5, 1), (0.01, 0.02, 0.03), (0.999, 1, 1)]
+        for round in 0..<300 {
+            let bound = round % 3 == 0 ? 64 : 2048  // small bounds exercise the collapse fallback
+            var a = QuantileSketch(relativeAccuracy: 0.01, maxBuckets: bound)
+            var b = QuantileSketch(relativeAccuracy: 0.01, maxBuckets: bound)
+            func value() -> Double {
+                switch rng.int(0...5) {
+                case 0: 0
+                case 1: -rng.lognormal(mu: 1, sigma: 2)
+                case 2: rng.pareto(scale: 3, shape: 1.2)
+                default: 50 + rng.normal() * Double(rng.int(1...20))
+                }
+            }
+            for _ in 0..<rng.int(0...40) { a.add(value()) }
+            for _ in 0..<rng.int(0...40) { b.add(value()) }
+            var merged = a
+            merged.merge(b)
+            for probes in probeSets {
+                let walked = a.quantiles(probes, mergedWith: round % 7 == 0 ? nil : b)
+                let reference = round % 7 == 0 ? a : merged
+                if reference.isEmpty {
+                    #expect(walked == nil)
+                    continue
+                }
+                let expected = (reference.quantile(probes.0)!, reference.quantile(probes.1)!, reference.quantile(probes.2)!)
+                #expect(walked.map { $0 == expected } == true, "round \(round) probes \(probes): \(String(describing: walked)) vs \(expected)")
+            }
+        }
+    }
 }
