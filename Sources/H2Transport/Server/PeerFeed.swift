@@ -158,7 +158,7 @@ public final class PeerFeed: Sendable {
                 guard let server = r["server_id"] as? String, let metric = r["metric_name"] as? String else { return nil }
                 return SeriesKey(serverID: server, metricName: metric, labels: r["labels"] as? String ?? "")
             }
-            broadcaster.submitRemoteRemoval(keys)
+            broadcaster.submitRemoteRemoval(keys, origin: peer)
         }
     }
 

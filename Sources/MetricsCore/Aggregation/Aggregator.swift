@@ -46,7 +46,7 @@ public final class Aggregator: Sendable {
     public let budget: SeriesBudget
     /// Recent `(seq, now)` pairs of ``collect(now:seq:sealAfter:)``, oldest first: the newest one
     /// at least ``Configuration/idleSeriesTimeout`` old names the tick through which series are
-    /// idle. Holds about timeout / tick entries.
+    /// idle. About 1,024 entries at most (see `idleThrough`).
     private let ticks = Mutex(Deque<(seq: UInt64, now: Int64)>())
 
     /// Creates an empty aggregator.
@@ -148,7 +148,11 @@ public final class Aggregator: Sendable {
         let timeout = configuration.idleSeriesTimeout
         guard timeout > 0 else { return nil }
         return ticks.withLock { log in
-            log.append((seq, now))
+            // A wall clock stepped back does not move the log back; entries are at least
+            // timeout / 1024 apart, so the log holds about 1,024 whatever the timeout and tick
+            // (series then leave up to 0.1 % of the timeout late).
+            let now = max(now, log.last?.now ?? now)
+            if log.isEmpty || now - log.last!.now >= max(1, timeout / 1024) { log.append((seq, now)) }
             let horizon = now - timeout
             while log.count >= 2 && log[log.index(after: log.startIndex)].now <= horizon { log.removeFirst() }
             guard let first = log.first, first.now <= horizon, first.seq < seq else { return nil }

@@ -40,8 +40,10 @@ public actor AggregatorShard {
     /// Series states by series number; each holds its key (verified on lookup, see ``SeriesIndex``).
     private var states: [SeriesState] = []
     private var dirtyList: [Int] = []
-    /// Series numbers by (server, metric), for history lookups across label sets: a multimap in
-    /// the same 16-byte-entry index (a `[String: [Int]]` cost about 150 bytes per series).
+    /// The first series of each (server, metric), for history lookups across label sets; the
+    /// others are linked from it (``SeriesState/nextSameServerMetric``). 16-byte entries, O(1) to
+    /// add and remove however many label sets a server has (a `[String: [Int]]` cost about 150
+    /// bytes per series).
     private var byServerMetric = SeriesIndex()
     private var sealed: [MinuteRollup] = []
     /// Where the rollup of (series, minute) is in `sealed`: late samples of one minute within a
@@ -158,16 +160,28 @@ public actor AggregatorShard {
         // Grow by a quarter, not the doubling of `append`: the states are most of the shard's memory.
         if states.count == states.capacity { states.reserveCapacity(states.count + states.count / 4 + 64) }
         states.append(SeriesState(key: key, mapping: mapping))
-        byServerMetric.insert(hash: Self.serverMetricHash(key), id: Int32(i))
+        let h = Self.serverMetricHash(key)
+        if let head = firstOf(serverID: key.serverID, metricName: key.metricName, hash: h) {
+            states[i].nextSameServerMetric = head
+            states[Int(head)].previousSameServerMetric = Int32(i)
+            byServerMetric.renumber(hash: h, id: head, to: Int32(i))
+        } else {
+            byServerMetric.insert(hash: h, id: Int32(i))
+        }
         return i
     }
 
     /// The open (not yet sealed) minute of each series of `serverID`/`metricName`, optionally one label set.
     func openMinutes(serverID: String, metricName: String, labels: String?) -> [MinuteRollup] {
         var out: [MinuteRollup] = []
-        let h = SeriesIndex.hash(serverID: serverID, metricName: metricName, labels: "")
-        let ids = byServerMetric.all(hash: h) { states[Int($0)].key.serverID == serverID && states[Int($0)].key.metricName == metricName }
-        for i in ids.sorted().map(Int.init) {
+        var ids: [Int] = []
+        var next = firstOf(serverID: serverID, metricName: metricName,
+                           hash: SeriesIndex.hash(serverID: serverID, metricName: metricName, labels: "")) ?? -1
+        while next >= 0 {
+            ids.append(Int(next))
+            next = states[Int(next)].nextSameServerMetric
+        }
+        for i in ids.sorted() {
             if let labels, states[i].key.labels != labels { continue }
             let st = states[i]
             let open = st.currentUnsent?.sketch ?? st.current  // the part of the minute the store does not hold
@@ -264,12 +278,17 @@ public actor AggregatorShard {
             let key = states[i].key
             keys.append(key)
             index.remove(hash: Self.hash(key), id: Int32(i))
-            byServerMetric.remove(hash: Self.serverMetricHash(key), id: Int32(i))
+            unlinkServerMetric(i)
             let last = states.count - 1
             if i != last {
                 let moved = states[last].key
                 index.renumber(hash: Self.hash(moved), id: Int32(last), to: Int32(i))
-                byServerMetric.renumber(hash: Self.serverMetricHash(moved), id: Int32(last), to: Int32(i))
+                // Whoever pointed at `last` (a neighbour, or the index as head) now points at `i`.
+                let p = states[last].previousSameServerMetric, n = states[last].nextSameServerMetric
+                if p >= 0 { states[Int(p)].nextSameServerMetric = Int32(i) } else {
+                    byServerMetric.renumber(hash: Self.serverMetricHash(moved), id: Int32(last), to: Int32(i))
+                }
+                if n >= 0 { states[Int(n)].previousSameServerMetric = Int32(i) }
                 states.swapAt(i, last)
             }
             states.removeLast()
@@ -279,6 +298,26 @@ public actor AggregatorShard {
         // Give memory back after a large expiry (a fleet that shrank), not on every series.
         if states.capacity > 1024 && states.count < states.capacity / 2 { states = states.withUnsafeBufferPointer { Array($0) } }
         return keys
+    }
+
+    /// The first series of (server, metric), if any.
+    private func firstOf(serverID: String, metricName: String, hash: UInt64) -> Int32? {
+        byServerMetric.find(hash: hash) { states[Int($0)].key.serverID == serverID && states[Int($0)].key.metricName == metricName }
+    }
+
+    /// Takes series `i` out of its (server, metric) list.
+    private func unlinkServerMetric(_ i: Int) {
+        let p = states[i].previousSameServerMetric, n = states[i].nextSameServerMetric
+        if p >= 0 {
+            states[Int(p)].nextSameServerMetric = n
+        } else if n >= 0 {
+            byServerMetric.renumber(hash: Self.serverMetricHash(states[i].key), id: Int32(i), to: n)
+        } else {
+            byServerMetric.remove(hash: Self.serverMetricHash(states[i].key), id: Int32(i))
+        }
+        if n >= 0 { states[Int(n)].previousSameServerMetric = p }
+        states[i].previousSameServerMetric = -1
+        states[i].nextSameServerMetric = -1
     }
 
     private static func hash(_ key: SeriesKey) -> UInt64 {

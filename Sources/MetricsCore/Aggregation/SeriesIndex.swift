@@ -60,11 +60,15 @@ struct SeriesIndex {
         }
     }
 
+    /// The slot a hash starts probing at. Bit 0 is skipped: stored hashes always have it set.
+    @inline(__always)
+    private func home(_ hash: UInt64) -> Int { Int(truncatingIfNeeded: hash >> 1) & mask }
+
     /// The series number stored for `hash` whose key satisfies `matches`, if any.
     @inline(__always)
     func find(hash: UInt64, matches: (Int32) -> Bool) -> Int32? {
         entries.withUnsafeBufferPointer { e in
-            var i = Int(truncatingIfNeeded: hash) & mask
+            var i = home(hash)
             while true {
                 let entry = e[i]
                 if entry.hash == 0 { return nil }
@@ -79,7 +83,7 @@ struct SeriesIndex {
     func all(hash: UInt64, matches: (Int32) -> Bool) -> [Int32] {
         entries.withUnsafeBufferPointer { e in
             var out: [Int32] = []
-            var i = Int(truncatingIfNeeded: hash) & mask
+            var i = home(hash)
             while true {
                 let entry = e[i]
                 if entry.hash == 0 { return out }
@@ -108,7 +112,7 @@ struct SeriesIndex {
             j = (j + 1) & mask
             let e = entries[j]
             if e.hash == 0 { return }
-            let home = Int(truncatingIfNeeded: e.hash) & mask
+            let home = home(e.hash)
             // The entry may move back into the hole unless its home lies cyclically in (hole, j].
             let stays = hole <= j ? (hole < home && home <= j) : (hole < home || home <= j)
             if stays { continue }
@@ -124,7 +128,7 @@ struct SeriesIndex {
     }
 
     private func slot(hash: UInt64, id: Int32) -> Int? {
-        var i = Int(truncatingIfNeeded: hash) & mask
+        var i = home(hash)
         while true {
             let e = entries[i]
             if e.hash == 0 { return nil }
@@ -134,7 +138,7 @@ struct SeriesIndex {
     }
 
     private mutating func place(hash: UInt64, id: Int32) {
-        var i = Int(truncatingIfNeeded: hash) & mask
+        var i = home(hash)
         while entries[i].hash != 0 { i = (i + 1) & mask }
         entries[i] = Entry(hash: hash, id: id)
     }

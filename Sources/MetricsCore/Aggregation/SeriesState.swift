@@ -32,6 +32,10 @@ struct SeriesState {
     var previousSketch: QuantileSketch?
     /// Tick sequence number when this series last changed.
     var changedSeq: UInt64 = 0
+    /// The other label sets of this series' server and metric: a doubly linked list through the
+    /// shard's states (positions; -1 ends it), headed by the shard's (server, metric) index.
+    var previousSameServerMetric: Int32 = -1
+    var nextSameServerMetric: Int32 = -1
     /// Whether a sample for `currentMinute` arrived since the last collect.
     var touchedCurrent = false
     var dirty = false

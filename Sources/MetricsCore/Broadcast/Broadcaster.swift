@@ -169,14 +169,21 @@ public final class Broadcaster: Sendable {
         var history: [String: FleetHistory] = [:]
         var subscriptions: [ObjectIdentifier: Subscription] = [:]
         /// Series merged from peers since the last tick, latest per series (bounded by the series count).
-        var remotePending: [SeriesKey: (snapshot: SeriesSnapshot, origin: String)] = [:]
-        /// Keys removed from peers since the last tick (the peer said so in its own events).
-        var remoteRemovedPending: [SeriesKey] = []
+        var remotePending: [SeriesKey: (snapshot: SeriesSnapshot, origin: Int32)] = [:]
+        /// Keys removed from peers since the last tick (the peer said so in its own events), with
+        /// the peer's origin number.
+        var remoteRemovedPending: [(key: SeriesKey, origin: Int32)] = []
         /// Recent removals by tick, oldest first, at most ``Configuration/removalLog``.
-        var removals = Deque<(seq: UInt64, key: SeriesKey, remote: Bool)>()
+        var removals = Deque<Removal>()
         /// The newest tick whose removals were dropped from ``removals`` (resumes from before it get `init`).
         var removalsForgottenThrough: UInt64 = 0
         var removedTotal = 0
+        /// The source of every ``MetricServers/version`` (see there).
+        var membersClock = 0
+        /// Peer names by origin number (entry `origin` 1 is `origins[0]`); a handful per process.
+        var origins: [String] = []
+        /// Live entries merged from peers.
+        var remoteSeries = 0
         var remoteReceived = 0
         var eventsSent = 0
         var coalesced = 0
@@ -231,7 +238,7 @@ public final class Broadcaster: Sendable {
     ///   - timestamp: wall-clock time of the tick, epoch ms.
     public func publish(changed localChanged: [SeriesSnapshot], removed localRemoved: [SeriesKey] = [], seq: UInt64, timestamp: Int64) {
         // Peers' series received since the last tick join this tick's changes, after the local ones.
-        let (remote, remoteRemoved): ([(snapshot: SeriesSnapshot, origin: String)], [SeriesKey]) = state.withLock { s in
+        let (remote, remoteRemoved): ([(snapshot: SeriesSnapshot, origin: Int32)], [(key: SeriesKey, origin: Int32)]) = state.withLock { s in
             let r = Array(s.remotePending.values)
             s.remotePending.removeAll(keepingCapacity: true)
             let gone = s.remoteRemovedPending
@@ -239,14 +246,18 @@ public final class Broadcaster: Sendable {
             return (r, gone)
         }
         var changed = localChanged
+        var origins: [Int32] = []
         if !remote.isEmpty {
             changed.reserveCapacity(localChanged.count + remote.count)
+            origins.reserveCapacity(remote.count)
             for r in remote {
                 var snap = r.snapshot
                 snap.changedSeq = seq
                 changed.append(snap)
+                origins.append(r.origin)
             }
         }
+        func origin(_ i: Int) -> Int32 { i < localChanged.count ? 0 : origins[i - localChanged.count] }
         // Rows are encoded lazily, once, for the series some subscriber selects (`RowCache`): a
         // dashboard watching the top 20 of 50,000 changed series costs 20 encodings, not 50,000.
         let cache = RowCache(changed, localCount: localChanged.count)
@@ -255,7 +266,8 @@ public final class Broadcaster: Sendable {
             s.seq = max(s.seq, seq)
             s.lastTickTimestamp = timestamp
             // Removals first: a key removed here may come back below (e.g. from a peer) as a new series.
-            let removed = removeSeries(local: localRemoved, remote: remoteRemoved, seq: seq, state: &s)
+            let removed = removeSeries(local: localRemoved, remote: remoteRemoved,
+                                       arriving: Set(remote.map(\.snapshot.key)), seq: seq, state: &s)
             // Index this tick's changes by metric (also lets filtered subscribers skip the rest).
             var changedByMetric: [String: [Int]] = [:]
             for (i, snap) in changed.enumerated() { changedByMetric[snap.key.metricName, default: []].append(i) }
@@ -264,16 +276,24 @@ public final class Broadcaster: Sendable {
             for i in changed.indices {
                 guard let id = s.entries.id(of: changed[i].key) else { continue }
                 s.entries[id].snapshot = changed[i]
-                s.entries[id].remote = i >= localChanged.count
+                let o = origin(i)
+                if (s.entries[id].origin != 0) != (o != 0) { s.remoteSeries += o != 0 ? 1 : -1 }
+                s.entries[id].origin = o
                 let slot = s.entries[id].slot
                 slots[i] = (Int(slot.server), Int(slot.index))
             }
             var newKeys: [(Int, (server: Int, index: Int))] = []
             for (m, indices) in changedByMetric {
                 Self.record(changed, indices, slots: slots, into: &s.metricServers[m, default: MetricServers()], new: &newKeys)
+                if s.metricServers[m]!.membersChanged {
+                    s.membersClock += 1
+                    s.metricServers[m]!.version = s.membersClock
+                    s.metricServers[m]!.membersChanged = false
+                }
             }
             for (i, slot) in newKeys {
-                s.entries.insert(Entry(snapshot: changed[i], slot: (Int32(slot.server), Int32(slot.index)), remote: i >= localChanged.count))
+                s.entries.insert(Entry(snapshot: changed[i], slot: (Int32(slot.server), Int32(slot.index)), origin: origin(i)))
+                if origin(i) != 0 { s.remoteSeries += 1 }
             }
             let touchedMetrics = Set(changedByMetric.keys).union(removed.metrics).filter { s.metricServers[$0] != nil }
             // Fleet views: the history ring of every tracked metric, then what subscribers asked for
@@ -303,7 +323,7 @@ public final class Broadcaster: Sendable {
                 s.fleetRows[m] = Self.encodeFleet(f, limit: configuration.fleetTopN)
             }
             for sub in s.subscriptions.values {
-                if sub.deliverTick(seq: seq, timestamp: timestamp, changed: changed, removed: removed.keys, cache: cache,
+                if sub.deliverTick(seq: seq, timestamp: timestamp, changed: changed, removed: removed.list, cache: cache,
                                    changedByMetric: changedByMetric, views: views, state: s, broadcaster: self) {
                     ready.append(sub)
                 }
@@ -313,36 +333,49 @@ public final class Broadcaster: Sendable {
         for sub in ready { sub.notify() }
     }
 
-    /// Removes this tick's departed series: the given local and remote keys, plus remote series
-    /// idle for ``Configuration/idleRemoteSeriesMilliseconds`` (checked every 16 ticks). Rebuilds
-    /// the fleet layout of every metric that lost a series, logs the removals for resumes, and
-    /// returns them (with `remote` telling peers' series apart) and the metrics they touched.
-    func removeSeries(local: [SeriesKey], remote: [SeriesKey], seq: UInt64, state s: inout State)
-        -> (keys: [(key: SeriesKey, remote: Bool)], metrics: Set<String>) {
-        var remoteKeys = remote
+    /// One removed series, encoded once for every subscriber that is told about it.
+    struct Removal {
+        var seq: UInt64
+        var key: SeriesKey
+        /// Merged from a peer (`origin=local` subscribers are not told).
+        var remote: Bool
+        /// Its object in a `removed` array.
+        var json: [UInt8]
+    }
+
+    /// Removes this tick's departed series: the given local keys (only entries of this instance's
+    /// own agents) and peers' keys (only entries merged from that peer), plus peers' series idle
+    /// for ``Configuration/idleRemoteSeriesMilliseconds`` (checked every 16 ticks, skipping those
+    /// arriving in this tick). Rebuilds the fleet layout of every metric that lost a series, logs
+    /// the removals for resumes, and returns them and the metrics they touched.
+    func removeSeries(local: [SeriesKey], remote: [(key: SeriesKey, origin: Int32)], arriving: Set<SeriesKey>,
+                      seq: UInt64, state s: inout State) -> (list: [Removal], metrics: Set<String>) {
+        var candidates: [(key: SeriesKey, origin: Int32?)] = local.map { ($0, 0) } + remote.map { ($0.key, $0.origin) }
         let idleMs = configuration.idleRemoteSeriesMilliseconds
-        if idleMs > 0 && seq % 16 == 0 {
+        if idleMs > 0 && s.remoteSeries > 0 && seq % 16 == 0 {
             let idleTicks = UInt64(max(1, idleMs / configuration.tickMilliseconds))
-            for e in s.entries.entries where e.live && e.remote && seq > e.snapshot.changedSeq &+ idleTicks {
-                remoteKeys.append(e.snapshot.key)
+            for e in s.entries.entries where e.live && e.origin != 0 && seq > e.snapshot.changedSeq &+ idleTicks
+                && !arriving.contains(e.snapshot.key) {
+                candidates.append((e.snapshot.key, nil))  // nil: whichever peer it came from
             }
         }
-        guard !local.isEmpty || !remoteKeys.isEmpty else { return ([], []) }
-        var out: [(key: SeriesKey, remote: Bool)] = []
-        var metrics = Set<String>()
-        // A local key is removed only if the entry is local, a remote one only if it is remote: a
-        // series that moved between instances must not be dropped by its old owner's removal.
-        let candidates = local.map { ($0, false) } + remoteKeys.map { ($0, true) }
+        guard !candidates.isEmpty else { return ([], []) }
+        var out: [Removal] = []
+        var seen = Set<SeriesKey>()
         var keys: [SeriesKey] = []
-        for (key, isRemote) in candidates {
-            guard let e = s.entries[key], e.remote == isRemote else { continue }
-            keys.append(key)
-            out.append((key, isRemote))
+        for c in candidates where !seen.contains(c.key) {
+            // A series that moved between instances must not be dropped by its old owner's removal.
+            guard let e = s.entries[c.key], c.origin == nil || e.origin == c.origin else { continue }
+            seen.insert(c.key)
+            keys.append(c.key)
+            out.append(Removal(seq: seq, key: c.key, remote: e.origin != 0, json: Self.encodeRemovedKey(c.key)))
+            if e.origin != 0 { s.remoteSeries -= 1 }
         }
+        var metrics = Set<String>()
         for e in s.entries.remove(keys) { metrics.insert(e.snapshot.key.metricName) }
         for m in metrics { rebuildFleetLayout(metric: m, state: &s) }
         s.removedTotal += out.count
-        for r in out { s.removals.append((seq, r.key, r.remote)) }
+        s.removals.append(contentsOf: out)
         while s.removals.count > configuration.removalLog, let first = s.removals.popFirst() {
             s.removalsForgottenThrough = max(s.removalsForgottenThrough, first.seq)
         }
@@ -366,12 +399,27 @@ public final class Broadcaster: Sendable {
             let slot = ms.insert(s.entries[id].snapshot)
             s.entries[id].slot = (Int32(slot.0), Int32(slot.1))
         }
-        ms.version = (s.metricServers[m]?.version ?? 0) + 1
+        ms.membersChanged = false
+        // A new member version only when the set of servers changed (not when a server lost one
+        // of several label sets): every heatmap viewer is sent the whole member list again.
+        if let old = s.metricServers[m], Set(old.ids) == Set(ms.ids) {
+            ms.version = old.version
+        } else {
+            s.membersClock += 1
+            ms.version = s.membersClock
+        }
         ms.sortIfNeeded()
         s.metricServers[m] = ms
     }
 
     // MARK: - Peers
+
+    /// The number of a peer name (1, 2, …; 0 is this instance).
+    private static func originNumber(_ name: String, _ s: inout State) -> Int32 {
+        if let i = s.origins.firstIndex(of: name) { return Int32(i + 1) }
+        s.origins.append(name)
+        return Int32(s.origins.count)
+    }
 
     /// Merges series from a peer instance (its own agents' series, as its SSE rows carry them).
     /// They join the next tick like local changes: rows, top-N, fleet rollups and views include
@@ -379,26 +427,32 @@ public final class Broadcaster: Sendable {
     /// `origin=local` (other peers) never receive them.
     public func submitRemote(_ snapshots: [SeriesSnapshot], origin: String) {
         state.withLock { s in
-            for snap in snapshots { s.remotePending[snap.key] = (snap, origin) }
+            let o = Self.originNumber(origin, &s)
+            for snap in snapshots { s.remotePending[snap.key] = (snap, o) }
             s.remoteReceived += snapshots.count
         }
     }
 
-    /// Removes series a peer reported gone (its `removed` events); they leave at the next tick.
-    public func submitRemoteRemoval(_ keys: [SeriesKey]) {
+    /// Removes series a peer reported gone (its `removed` events); they leave at the next tick,
+    /// unless another peer (or this instance) holds them by then.
+    public func submitRemoteRemoval(_ keys: [SeriesKey], origin: String) {
         guard !keys.isEmpty else { return }
         state.withLock { s in
-            for key in keys { s.remotePending[key] = nil }
-            s.remoteRemovedPending.append(contentsOf: keys)
+            let o = Self.originNumber(origin, &s)
+            for key in keys {
+                if s.remotePending[key]?.origin == o { s.remotePending[key] = nil }
+                s.remoteRemovedPending.append((key, o))
+            }
         }
     }
 
     /// Series merged from peers since start, and the number currently known from peers.
     public var remoteCounters: (received: Int, series: Int) {
-        state.withLock { s in (s.remoteReceived, s.entries.entries.reduce(0) { $0 + ($1.live && $1.remote ? 1 : 0) }) }
+        state.withLock { s in (s.remoteReceived, s.remoteSeries) }
     }
 
-    /// Series removed since start (idle local series the aggregator expired, and peers' series).
+    /// Series removed since start: this instance's idle series the aggregator expired, and peers'
+    /// series (gone from the peer, or idle here).
     public var removedSeries: Int { state.withLock { $0.removedTotal } }
 
     // MARK: - Subscribers
@@ -435,7 +489,7 @@ public final class Broadcaster: Sendable {
             let event: [UInt8]
             let members: [String: Int]
             if let from = resumeFrom {
-                let removed = s.removals.filter { $0.seq > from }.map { ($0.key, $0.remote) }
+                let removed = Array(s.removals.filter { $0.seq > from })
                 (event, members) = buildEvent(type: "update", seq: s.seq, timestamp: s.lastTickTimestamp, filter: filter,
                                               state: s, retry: true, removed: removed) { $0.snapshot.changedSeq > from }
             } else {
@@ -490,9 +544,9 @@ public final class Broadcaster: Sendable {
     /// Builds a full event from the stored entries that pass `filter` and `include`, and returns
     /// the member-list versions of the fleet views it carries.
     func buildEvent(type: String, seq: UInt64, timestamp: Int64, filter: SubscriptionFilter, state s: State,
-                    retry: Bool, removed: [(key: SeriesKey, remote: Bool)] = [], include given: (Entry) -> Bool) -> ([UInt8], [String: Int]) {
+                    retry: Bool, removed: [Removal] = [], include given: (Entry) -> Bool) -> ([UInt8], [String: Int]) {
         let localOnly = filter.localOnly
-        func include(_ e: Entry) -> Bool { (!localOnly || !e.remote) && given(e) }
+        func include(_ e: Entry) -> Bool { (!localOnly || e.origin == 0) && given(e) }
         var rows: [[UInt8]] = []
         var truncated = false
         var selectedKeys = Set<SeriesKey>()
@@ -597,21 +651,28 @@ public final class Broadcaster: Sendable {
         return w.bytes
     }
 
-    /// The `removed` array's objects: the keys among `removed` that `filter` would have shown,
-    /// its focus servers' included (local ones only for `origin=local`). Empty when the filter
-    /// asks for no series.
-    static func encodeRemoved(_ removed: [(key: SeriesKey, remote: Bool)], filter: SubscriptionFilter) -> [[UInt8]] {
-        guard filter.series else { return [] }
+    /// The `removed` array's objects for `filter`: the removals among `removed` whose rows the
+    /// filter selects (local ones only for `origin=local`). A `top=N` filter gets only its focus
+    /// servers' removals: its top rows are sent whole every tick, so a departed series simply
+    /// leaves them. Empty when the filter asks for no series.
+    static func encodeRemoved(_ removed: [Removal], filter: SubscriptionFilter) -> [[UInt8]] {
+        guard filter.series, !removed.isEmpty else { return [] }
         var out: [[UInt8]] = []
-        for r in removed where (filter.matches(r.key) || filter.focus.contains(r.key.serverID)) && !(filter.localOnly && r.remote) {
-            var w = JSONWriter(capacity: 96)
-            w.raw("{\"server_id\":"); w.string(r.key.serverID)
-            w.raw(",\"metric_name\":"); w.string(r.key.metricName)
-            if !r.key.labels.isEmpty { w.raw(",\"labels\":"); w.string(r.key.labels) }
-            w.byte(UInt8(ascii: "}"))
-            out.append(w.bytes)
+        for r in removed where !(filter.localOnly && r.remote) {
+            let focused = filter.focus.contains(r.key.serverID)
+            if focused || (filter.top == nil && filter.matches(r.key)) { out.append(r.json) }
         }
         return out
+    }
+
+    /// `{"server_id","metric_name","labels"?}` of a removed series.
+    static func encodeRemovedKey(_ key: SeriesKey) -> [UInt8] {
+        var w = JSONWriter(capacity: 96)
+        w.raw("{\"server_id\":"); w.string(key.serverID)
+        w.raw(",\"metric_name\":"); w.string(key.metricName)
+        if !key.labels.isEmpty { w.raw(",\"labels\":"); w.string(key.labels) }
+        w.byte(UInt8(ascii: "}"))
+        return w.bytes
     }
 
     /// The JSON object of one fleet rollup.

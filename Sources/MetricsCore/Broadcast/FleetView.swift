@@ -15,8 +15,12 @@ struct MetricServers {
     var series: [[Series]] = []
     /// Slots in natural order of their ids; rebuilt by ``sortIfNeeded()`` after servers arrive.
     var order: [Int] = []
-    /// Increases whenever a server joins (so clients know when to refetch the member list).
+    /// Changes whenever the member list changes (so clients know when to refetch it). Assigned
+    /// by the broadcaster from one clock for all metrics, so a metric that disappears and comes
+    /// back never repeats a version a client already holds.
     var version = 0
+    /// A server joined since the broadcaster last assigned ``version``.
+    var membersChanged = false
     var dirty = false
     var seriesCount = 0
 
@@ -31,7 +35,7 @@ struct MetricServers {
             slotByServer[id] = slot
             ids.append(id)
             series.append([])
-            version += 1
+            membersChanged = true
             dirty = true
         }
         series[slot].append(Series(labels: snap.key.labels, last: snap.last, changedSeq: snap.changedSeq))

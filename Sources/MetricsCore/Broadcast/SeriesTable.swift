@@ -10,8 +10,8 @@ struct SeriesTable {
         var snapshot: SeriesSnapshot
         /// Where the series sits in its metric's ``MetricServers``.
         var slot: (server: Int32, index: Int32)
-        /// Merged from a peer (`false`: this instance's own agents).
-        var remote: Bool
+        /// Where it came from: 0 this instance's own agents, n > 0 the n-th peer (``Broadcaster``).
+        var origin: Int32
         /// `false` once removed (its number waits in the free list for the next new series).
         var live = true
     }

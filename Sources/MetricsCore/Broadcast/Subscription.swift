@@ -20,7 +20,7 @@ public final class Subscription: Sendable {
         var ticks = 0
         var pending: Set<SeriesKey> = []
         /// Series removed since the last event (sent with the next due one).
-        var removedPending: [(key: SeriesKey, remote: Bool)] = []
+        var removedPending: [Broadcaster.Removal] = []
         var coalescedCount = 0
         /// Member-list version of each fleet view this client has (sent again only when it changes).
         var membersSent: [String: Int] = [:]
@@ -43,6 +43,9 @@ public final class Subscription: Sendable {
             if s.cancelled { return false }
             if s.needsSnapshot {
                 s.needsSnapshot = false
+                // The snapshot covers everything pending: removals before it must not follow it.
+                s.removedPending.removeAll()
+                s.pending.removeAll()
                 return true
             }
             return false
@@ -87,7 +90,7 @@ public final class Subscription: Sendable {
     }
 
     /// Called with the broadcaster's lock held. Returns whether an event was queued.
-    func deliverTick(seq: UInt64, timestamp: Int64, changed: [SeriesSnapshot], removed: [(key: SeriesKey, remote: Bool)],
+    func deliverTick(seq: UInt64, timestamp: Int64, changed: [SeriesSnapshot], removed: [Broadcaster.Removal],
                      cache: Broadcaster.RowCache,
                      changedByMetric: [String: [Int]], views: [FleetViewKey: (view: FleetView, encoded: [UInt8])],
                      state b: Broadcaster.State, broadcaster: Broadcaster) -> Bool {
@@ -107,7 +110,7 @@ public final class Subscription: Sendable {
                     if due {
                         topSelection = broadcaster.topKeys(filter: filter, top: top, state: b)
                         for key in topSelection {
-                            if let e = b.entries[key], !filter.localOnly || !e.remote { selected.append(cache.row(key, e)) }
+                            if let e = b.entries[key], !filter.localOnly || e.origin == 0 { selected.append(cache.row(key, e)) }
                         }
                     }
                 } else if filter.every == 1 {
@@ -132,7 +135,7 @@ public final class Subscription: Sendable {
                     if due {
                         for key in s.pending.sorted() {
                             if selected.count >= filter.limit { truncated = true; break }
-                            if let e = b.entries[key], !filter.localOnly || !e.remote { selected.append(cache.row(key, e)) }
+                            if let e = b.entries[key], !filter.localOnly || e.origin == 0 { selected.append(cache.row(key, e)) }
                         }
                         s.pending.removeAll(keepingCapacity: true)
                     }

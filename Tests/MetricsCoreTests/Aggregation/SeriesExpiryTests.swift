@@ -87,6 +87,42 @@ struct SeriesExpiryTests {
         #expect(await agg.ingest([T.sample(back.serverID, back.metricName, 5, now)]) == [0], "the cap is full again")
     }
 
+    @Test("the label sets of a server's metric stay listed exactly (history's open minutes) while series expire and move")
+    func serverMetricListsSurviveExpiry() async {
+        let agg = Aggregator(configuration: .init(shardCount: 1, idleSeriesTimeout: 3_000))
+        var rng = CoreTestSupport.SeededRNG(seed: 11)
+        // Two servers x two metrics x 40 label sets, interleaved so swap-removal moves series across lists.
+        var keys: [SeriesKey] = []
+        for l in 0..<40 { for srv in ["a", "b"] { for m in ["cpu", "mem"] { keys.append(SeriesKey(serverID: srv, metricName: m, labels: "core=\(l)")) } } }
+        var live = Set(keys)
+        var seq: UInt64 = 0
+        var now = Self.m + 1_000
+        for round in 0..<6 {
+            // Feed the live ones, except a random quarter that goes quiet for good.
+            if round > 0 { for k in live where rng.chance(0.25) { live.remove(k) } }
+            for step in 0..<5 {
+                now += 1_000
+                _ = await agg.ingest(live.map { T.sample($0.serverID, $0.metricName, Double(step), now, labels: $0.labels) })
+                seq += 1
+                _ = await agg.collect(now: now, seq: seq)
+            }
+            #expect(await agg.seriesCount() == live.count, "round \(round)")
+            for srv in ["a", "b"] {
+                for m in ["cpu", "mem"] {
+                    let open = await agg.openMinutes(serverID: srv, metricName: m)
+                    let expected = Set(live.filter { $0.serverID == srv && $0.metricName == m }.map(\.labels))
+                    #expect(Set(open.map(\.key.labels)) == expected && open.count == expected.count, "round \(round) \(srv)/\(m)")
+                }
+            }
+        }
+        // Series that come back join their lists again.
+        let back = keys.filter { !live.contains($0) }.prefix(5)
+        _ = await agg.ingest(back.map { T.sample($0.serverID, $0.metricName, 1, now, labels: $0.labels) })
+        for k in back {
+            #expect(await agg.openMinutes(serverID: k.serverID, metricName: k.metricName, labels: k.labels).count == 1)
+        }
+    }
+
     @Test("no expiry without a timeout, and none before the timeout has passed since the series changed")
     func noExpiryWithoutTimeout() async {
         let never = Aggregator(configuration: .init(shardCount: 1))
@@ -211,9 +247,13 @@ struct BroadcasterRemovalTests {
         #expect(b.remoteCounters.series == 2)
         b.publish(changed: [], removed: [SeriesKey(serverID: "far-1", metricName: "cpu")], seq: 2, timestamp: Self.t0 + 1_000)
         #expect(b.remoteCounters.series == 2, "far-1 is the peer's, not ours")
-        b.submitRemoteRemoval([SeriesKey(serverID: "far-1", metricName: "cpu")])
+        b.submitRemoteRemoval([SeriesKey(serverID: "far-1", metricName: "cpu")], origin: "peer-b")
+        b.publish(changed: [], seq: 3, timestamp: Self.t0 + 2_000)
+        #expect(b.remoteCounters.series == 2, "peer-b's removal does not drop peer-a's series")
+        b.submitRemoteRemoval([SeriesKey(serverID: "far-1", metricName: "cpu"), SeriesKey(serverID: "far-1", metricName: "cpu")], origin: "peer-a")
         b.publish(changed: [], seq: 3, timestamp: Self.t0 + 2_000)
         #expect(b.remoteCounters.series == 1 && b.seriesCount == 1)
+        #expect(b.removedSeries == 1, "a key listed twice is removed (and counted) once")
         // far-2 changed at tick 1; idle removal is checked every 16 ticks, after 20 idle ticks.
         for seq in 4...31 { b.publish(changed: [], seq: UInt64(seq), timestamp: Self.t0 + Int64(seq) * 1_000) }
         #expect(b.seriesCount == 1)
@@ -221,11 +261,63 @@ struct BroadcasterRemovalTests {
         #expect(b.seriesCount == 0 && b.removedSeries == 2)
     }
 
+    static func view(_ e: T.SSEEvent) -> [String: Any]? { (e.json["views"] as? [[String: Any]])?.first }
+
+    @Test("member versions: a metric that leaves and comes back never repeats one; losing one of a server's label sets keeps it")
+    func memberVersions() throws {
+        let b = Self.populated()
+        let heat = try b.subscribe(filter: try SubscriptionFilter(query: [("metrics", "cpu"), ("heatmap", "1")], tickMilliseconds: 1000),
+                                   lastEventID: nil, onReady: {})
+        let first = try T.parseSSE(try #require(heat.next()))
+        let v1 = try #require(Self.view(first)?["members_version"] as? Int)
+        // web-2 loses one of its two label sets: same servers, same version, no member list resent.
+        b.publish(changed: [], removed: [SeriesKey(serverID: "web-2", metricName: "cpu", labels: "core=1")], seq: 2, timestamp: Self.t0 + 1_000)
+        let second = try T.parseSSE(try #require(heat.next()))
+        let e2 = try #require(Self.view(second))
+        #expect(e2["members_version"] as? Int == v1 && e2["members"] == nil)
+        // Every cpu series leaves, then one new server reports cpu.
+        b.publish(changed: [], removed: [SeriesKey(serverID: "web-1", metricName: "cpu"), SeriesKey(serverID: "web-2", metricName: "cpu")],
+                  seq: 3, timestamp: Self.t0 + 2_000)
+        _ = heat.next()
+        b.publish(changed: [T.snapshot("new-1", "cpu", last: 5, seq: 4)], seq: 4, timestamp: Self.t0 + 3_000)
+        let fourth = try T.parseSSE(try #require(heat.next()))
+        let e4 = try #require(Self.view(fourth))
+        #expect((e4["members_version"] as? Int).map { $0 > v1 } == true)
+        #expect(e4["members"] as? [String] == ["new-1"], "the new member list is sent")
+        heat.cancel()
+    }
+
+    @Test("top=N subscribers are told only about their focus servers' removals; a coalesced snapshot drops pending removals")
+    func topFiltersAndCoalescedSnapshots() throws {
+        let b = Self.populated(.init(subscriberQueueEvents: 2))
+        let top = try b.subscribe(filter: try SubscriptionFilter(query: [("top", "5"), ("focus", "db-1")], tickMilliseconds: 1000),
+                                  lastEventID: nil, onReady: {})
+        _ = top.next()
+        b.publish(changed: [], removed: [SeriesKey(serverID: "web-1", metricName: "cpu"), SeriesKey(serverID: "db-1", metricName: "mem")],
+                  seq: 2, timestamp: Self.t0 + 1_000)
+        let e = try T.parseSSE(try #require(top.next()))
+        #expect(Self.removedKeys(e) == ["db-1/mem"])
+        // A subscriber that stops reading is coalesced; its next event is a snapshot and no
+        // removal from before it follows.
+        let slow = try b.subscribe(filter: SubscriptionFilter(), lastEventID: nil, onReady: {})
+        _ = slow.next()
+        for seq in 3...6 {
+            b.publish(changed: [], removed: seq == 5 ? [SeriesKey(serverID: "web-2", metricName: "cpu")] : [],
+                      seq: UInt64(seq), timestamp: Self.t0 + Int64(seq) * 1_000)
+        }
+        let snap = try T.parseSSE(try #require(slow.next()))
+        #expect(snap.event == "init" && !snap.rowKeys.contains("web-2/cpu"))
+        b.publish(changed: [], seq: 7, timestamp: Self.t0 + 7_000)
+        let after = try T.parseSSE(try #require(slow.next()))
+        #expect(Self.removedKeys(after).isEmpty)
+        top.cancel(); slow.cancel()
+    }
+
     @Test("the series table reuses removed numbers and keeps its metric and server lists exact")
     func seriesTableReuse() {
         var table = SeriesTable()
         func entry(_ server: String, _ metric: String) -> SeriesTable.Entry {
-            .init(snapshot: T.snapshot(server, metric, last: 1, seq: 1), slot: (0, 0), remote: false)
+            .init(snapshot: T.snapshot(server, metric, last: 1, seq: 1), slot: (0, 0), origin: 0)
         }
         for i in 0..<6 { table.insert(entry("s\(i % 3)", "m\(i % 2)")) }  // six distinct keys
         let gone = table.remove([SeriesKey(serverID: "s0", metricName: "m0"), SeriesKey(serverID: "s1", metricName: "m1"), SeriesKey(serverID: "zz", metricName: "m0")])
