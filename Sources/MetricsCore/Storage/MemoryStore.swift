@@ -5,9 +5,13 @@ import DequeModule
 /// - Raw samples are kept in a ring of at most ``Configuration/maxSamples`` (held as the batches
 ///   they arrived in, so up to one batch more may stay referenced); when full, the
 ///   oldest sample is overwritten (raw data here is a short recent buffer, not an archive).
-/// - Minute rollups are kept per series for ``Configuration/retentionMinutes``; older minutes are
-///   removed as new ones arrive. At most ``Configuration/maxSeries`` series are kept; rollups of
-///   further new series are counted in ``droppedSeries`` and not stored (existing series are unaffected).
+/// - Minute rollups are kept for ``Configuration/retentionMinutes`` behind the newest minute
+///   written: a series' older minutes go as its new ones arrive, and once a minute every series is
+///   swept, so the history of series that stopped reporting (hosts that went away) leaves too.
+/// - At most ``Configuration/maxSeries`` series are kept. When a new series arrives at the cap,
+///   series without a rollup for the last two minutes (gone quiet) make room, least recently
+///   written first; when every stored series is still reporting, rollups of the new series are
+///   counted in ``droppedSeries`` and not stored (existing series are unaffected).
 ///
 /// A write is "durable" as soon as it is in memory: acknowledged samples survive as long as the
 /// process does.
@@ -40,6 +44,13 @@ public actor MemoryStore: MetricStore {
     public private(set) var samplesWritten = 0
     /// Rollups of series beyond ``Configuration/maxSeries`` that were not kept.
     public private(set) var droppedSeries = 0
+    /// Series whose history was removed: past retention, or quiet when room was needed.
+    public private(set) var evictedSeries = 0
+    /// The newest minute written: the store's clock (data time, so replays and tests behave).
+    private var newestMinute: Int64 = .min
+    private var lastSweep: Int64 = .min
+    /// No quiet series existed at this minute: do not scan again for room until it advances.
+    private var noQuietSeriesAt: Int64 = .min
 
     /// Creates an empty store.
     public init(configuration: Configuration = Configuration()) {
@@ -63,10 +74,53 @@ public actor MemoryStore: MetricStore {
         }
         samplesWritten += batch.samples.count
         for r in batch.rollups { merge(r) }
+        if newestMinute != .min && newestMinute >= lastSweep &+ 60_000 { sweep() }
+    }
+
+    /// Drops minutes past retention from every series, and series left without any (once a minute).
+    private func sweep() {
+        lastSweep = newestMinute
+        let horizon = newestMinute - Int64(configuration.retentionMinutes) * 60_000
+        var emptied: [SeriesKey] = []
+        for key in Array(rollups.keys) where rollups[key]!.first!.minute <= horizon {
+            var list = rollups.removeValue(forKey: key)!
+            while let first = list.first, first.minute <= horizon {
+                list.removeFirst()
+                rollupCount -= 1
+            }
+            if list.isEmpty { emptied.append(key) } else { rollups[key] = list }
+        }
+        forget(emptied)
+    }
+
+    /// Makes room at the cap: removes every series without a rollup for the last two minutes.
+    private func evictQuiet() {
+        guard noQuietSeriesAt != newestMinute else { return }
+        let quietBefore = newestMinute - 2 * 60_000
+        var quiet: [SeriesKey] = []
+        for (key, list) in rollups where list.last!.minute < quietBefore { quiet.append(key) }
+        if quiet.isEmpty {
+            noQuietSeriesAt = newestMinute
+            return
+        }
+        for key in quiet { rollupCount -= rollups.removeValue(forKey: key)!.count }
+        forget(quiet)
+    }
+
+    /// Removes emptied series from the label-set index and counts them.
+    private func forget(_ keys: [SeriesKey]) {
+        for key in keys {
+            let k = key.serverID + "\u{0}" + key.metricName
+            byServerMetric[k]?.remove(key.labels)
+            if byServerMetric[k]?.isEmpty == true { byServerMetric[k] = nil }
+        }
+        evictedSeries += keys.count
     }
 
     private func merge(_ r: MinuteRollup) {
+        newestMinute = max(newestMinute, r.minute)
         if rollups[r.key] == nil {
+            if rollups.count >= configuration.maxSeries { evictQuiet() }
             if rollups.count >= configuration.maxSeries {
                 droppedSeries += 1
                 return
@@ -124,7 +178,8 @@ public actor MemoryStore: MetricStore {
     public func health() async -> StoreHealth {
         StoreHealth(
             healthy: true, backend: "memory",
-            detail: "ring \(rawCount)/\(configuration.maxSamples) samples, \(rollups.count)/\(configuration.maxSeries) series",
+            detail: "ring \(rawCount)/\(configuration.maxSamples) samples, \(rollups.count)/\(configuration.maxSeries) series"
+                + (droppedSeries > 0 ? ", rollups of \(droppedSeries) new series not kept (cap)" : ""),
             storedSamples: rawCount, storedRollups: rollupCount)
     }
 

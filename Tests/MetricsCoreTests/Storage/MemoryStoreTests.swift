@@ -91,6 +91,46 @@ struct MemoryStoreTests {
         #expect(await store.health().storedRollups == 3)
     }
 
+    @Test("history of series that stopped reporting leaves after the retention, swept once a minute")
+    func quietSeriesLeaveAfterRetention() async throws {
+        let store = MemoryStore(configuration: .init(retentionMinutes: 3))
+        try await store.write(StoreBatch(rollups: [Self.rollup("gone", "m", minute: Self.m0, values: [1]),
+                                                   Self.rollup("gone", "m", minute: Self.m0 + 60_000, values: [1]),
+                                                   Self.rollup("live", "m", minute: Self.m0 + 60_000, values: [1])]))
+        // Only "live" reports from here on; the last three minutes are kept, so once the newest
+        // minute is three past gone's last one, gone's history is gone.
+        for k in 2...3 {
+            try await store.write(StoreBatch(rollups: [Self.rollup("live", "m", minute: Self.m0 + Int64(k) * 60_000, values: [1])]))
+        }
+        var gone = try await store.history(HistoryQuery(serverID: "gone", metricName: "m", from: Self.m0, to: Self.m0 + 600_000))
+        #expect(gone.points.map(\.timestamp) == [Self.m0 + 60_000], "minute 0 is past retention, minute 1 not yet")
+        try await store.write(StoreBatch(rollups: [Self.rollup("live", "m", minute: Self.m0 + 4 * 60_000, values: [1])]))
+        gone = try await store.history(HistoryQuery(serverID: "gone", metricName: "m", from: Self.m0, to: Self.m0 + 600_000))
+        #expect(gone.points.isEmpty)
+        #expect(await store.evictedSeries == 1)
+        let live = try await store.history(HistoryQuery(serverID: "live", metricName: "m", from: Self.m0, to: Self.m0 + 600_000))
+        #expect(live.points.count == 3)
+        #expect(await store.health().storedRollups == 3)
+    }
+
+    @Test("at the series cap, series quiet for two minutes make room for new ones (churn); busy ones do not")
+    func quietSeriesMakeRoomAtTheCap() async throws {
+        let store = MemoryStore(configuration: .init(maxSeries: 3))
+        try await store.write(StoreBatch(rollups: [Self.rollup("old-1", "m", minute: Self.m0, values: [1]),
+                                                   Self.rollup("old-2", "m", minute: Self.m0, values: [1]),
+                                                   Self.rollup("busy", "m", minute: Self.m0, values: [1])]))
+        for k in 1...3 { try await store.write(StoreBatch(rollups: [Self.rollup("busy", "m", minute: Self.m0 + Int64(k) * 60_000, values: [1])])) }
+        try await store.write(StoreBatch(rollups: [Self.rollup("new-1", "m", minute: Self.m0 + 3 * 60_000, values: [1]),
+                                                   Self.rollup("new-2", "m", minute: Self.m0 + 3 * 60_000, values: [1]),
+                                                   Self.rollup("new-3", "m", minute: Self.m0 + 3 * 60_000, values: [1])]))
+        #expect(await store.droppedSeries == 1, "two quiet series made room for two; the third found every series busy")
+        #expect(await store.evictedSeries == 2)
+        for (srv, n) in [("busy", 4), ("new-1", 1), ("new-2", 1), ("new-3", 0), ("old-1", 0)] {
+            let h = try await store.history(HistoryQuery(serverID: srv, metricName: "m", from: Self.m0, to: Self.m0 + 600_000))
+            #expect(h.points.count == n, "\(srv)")
+        }
+    }
+
     @Test("history with maxPoints merges whole minutes into buckets whose counts add up", arguments: [1, 2, 3, 4, 7, 10, 30])
     func historyBucketsWholeMinutes(maxPoints: Int) async throws {
         let store = MemoryStore()
