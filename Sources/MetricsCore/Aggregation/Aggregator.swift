@@ -93,7 +93,10 @@ public final class Aggregator: Sendable {
         var parts = [[Int32]](repeating: [], count: shards.count)
         let expected = samples.count / shards.count + 16
         for i in parts.indices { parts[i].reserveCapacity(expected) }
-        for (n, s) in samples.enumerated() { parts[shardIndex(for: s.serverID)].append(Int32(n)) }
+        // By index, not `enumerated()`: that copies each sample (retaining its long strings).
+        samples.withUnsafeBufferPointer { sp in
+            for n in sp.indices { parts[shardIndex(for: sp[n].serverID)].append(Int32(n)) }
+        }
         return await withTaskGroup(of: [Int].self) { group in
             for (i, part) in parts.enumerated() where !part.isEmpty {
                 let shard = shards[i]

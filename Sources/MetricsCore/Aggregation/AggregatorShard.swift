@@ -120,18 +120,23 @@ public actor AggregatorShard {
         while n < count {
             var missing = false
             let index = self.index
-            states.withUnsafeMutableBufferPointer { st in
-                while n < count {
-                    let s = samples[position(n)]
-                    let h = SeriesIndex.hash(serverID: s.serverID, metricName: s.metricName, labels: s.labels)
-                    guard let id = index.find(hash: h, matches: { st[Int($0)].key.matches(s) }) else {
-                        missing = true
-                        return
+            // The samples are read in place through a pointer, never copied out: a copy of a
+            // sample retains and releases each of its strings longer than 15 bytes (metric names
+            // such as `system_memory_usage`), which was a fifth of the fold's time.
+            samples.withUnsafeBufferPointer { sp in
+                states.withUnsafeMutableBufferPointer { st in
+                    while n < count {
+                        let s = sp.baseAddress! + position(n)
+                        let h = SeriesIndex.hash(serverID: s.pointee.serverID, metricName: s.pointee.metricName, labels: s.pointee.labels)
+                        guard let id = index.find(hash: h, matches: { st[Int($0)].key.matches(s.pointee) }) else {
+                            missing = true
+                            return
+                        }
+                        let i = Int(id)
+                        if !st[i].dirty { newlyDirty.append(i) }
+                        st[i].add(value: s.pointee.value, timestamp: s.pointee.timestamp, series: i, sealed: &newlySealed)
+                        n += 1
                     }
-                    let i = Int(id)
-                    if !st[i].dirty { newlyDirty.append(i) }
-                    if let r = st[i].add(value: s.value, timestamp: s.timestamp) { newlySealed.append((i, r)) }
-                    n += 1
                 }
             }
             if missing {

@@ -48,8 +48,11 @@ struct SeriesState {
         current = QuantileSketch(mapping: mapping)
     }
 
-    /// Folds one sample. Returns a sealed rollup when the sample starts a newer minute.
-    mutating func add(value: Double, timestamp: Int64) -> MinuteRollup? {
+    /// Folds one sample. When it starts a newer minute (or is late for a sealed one), the rollup
+    /// to store is appended to `sealed` with `series`. (Not returned: a 136-byte optional result
+    /// cost a copy per sample, 4 % of fold time.)
+    @inline(__always)
+    mutating func add(value: Double, timestamp: Int64, series: Int, sealed out: inout [(Int, MinuteRollup)]) {
         dirty = true
         if timestamp >= lastTimestamp {
             last = value
@@ -73,9 +76,8 @@ struct SeriesState {
             }
         }
         let minute = MinuteRollup.minute(of: timestamp)
-        var sealed: MinuteRollup? = nil
         if minute > currentMinute {
-            sealed = seal(key: key, newMinute: minute)
+            if let r = seal(key: key, newMinute: minute) { out.append((series, r)) }
         } else if minute < currentMinute {
             // Late sample for a minute already sealed: emit a one-sample rollup for the store to merge.
             var late = MinuteRollup(key: key, minute: minute, sketch: QuantileSketch(mapping: current.mapping))
@@ -89,12 +91,12 @@ struct SeriesState {
                 if previousSketch == nil { previousSketch = QuantileSketch(mapping: current.mapping) }
                 previousSketch!.add(value)
             }
-            return late
+            out.append((series, late))
+            return
         }
         current.add(value)
         currentUnsent?.sketch.add(value)
         touchedCurrent = true
-        return sealed
     }
 
     /// Closes the current minute and starts `newMinute`; returns the closed minute's rollup.
