@@ -1,3 +1,11 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// An incremental parser for the InfluxDB line protocol as Telegraf's `influxdb` output sends it.
 ///
 /// ```
@@ -90,6 +98,13 @@ struct LineProtocolLineParser: LineHandler {
     private var fieldCount = 0
     private var labels = LabelBuilder()
     private var strings = StringCache()
+    /// The previous line's shape (measurement and field keys) and the metric names built for it.
+    /// Telegraf repeats one shape per measurement line after line: when the next line has the
+    /// same bytes, its names are reused instead of built and looked up one field at a time.
+    private var shapePrefix: [UInt8] = []
+    private var shapeKeys: [UInt8] = []
+    private var shapeEnds: [Int] = []
+    private var shapeNames: [String] = []
 
     init(precision: TimestampPrecision, defaultServerID: String?) {
         self.precision = precision
@@ -340,13 +355,36 @@ struct LineProtocolLineParser: LineHandler {
         output.skippedFields += stringFields
         if fieldCount == 0 { return }
         let labelString = labels.canonical()
+        if !sameShape(prefixLength: prefixLength) { rememberShape(prefixLength: prefixLength) }
+        for k in 0..<fieldCount {
+            output.samples.append(MetricSample(
+                serverID: serverID, metricName: shapeNames[k], value: fields[k].value, timestamp: timestamp, labels: labelString))
+        }
+    }
+
+    /// Whether this line's measurement and field keys are the previous line's, byte for byte.
+    private func sameShape(prefixLength: Int) -> Bool {
+        guard fieldCount == shapeEnds.count, prefixLength == shapePrefix.count, fieldKeys.count == shapeKeys.count else { return false }
+        for k in 0..<fieldCount where fields[k].keyEnd != shapeEnds[k] { return false }
+        let prefixSame = name.withBytes { b in shapePrefix.withUnsafeBytes { memcmp(b.baseAddress!, $0.baseAddress!, prefixLength) == 0 } }
+        guard prefixSame else { return false }
+        if shapeKeys.isEmpty { return true }
+        return fieldKeys.withBytes { b in shapeKeys.withUnsafeBytes { memcmp(b.baseAddress!, $0.baseAddress!, shapeKeys.count) == 0 } }
+    }
+
+    /// Builds this line's metric names (measurement_field, through the string cache) and keeps
+    /// them with the shape for the next line.
+    private mutating func rememberShape(prefixLength: Int) {
+        shapePrefix = name.withBytes { Array($0.prefix(prefixLength)) }
+        shapeKeys = fieldKeys.withBytes { Array($0) }
+        shapeEnds.removeAll(keepingCapacity: true)
+        shapeNames.removeAll(keepingCapacity: true)
         for k in 0..<fieldCount {
             let f = fields[k]
             name.truncate(to: prefixLength)
             fieldKeys.withBytes { name.append($0.slice(f.keyStart, f.keyEnd)) }
-            let metricName = name.withBytes { strings.string($0) }
-            output.samples.append(MetricSample(
-                serverID: serverID, metricName: metricName, value: f.value, timestamp: timestamp, labels: labelString))
+            shapeEnds.append(f.keyEnd)
+            shapeNames.append(name.withBytes { strings.string($0) })
         }
     }
 

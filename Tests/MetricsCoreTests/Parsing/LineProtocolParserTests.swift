@@ -15,6 +15,29 @@ import Testing
         ])
     }
 
+    @Test("metric names are right line after line whether the shape repeats or changes (the shape cache)")
+    func metricNamesAcrossRepeatedAndChangingShapes() {
+        var rng = CoreTestSupport.SeededRNG(seed: 21)
+        let measurements = ["cpu", "cpu2", "c", "mem", "disk\\ io"]  // the last one escapes a space
+        let keySets: [[String]] = [["a", "b"], ["a", "bb"], ["ab", "b"], ["a", "b", "c"], ["usage_user"], ["a", "b"]]
+        var text = ""
+        var expected: [String] = []
+        for _ in 0..<2_000 {
+            let m = measurements[rng.int(0...measurements.count - 1)]
+            let keys = keySets[rng.int(0...keySets.count - 1)]
+            var fields: [String] = []
+            for k in keys {
+                if rng.chance(0.15) { fields.append("s\(k)=\"text\"") }  // string fields are skipped
+                fields.append("\(k)=1")
+                expected.append(m.replacingOccurrences(of: "\\ ", with: "_") + "_" + k)
+            }
+            text += "\(m),host=h \(fields.joined(separator: ",")) 1700000000000000000\n"
+        }
+        let r = parseLineProtocol(text)
+        #expect(r.rejections == [])
+        #expect(r.samples.map(\.metricName) == expected)
+    }
+
     @Test func telegrafMemLineWithIntegerField() {
         let r = parseLineProtocol("mem,host=h available=123i,available_percent=42.1 1700000000000000000\n")
         #expect(r.samples == [sample("h", "mem_available", 123, Self.t0), sample("h", "mem_available_percent", 42.1, Self.t0)])
