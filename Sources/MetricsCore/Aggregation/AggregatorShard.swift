@@ -115,6 +115,7 @@ public actor AggregatorShard {
     private func fold(_ samples: [MetricSample], count: Int, position: (Int) -> Int) -> [Int] {
         var refused: [Int] = []
         var n = 0
+        var previous = -1  // position of the previous sample's series in this batch
         var newlyDirty: [Int] = []
         var newlySealed: [(Int, MinuteRollup)] = []
         while n < count {
@@ -123,16 +124,29 @@ public actor AggregatorShard {
             // The samples are read in place through a pointer, never copied out: a copy of a
             // sample retains and releases each of its strings longer than 15 bytes (metric names
             // such as `system_memory_usage`), which was a fifth of the fold's time.
+            // Lookups first try the previous sample's successor (the series that followed it last
+            // time): agents repeat their order, so this usually skips hashing the key and probing
+            // the index, whose random access was most of the fold's time at 50,000 series.
             samples.withUnsafeBufferPointer { sp in
                 states.withUnsafeMutableBufferPointer { st in
                     while n < count {
                         let s = sp.baseAddress! + position(n)
-                        let h = SeriesIndex.hash(serverID: s.pointee.serverID, metricName: s.pointee.metricName, labels: s.pointee.labels)
-                        guard let id = index.find(hash: h, matches: { st[Int($0)].key.matches(s.pointee) }) else {
-                            missing = true
-                            return
+                        var found: Int32 = -1
+                        if previous >= 0 {
+                            let guess = st[previous].successor
+                            if guess >= 0 && Int(guess) < st.count && st[Int(guess)].key.matches(s.pointee) { found = guess }
                         }
-                        let i = Int(id)
+                        if found < 0 {
+                            let h = SeriesIndex.hash(serverID: s.pointee.serverID, metricName: s.pointee.metricName, labels: s.pointee.labels)
+                            guard let id = index.find(hash: h, matches: { st[Int($0)].key.matches(s.pointee) }) else {
+                                missing = true
+                                return
+                            }
+                            found = id
+                            if previous >= 0 { st[previous].successor = id }
+                        }
+                        let i = Int(found)
+                        previous = i
                         if !st[i].dirty { newlyDirty.append(i) }
                         st[i].add(value: s.pointee.value, timestamp: s.pointee.timestamp, series: i, sealed: &newlySealed)
                         n += 1

@@ -36,6 +36,10 @@ struct SeriesState {
     /// shard's states (positions; -1 ends it), headed by the shard's (server, metric) index.
     var previousSameServerMetric: Int32 = -1
     var nextSameServerMetric: Int32 = -1
+    /// The series whose sample followed this one's in the shard's last batch (a position; -1
+    /// none). Agents send their series in the same order every interval, so this predicts the
+    /// next lookup; a wrong or stale guess is caught by the key check (see ``AggregatorShard``).
+    var successor: Int32 = -1
     /// Whether a sample for `currentMinute` arrived since the last collect.
     var touchedCurrent = false
     var dirty = false
