@@ -707,30 +707,25 @@ public final class Broadcaster: Sendable {
                            + views.reduce(0) { $0 + $1.count + 1 } + removed.reduce(0) { $0 + $1.count + 1 })
         if let retry { w.raw("retry: \(retry)\n") }
         w.raw("id: \(epoch)-\(seq)\nevent: \(type)\ndata: {\"type\":\"\(type)\",\"seq\":\(seq),\"timestamp\":\(timestamp),\"tick_ms\":\(tickMilliseconds),\"data\":[")
-        for (i, r) in rows.enumerated() {
-            if i > 0 { w.byte(UInt8(ascii: ",")) }
-            w.raw(r)
-        }
-        w.raw("],\"fleet\":[")
-        for (i, r) in fleet.enumerated() {
-            if i > 0 { w.byte(UInt8(ascii: ",")) }
-            w.raw(r)
-        }
-        w.raw("]")
-        if !views.isEmpty {
-            w.raw(",\"views\":[")
-            for (i, r) in views.enumerated() {
+        /// The items comma-separated (each is already a JSON value).
+        func list(_ items: [[UInt8]]) {
+            for (i, r) in items.enumerated() {
                 if i > 0 { w.byte(UInt8(ascii: ",")) }
                 w.raw(r)
             }
+        }
+        list(rows)
+        w.raw("],\"fleet\":[")
+        list(fleet)
+        w.raw("]")
+        if !views.isEmpty {
+            w.raw(",\"views\":[")
+            list(views)
             w.raw("]")
         }
         if !removed.isEmpty {
             w.raw(",\"removed\":[")
-            for (i, r) in removed.enumerated() {
-                if i > 0 { w.byte(UInt8(ascii: ",")) }
-                w.raw(r)
-            }
+            list(removed)
             w.raw("]")
         }
         if truncated { w.raw(",\"truncated\":true") }
