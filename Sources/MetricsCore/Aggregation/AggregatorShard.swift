@@ -195,7 +195,7 @@ public actor AggregatorShard {
         var out: [MinuteRollup] = []
         var ids: [Int] = []
         var next = firstOf(serverID: serverID, metricName: metricName,
-                           hash: SeriesIndex.hash(serverID: serverID, metricName: metricName, labels: "")) ?? -1
+                           hash: Self.serverMetricHash(serverID: serverID, metricName: metricName)) ?? -1
         while next >= 0 {
             ids.append(Int(next))
             next = states[Int(next)].nextSameServerMetric
@@ -344,7 +344,12 @@ public actor AggregatorShard {
     }
 
     private static func serverMetricHash(_ key: SeriesKey) -> UInt64 {
-        SeriesIndex.hash(serverID: key.serverID, metricName: key.metricName, labels: "")
+        serverMetricHash(serverID: key.serverID, metricName: key.metricName)
+    }
+
+    /// The (server, metric) index's hash: the series hash with no labels.
+    private static func serverMetricHash(serverID: String, metricName: String) -> UInt64 {
+        SeriesIndex.hash(serverID: serverID, metricName: metricName, labels: "")
     }
 
     /// Seals every open minute (at shutdown) and returns all unsent rollups.

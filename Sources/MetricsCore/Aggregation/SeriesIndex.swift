@@ -78,23 +78,7 @@ struct SeriesIndex {
         }
     }
 
-    /// Every series number stored for `hash` whose key satisfies `matches` (for an index whose
-    /// hashes are shared by several series, such as all label sets of one server and metric).
-    func all(hash: UInt64, matches: (Int32) -> Bool) -> [Int32] {
-        entries.withUnsafeBufferPointer { e in
-            var out: [Int32] = []
-            var i = home(hash)
-            while true {
-                let entry = e[i]
-                if entry.hash == 0 { return out }
-                if entry.hash == hash && matches(entry.id) { out.append(entry.id) }
-                i = (i + 1) & mask
-            }
-        }
-    }
-
-    /// Adds a series number for `hash` (the caller checked it is absent, or the index allows
-    /// several numbers per hash and is read with ``all(hash:matches:)``).
+    /// Adds a series number for `hash` (the caller checked it is absent).
     mutating func insert(hash: UInt64, id: Int32) {
         if (count + 1) * 2 > entries.count { grow() }
         place(hash: hash, id: id)

@@ -188,6 +188,12 @@ public final class Broadcaster: Sendable {
         var eventsSent = 0
         var coalesced = 0
         var refusedSubscriptions = 0
+
+        /// A member-list version no metric has had before.
+        mutating func nextMembersVersion() -> Int {
+            membersClock += 1
+            return membersClock
+        }
     }
 
     /// Random per process; part of every event id.
@@ -286,8 +292,7 @@ public final class Broadcaster: Sendable {
             for (m, indices) in changedByMetric {
                 Self.record(changed, indices, slots: slots, into: &s.metricServers[m, default: MetricServers()], new: &newKeys)
                 if s.metricServers[m]!.membersChanged {
-                    s.membersClock += 1
-                    s.metricServers[m]!.version = s.membersClock
+                    s.metricServers[m]!.version = s.nextMembersVersion()
                     s.metricServers[m]!.membersChanged = false
                 }
             }
@@ -405,8 +410,7 @@ public final class Broadcaster: Sendable {
         if let old = s.metricServers[m], Set(old.ids) == Set(ms.ids) {
             ms.version = old.version
         } else {
-            s.membersClock += 1
-            ms.version = s.membersClock
+            ms.version = s.nextMembersVersion()
         }
         ms.sortIfNeeded()
         s.metricServers[m] = ms

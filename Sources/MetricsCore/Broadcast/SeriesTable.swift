@@ -108,7 +108,4 @@ struct SeriesTable {
 
     /// Every key.
     var allKeys: [SeriesKey] { entries.compactMap { $0.live ? $0.snapshot.key : nil } }
-
-    /// Every live entry's number.
-    var allIDs: [Int32] { entries.indices.compactMap { entries[$0].live ? Int32($0) : nil } }
 }
