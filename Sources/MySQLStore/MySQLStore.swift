@@ -512,12 +512,8 @@ public final class MySQLStore: MetricStore {
 /// State only the writer thread touches.
 private final class WriterState: @unchecked Sendable {
     // @unchecked: used only from the writer BlockingWorker's thread.
-    struct SeriesEntry {
-        var id: UInt64
-        /// Index into `serverNames`.
-        var server: Int32
-    }
-    var seriesIDs: [SeriesKey: SeriesEntry] = [:]
+    typealias SeriesEntry = SeriesIDCache.Entry
+    var seriesIDs = SeriesIDCache()
     var serverNames: [String] = []
     var serverIndex: [String: Int32] = [:]
     /// Per server slot: (first, last) sample time already written to `rtd_servers` (`Int64.max`, `Int64.min` if never).
@@ -568,42 +564,25 @@ private final class WriterState: @unchecked Sendable {
             }
         }
         if seriesIDs.count + batch.samples.count + rollups.count > store.seriesCacheLimit {
-            seriesIDs.removeAll(keepingCapacity: true)
+            seriesIDs.removeAll()
             serverNames.removeAll(keepingCapacity: true)
             serverIndex.removeAll(keepingCapacity: true)
             serverSeen.removeAll(keepingCapacity: true)
         }
         // 1. Series ids (autocommit, outside the batch's transaction: series rows are idempotent
         //    metadata and the cache must never hold an id whose insert was rolled back).
-        // One pass over the samples: series id and server slot per sample (consecutive samples of
-        // one series skip the dictionary), and the keys not cached yet.
+        // One pass over the samples: series id and server slot per sample, and the keys not cached yet.
         let samples = batch.samples
         let n = samples.count
         var ids = [UInt64](repeating: 0, count: n)
         var slots = [Int32](repeating: 0, count: n)
         var unresolved: [Int] = []
+        seriesIDs.resolve(samples, ids: &ids, servers: &slots, unresolved: &unresolved)
         var missing: [SeriesKey] = []
         var missingSet = Set<SeriesKey>()
-        var lastKey: SeriesKey? = nil
-        var lastEntry = SeriesEntry(id: 0, server: 0)
-        for p in 0..<n {
-            let smp = samples[p]
-            if let lk = lastKey, lk.matches(smp) {
-                ids[p] = lastEntry.id
-                slots[p] = lastEntry.server
-                continue
-            }
-            let k = smp.seriesKey
-            if let e = seriesIDs[k] {
-                ids[p] = e.id
-                slots[p] = e.server
-                lastKey = k
-                lastEntry = e
-            } else {
-                unresolved.append(p)
-                if missingSet.insert(k).inserted { missing.append(k) }
-                lastKey = nil
-            }
+        for p in unresolved {
+            let k = samples[p].seriesKey
+            if missingSet.insert(k).inserted { missing.append(k) }
         }
         for r in rollups where seriesIDs[r.key] == nil && missingSet.insert(r.key).inserted {
             missing.append(r.key)
@@ -766,7 +745,7 @@ private final class WriterState: @unchecked Sendable {
             }
             for row in try c.prepare(selectSQL).select(values) {
                 guard let id = row[0].uint64, let s = row[1].string, let m = row[2].string else { continue }
-                seriesIDs[SeriesKey(serverID: s, metricName: m, labels: row[3].string ?? "")] = SeriesEntry(id: id, server: serverSlot(s))
+                seriesIDs.insert(SeriesKey(serverID: s, metricName: m, labels: row[3].string ?? ""), SeriesEntry(id: id, server: serverSlot(s)))
             }
         }
     }

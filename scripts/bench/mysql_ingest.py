@@ -4,6 +4,7 @@ with the best raw Connector/C bulk path into the same table on the same database
 ack lag (send -> acknowledged, i.e. committed) of a streaming agent at half and at full load.
 
     python3 scripts/bench/mysql_ingest.py [--rows 2000000] [--rounds 2] [--url mysql://u:p@127.0.0.1:3306/db]
+        [--raw all|best|none] [--lag-seconds 0] [--server-arg=--store-write-lanes=2 ...]
 
 Without --url a throwaway MariaDB is started in a temp dir (scripts/lib/mariadb.sh) and removed.
 Rounds alternate baseline and server so drift on this shared machine hits both alike.
@@ -15,7 +16,10 @@ ap = argparse.ArgumentParser()
 ap.add_argument("--rows", type=int, default=2_000_000)
 ap.add_argument("--rounds", type=int, default=2)
 ap.add_argument("--url", default=None)
-ap.add_argument("--lag-seconds", type=float, default=10)
+ap.add_argument("--lag-seconds", type=float, default=10, help="0 skips the ack-lag measurement")
+ap.add_argument("--server-arg", action="append", default=[], help="extra dashboard-server option (repeatable), e.g. --server-arg=--store-write-lanes=2")
+ap.add_argument("--raw", default="all", choices=["all", "best", "none"],
+                help="raw baselines per round: all four variants, only the two-connection one (the best), or none")
 a = ap.parse_args()
 
 build_release()
@@ -102,7 +106,7 @@ try:
         sql(f"TRUNCATE TABLE {db}.rtd_samples")
         fresh_body()
         quiesce()
-        srv, p, _ = start_server("--store", store_url)
+        srv, p, _ = start_server("--store", store_url, *a.server_arg)
         peak = {"rss": 0, "buffered": 0}
         done = threading.Event()
 
@@ -139,6 +143,7 @@ try:
             assert stored == total, f"stored {stored} != sent {total}"
             st = stats(p)["store"]
             peak["dbwait"] = st["database_wait_us_total"] / max(1, st["write_us_total"])
+            peak["rollups"] = (st["rollups_upserted"], st["rollups_merged"], st["batches_committed"])
             return total / res["seconds"], (c1 - c0) / res["seconds"], peak
         finally:
             done.set()
@@ -153,28 +158,32 @@ try:
         rate, cores, peak = through_server()
         srv_rates.append(rate)
         print(f"round {r + 1}: through the server (h2c NDJSON in, MySQL out): {rate:>10,.0f} rows/s, server CPU {cores:.2f} cores, "
-              f"MariaDB CPU {peak['dbcores']:.2f} cores, writer waiting on MariaDB {peak['dbwait']:.0%} of its time, peak buffered {peak['buffered']:,} samples, peak RSS {peak['rss'] >> 20} MiB")
+              f"MariaDB CPU {peak['dbcores']:.2f} cores, writer waiting on MariaDB {peak['dbwait']:.0%} of its time, peak buffered {peak['buffered']:,} samples, peak RSS {peak['rss'] >> 20} MiB, "
+              f"rollups upserted/merged {peak['rollups'][0]:,}/{peak['rollups'][1]:,} in {peak['rollups'][2]} batches")
 
     for r in range(a.rounds):
         if r % 2 == 0:
             run_server(r)
-        for mode, per_exec, conns in (("array", 10_000, 1), ("array", 1_000, 1), ("multirow", 1_000, 1), ("array", 10_000, 2)):
+        variants = {"all": (("array", 10_000, 1), ("array", 1_000, 1), ("multirow", 1_000, 1), ("array", 10_000, 2)),
+                    "best": (("array", 10_000, 2),), "none": ()}[a.raw]
+        for mode, per_exec, conns in variants:
             rate, dbcores = baseline(mode, per_exec, conns)
             best.setdefault((f"{mode} x {per_exec} rows/execute, {conns} connection{'s' if conns > 1 else ''}", conns), []).append(rate)
             print(f"round {r + 1}: raw Connector/C {mode:8s} {per_exec:>6} rows/execute, {conns} conn: {rate:>10,.0f} rows/s, MariaDB CPU {dbcores:.2f} cores")
         if r % 2 == 1:
             run_server(r)
     medians = {k: statistics.median(v) for k, v in best.items()}
-    (bm, _), brate = max(medians.items(), key=lambda kv: kv[1])
     srate = statistics.median(srv_rates)
-    print(f"best raw path: {bm}: {brate:,.0f} rows/s (median); server: {srate:,.0f} rows/s (median); "
-          f"ratio {srate / brate:.2f}")
+    if medians:
+        (bm, _), brate = max(medians.items(), key=lambda kv: kv[1])
+        print(f"best raw path: {bm}: {brate:,.0f} rows/s (median); server: {srate:,.0f} rows/s (median); "
+              f"ratio {srate / brate:.2f}")
 
     # Ack lag: one curl h2c stream; each chunk's lag is from writing it to the ack that covers it.
     def ack_lag(rate_lines_per_s, seconds):
         sql(f"TRUNCATE TABLE {db}.rtd_samples")
         quiesce()
-        srv, p, _ = start_server("--store", store_url)
+        srv, p, _ = start_server("--store", store_url, *a.server_arg)
         proc = subprocess.Popen(["curl", "-sS", "-N", "--http2-prior-knowledge", "-X", "POST", "-T", ".",
                                  "-H", "content-type: application/x-ndjson", f"http://127.0.0.1:{p}/api/metrics/stream"],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
@@ -225,7 +234,7 @@ try:
         return sent / elapsed, q(0.5), q(0.99), q(1.0)
 
     half = int(srate / 2)
-    for label, rate in ((f"paced at {half:,} lines/s", half), ("unpaced (as fast as the stream takes)", 0)):
+    for label, rate in ((f"paced at {half:,} lines/s", half), ("unpaced (as fast as the stream takes)", 0)) if a.lag_seconds > 0 else ():
         achieved, p50, p99, mx = ack_lag(rate, a.lag_seconds)
         print(f"ack lag, one h2c stream {label}: {achieved:,.0f} lines/s, p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {mx:.1f} ms")
 finally:

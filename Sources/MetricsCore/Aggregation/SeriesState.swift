@@ -120,6 +120,16 @@ struct SeriesState {
         return out
     }
 
+    /// The part of the open minute the store does not hold yet, as a rollup to store now; the
+    /// minute stays open and later samples of it are kept apart as the new unsent part.
+    mutating func flushUnsent(key: SeriesKey) -> MinuteRollup? {
+        guard currentMinute != .min else { return nil }
+        let unsent = currentUnsent?.sketch ?? current
+        guard !unsent.isEmpty else { return nil }
+        currentUnsent = SketchBox(QuantileSketch(mapping: current.mapping))
+        return MinuteRollup(key: key, minute: currentMinute, sketch: unsent)
+    }
+
     /// Stats of the 10 s slots that cover `[now - 60 s, now]`.
     func window1m(now: Int64) -> WindowStats {
         var w = WindowStats()

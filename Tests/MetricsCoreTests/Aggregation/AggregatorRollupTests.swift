@@ -114,7 +114,7 @@ struct AggregatorRollupTests {
         #expect(snap.changedSeq == 3)
     }
 
-    @Test("a minute still receiving samples past its seal deadline stays open until a quiet tick (at most 60 s more): one rollup, not one late rollup per tick")
+    @Test("a minute still receiving samples past its seal deadline stays open until a quiet tick (stored in part once a minute meanwhile): one rollup, not one late rollup per tick")
     func backlogMinuteWaitsForQuietTick() async {
         let m = T.baseMinute
         let aggregator = Aggregator(configuration: .init(shardCount: 2))
@@ -134,19 +134,28 @@ struct AggregatorRollupTests {
         let quiet = await aggregator.collect(now: m + 69_000, seq: 4, sealAfter: 5_000)
         #expect(quiet.sealed.count == 1 && quiet.sealed.first?.minute == m && quiet.sealed.first?.count == 3 && quiet.sealed.first?.sum == 6)
 
-        // A minute that never stops receiving samples is sealed anyway once it ended sealAfter + 60 s ago;
-        // what arrives after that comes back as late rollups.
+        // A minute that never stops receiving samples stays open; what it holds is stored as a
+        // partial rollup once per wall-clock minute, and the rest when the samples stop: one store
+        // merge per minute of backlog, not one per tick.
         let m2 = m + 60_000
         var seq: UInt64 = 10
-        var firstSealAt: Int64? = nil
-        for now in stride(from: m2 + 66_000, through: m2 + 130_000, by: 4_000) {
+        var partials: [(at: Int64, rollup: MinuteRollup)] = []
+        var sent = 0
+        for now in stride(from: m2 + 66_000, through: m2 + 250_000, by: 4_000) {
             await aggregator.ingest([MetricSample(serverID: "lag-1", metricName: "cpu", value: 1, timestamp: m2 + 30_000)])
+            sent += 1
             seq += 1
             let r = await aggregator.collect(now: now, seq: seq, sealAfter: 5_000)
-            if firstSealAt == nil, r.sealed.contains(where: { $0.minute == m2 }) { firstSealAt = now }
+            partials += r.sealed.filter { $0.minute == m2 }.map { (now, $0) }
         }
-        #expect(firstSealAt.map { $0 >= m2 + 60_000 + 5_000 + 60_000 && $0 <= m2 + 60_000 + 5_000 + 60_000 + 4_000 } == true,
-                "sealed at \(String(describing: firstSealAt.map { $0 - m2 })) ms after the minute started")
+        // The previous collect was in minute m2; ticks from m2 + 66 s to m2 + 250 s enter four more
+        // wall-clock minutes (m2 + 60, 120, 180, 240 s): one partial rollup in the first tick of each.
+        #expect(partials.map { MinuteRollup.minute(of: $0.at) } == [m2 + 60_000, m2 + 120_000, m2 + 180_000, m2 + 240_000],
+                "partials at \(partials.map { $0.at - m2 })")
+        let last = await aggregator.collect(now: m2 + 254_000, seq: seq + 1, sealAfter: 5_000)
+        let all = partials.map(\.rollup) + last.sealed.filter { $0.minute == m2 }
+        #expect(all.count == 5 && all.reduce(0) { $0 + $1.count } == sent, "every sample in exactly one rollup")
+        #expect(await aggregator.openMinutes(serverID: "lag-1", metricName: "cpu").isEmpty)
     }
 
     @Test("a sample in a newer minute seals the previous one at the next collect, even before sealAfter")
