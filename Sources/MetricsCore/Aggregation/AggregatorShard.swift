@@ -245,15 +245,18 @@ public actor AggregatorShard {
     }
 
     /// Snapshots of the series changed since the last call, stamped with `seq`, plus the minute
-    /// rollups sealed since the last call. Minutes that ended more than `sealAfter` ms before
-    /// `now` are sealed here even when no newer sample arrived, unless samples for that minute
-    /// arrived since the previous call (a backlog or a lagging agent is still delivering it):
-    /// those stay open until the first call without new samples for the minute, and meanwhile
-    /// what they hold is handed out as a partial rollup once per wall-clock minute (the first
-    /// call after the minute of `now` changes). Sealing a minute whose samples are still
-    /// streaming in would turn each later sample into a late rollup for the store to merge: a
-    /// backlog of 50,000 series replayed for a minute then cost 50,000 rollup merges per tick,
-    /// which slowed the store, which lengthened the backlog (measured: 31k instead of 330k rows/s).
+    /// rollups sealed since the last call.
+    ///
+    /// A minute that ended more than `sealAfter` ms before `now` and saw no newer sample is stored
+    /// at the first call without new samples for it (or, for a backlog that never pauses, at the
+    /// first call of a new wall-clock minute or once it ended `sealAfter` + 60 s ago), but it
+    /// stays the series' open minute: samples
+    /// for it that arrive later (a backlog, a lagging agent, a stream paused by backpressure) are
+    /// collected apart and stored as one partial rollup per wall-clock minute. A sample of a newer
+    /// minute closes it. Closing a minute whose samples were still streaming in turned each later
+    /// tick's samples into late rollups for the store to merge: a backlog of 50,000 series cost
+    /// 50,000 rollup merges per tick, which slowed the store, which lengthened the backlog
+    /// (measured through MariaDB: 31k instead of 330k rows/s).
     ///
     /// Series that have not changed since tick `expireThrough` (inclusive) are removed: their open
     /// minute is sealed into the returned rollups first, their room under the series cap is given
@@ -269,6 +272,7 @@ public actor AggregatorShard {
         }
         // Seal stale minutes and find idle series: cheap checks per series, done once per tick.
         let sealBefore = MinuteRollup.minute(of: now - sealAfter)
+        let storeAnywayBefore = MinuteRollup.minute(of: now - sealAfter - 60_000)
         let minuteTurned = lastCollectMinute != .min && MinuteRollup.minute(of: now) > lastCollectMinute
         lastCollectMinute = max(lastCollectMinute, MinuteRollup.minute(of: now))
         var idle: [Int] = []
@@ -279,12 +283,14 @@ public actor AggregatorShard {
                 continue
             }
             guard states[i].currentMinute != .min && states[i].currentMinute < sealBefore && !states[i].current.isEmpty else { continue }
-            if states[i].touchedCurrent {
-                // Its samples are still arriving: look again next tick; store what it holds once a minute.
-                if minuteTurned, let r = states[i].flushUnsent(key: states[i].key) { appendSealed(i, r) }
-                continue
+            if states[i].currentUnsent == nil {
+                // The store holds nothing of it yet: store it at the first tick without samples for it,
+                // or anyway once it ended sealAfter + 60 s ago or the wall-clock minute turns.
+                if states[i].touchedCurrent && states[i].currentMinute >= storeAnywayBefore && !minuteTurned { continue }
+            } else if !minuteTurned {
+                continue  // stored before: what arrived since is stored once per wall-clock minute
             }
-            if let r = states[i].seal(key: states[i].key, newMinute: states[i].currentMinute + 60_000) { appendSealed(i, r) }
+            if let r = states[i].flushUnsent(key: states[i].key) { appendSealed(i, r) }
         }
         // Only series changed since the last call can have `touchedCurrent` set.
         for i in dirtyList { states[i].touchedCurrent = false }
