@@ -4,7 +4,7 @@ import MetricsCore
 ///
 /// Agents send their series in the same order every time, so the batches a writer sees repeat the
 /// same sequence of series. Each cached series remembers which series followed it the last time;
-/// ``resolve(_:)`` tries that one first and confirms it with ``SeriesKey/matches(_:)`` (three
+/// ``resolve(_:ids:servers:unresolved:)`` tries that one first and confirms it with ``SeriesKey/matches(_:)`` (three
 /// string comparisons, which for strings the parsers' caches share are pointer checks), and only
 /// on a miss hashes the key into the dictionary. Hashing every sample's key was ~17% of the
 /// server's CPU under a MySQL ingest load (`perf`), and the writer thread's own time is time the

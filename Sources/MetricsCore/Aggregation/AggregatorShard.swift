@@ -204,11 +204,7 @@ public actor AggregatorShard {
         }
         for i in ids.sorted() {
             if let labels, states[i].key.labels != labels { continue }
-            let st = states[i]
-            let open = st.currentUnsent?.sketch ?? st.current  // the part of the minute the store does not hold
-            if st.currentMinute != .min && !open.isEmpty {
-                out.append(MinuteRollup(key: st.key, minute: st.currentMinute, sketch: open))
-            }
+            if let open = states[i].unsentRollup(key: states[i].key) { out.append(open) }
         }
         return out
     }
@@ -250,9 +246,9 @@ public actor AggregatorShard {
     /// A minute that ended more than `sealAfter` ms before `now` and saw no newer sample is stored
     /// at the first call without new samples for it (or, for a backlog that never pauses, at the
     /// first call of a new wall-clock minute or once it ended `sealAfter` + 60 s ago), but it
-    /// stays the series' open minute: samples
-    /// for it that arrive later (a backlog, a lagging agent, a stream paused by backpressure) are
-    /// collected apart and stored as one partial rollup per wall-clock minute. A sample of a newer
+    /// stays the series' open minute: samples for it that arrive later (a backlog, a lagging
+    /// agent, a stream paused by backpressure) are collected apart and stored as one partial
+    /// rollup per wall-clock minute. A sample of a newer
     /// minute closes it. Closing a minute whose samples were still streaming in turned each later
     /// tick's samples into late rollups for the store to merge: a backlog of 50,000 series cost
     /// 50,000 rollup merges per tick, which slowed the store, which lengthened the backlog

@@ -107,8 +107,7 @@ struct SeriesState {
     mutating func seal(key: SeriesKey, newMinute: Int64) -> MinuteRollup? {
         var out: MinuteRollup? = nil
         if currentMinute != .min && !current.isEmpty {
-            let unsent = currentUnsent?.sketch ?? current
-            if !unsent.isEmpty { out = MinuteRollup(key: key, minute: currentMinute, sketch: unsent) }
+            out = unsentRollup(key: key)
             pastMinutes.set(minute: currentMinute, count: current.count, sum: current.sum, min: current.min, max: current.max)
             previousSketch = (currentMinute == newMinute - 60_000) ? current : nil
         } else {
@@ -120,14 +119,21 @@ struct SeriesState {
         return out
     }
 
-    /// The part of the open minute the store does not hold yet, as a rollup to store now; the
-    /// minute stays open and later samples of it are kept apart as the new unsent part.
-    mutating func flushUnsent(key: SeriesKey) -> MinuteRollup? {
+    /// The part of the open minute the store does not hold yet (all of it unless the store got
+    /// part of it before: warmed from the store, or stored by ``flushUnsent(key:)``), as a rollup;
+    /// `nil` when that part is empty.
+    func unsentRollup(key: SeriesKey) -> MinuteRollup? {
         guard currentMinute != .min else { return nil }
         let unsent = currentUnsent?.sketch ?? current
-        guard !unsent.isEmpty else { return nil }
+        return unsent.isEmpty ? nil : MinuteRollup(key: key, minute: currentMinute, sketch: unsent)
+    }
+
+    /// ``unsentRollup(key:)``, to store now; the minute stays open and later samples of it are
+    /// kept apart as the new unsent part.
+    mutating func flushUnsent(key: SeriesKey) -> MinuteRollup? {
+        guard let r = unsentRollup(key: key) else { return nil }
         currentUnsent = SketchBox(QuantileSketch(mapping: current.mapping))
-        return MinuteRollup(key: key, minute: currentMinute, sketch: unsent)
+        return r
     }
 
     /// Stats of the 10 s slots that cover `[now - 60 s, now]`.
