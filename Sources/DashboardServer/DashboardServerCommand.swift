@@ -314,9 +314,16 @@ struct EngineService: Service {
     let engine: MetricsEngine
 
     func run() async throws {
-        await withGracefulShutdownHandler {
-            await engine.run()
-        } onGracefulShutdown: {
+        // Cancellation (another service failed, e.g. the port was taken) must stop the engine as
+        // graceful shutdown does: its loops wait on signals that return at once in a cancelled
+        // task, so without this they spun on every core and the process ignored SIGTERM.
+        await withTaskCancellationHandler {
+            await withGracefulShutdownHandler {
+                await engine.run()
+            } onGracefulShutdown: {
+                engine.shutdown()
+            }
+        } onCancel: {
             engine.shutdown()
         }
     }

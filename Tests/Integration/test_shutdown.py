@@ -140,3 +140,14 @@ def test_sigterm_during_influx_write_is_not_reported_as_success(server_factory, 
     finally:
         write.close()
     assert srv.wait(timeout=15) == 0
+
+
+def test_port_in_use_exits_nonzero_with_the_reason(server_factory, tmp_path):
+    """A listener that cannot bind fails the start: the process names the error and exits 1. Before,
+    the engine's loops, cancelled rather than shut down, spun on both cores and SIGTERM did nothing."""
+    srv = server_factory(name="holder")
+    with pytest.raises(RuntimeError) as e:
+        h.ServerProcess(tmp_path / "second", name="second", port=srv.port, start_timeout=30)
+    text = str(e.value)
+    assert "exited with 1 before listening" in text, text
+    assert "Address already in use" in text, text

@@ -37,6 +37,24 @@ struct RequestHead {
         headers.first { $0.0 == name }?.1
     }
 
+    /// Whether `haystack` contains `needle`, ASCII case-insensitively (media types and tokens).
+    /// Byte-wise on purpose: `StringProtocol.contains` from Foundation, visible here through other
+    /// files' imports, bridges to `NSString` (an allocation and a slow search per request).
+    static func asciiContains(_ haystack: String, _ needle: StaticString) -> Bool {
+        let n = UnsafeRawBufferPointer(start: needle.utf8Start, count: needle.utf8CodeUnitCount)
+        guard !n.isEmpty else { return true }
+        @inline(__always) func lower(_ b: UInt8) -> UInt8 { b >= 0x41 && b <= 0x5A ? b | 0x20 : b }
+        var haystack = haystack
+        return haystack.withUTF8 { h in
+            guard h.count >= n.count else { return false }
+            outer: for start in 0...(h.count - n.count) {
+                for k in 0..<n.count where lower(h[start + k]) != lower(n[k]) { continue outer }
+                return true
+            }
+            return false
+        }
+    }
+
     /// Decoded query parameters in order (`+` is a space, `%XX` decoded; invalid escapes kept as is).
     var queryItems: [(String, String)] {
         query.split(separator: "&").map { part in

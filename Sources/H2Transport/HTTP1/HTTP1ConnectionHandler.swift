@@ -58,6 +58,7 @@ final class HTTP1ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
         exchange?.handler?.cancelled()
         exchange?.handler = nil
         connectionContext?.ingest.publishCounters()
+        connectionContext?.ingest.context = nil
         exchange = nil
         router.statistics.h1Connections.wrappingAdd(-1, ordering: .relaxed)
         registry.unregister(registration)

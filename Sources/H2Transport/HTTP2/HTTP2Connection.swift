@@ -62,7 +62,9 @@ final class HTTP2Connection {
         ]
         nghttp2_submit_settings(s, UInt8(NGHTTP2_FLAG_NONE.rawValue), &settings, settings.count)
         nghttp2_session_set_local_window_size(s, UInt8(NGHTTP2_FLAG_NONE.rawValue), 0, Int32(cfg.connectionWindow))
-        connectionContext.flush = { [weak self] in self?.flush() }
+        // A strong capture, cleared in `close()` (which the channel handler always calls): a weak
+        // one would put this connection's reference count in a side table (see HTTP2Stream).
+        connectionContext.flush = { self.flush() }
     }
 
     deinit {
@@ -107,9 +109,12 @@ final class HTTP2Connection {
             s.closed = true
             s.handler?.cancelled()
             s.handler = nil
+            s.connection = nil
         }
         connectionContext.ingest.publishCounters()
         connectionContext.drainables.removeAll()
+        connectionContext.flush = {}
+        connectionContext.ingest.context = nil
         if let session { nghttp2_session_del(session) }
         session = nil
     }
@@ -193,36 +198,49 @@ final class HTTP2Connection {
 
     func submitResponse(_ stream: HTTP2Stream, status: Int, headers: [(String, String)]) {
         guard let session, !stream.closed else { return }
-        // nghttp2 copies names and values during the call, so pointers into temporary storage are
-        // enough. Header names are lower case already (HTTP/2 requires it; every caller passes
-        // literals), so no per-request case folding or intermediate arrays.
-        var storage: [UInt8] = []
-        storage.reserveCapacity(64 + headers.reduce(0) { $0 + $1.0.utf8.count + $1.1.utf8.count })
-        storage.append(contentsOf: HeaderName.status)
-        storage.append(contentsOf: String(status).utf8)
-        for (n, v) in headers {
-            storage.append(contentsOf: n.utf8)
-            storage.append(contentsOf: v.utf8)
-        }
+        // nghttp2 copies names and values during the call, so the name/value bytes are laid out
+        // in one stack buffer (this runs once per request: no heap allocation). Header names are
+        // lower case already (HTTP/2 requires it; every caller passes literals), so no per-request
+        // case folding. TLS connections add HSTS here rather than through a concatenated array.
+        let hsts: (String, String)? = connectionContext.secure ? ConnectionContext.hsts : nil
+        var byteCount = HeaderName.status.count + 3
+        for (n, v) in headers { byteCount += n.utf8.count + v.utf8.count }
+        if let hsts { byteCount += hsts.0.utf8.count + hsts.1.utf8.count }
+        let fieldCount = headers.count + 1 + (hsts == nil ? 0 : 1)
         let noBody = status == 204 || status == 304 || stream.method == "HEAD"
         if noBody { stream.responseEnded = true }
-        let rv: Int32 = storage.withUnsafeMutableBufferPointer { buf in
-            let base = buf.baseAddress!
-            return withUnsafeTemporaryAllocation(of: nghttp2_nv.self, capacity: headers.count + 1) { nva in
+        let rv: Int32 = withUnsafeTemporaryAllocation(of: UInt8.self, capacity: byteCount) { bytes in
+            withUnsafeTemporaryAllocation(of: nghttp2_nv.self, capacity: fieldCount) { nva in
+                let base = bytes.baseAddress!
                 let none = UInt8(NGHTTP2_NV_FLAG_NONE.rawValue)
-                var offset = HeaderName.status.count
-                nva[0] = nghttp2_nv(name: base, value: base + offset, namelen: offset, valuelen: 3, flags: none)
-                offset += 3
-                for (i, (n, v)) in headers.enumerated() {
-                    let nl = n.utf8.count, vl = v.utf8.count
-                    nva[i + 1] = nghttp2_nv(name: base + offset, value: base + offset + nl, namelen: nl, valuelen: vl, flags: none)
-                    offset += nl + vl
+                var offset = 0
+                var field = 0
+                func add(_ name: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer) {
+                    let n = UnsafeMutableRawBufferPointer(rebasing: UnsafeMutableRawBufferPointer(bytes)[offset...])
+                    n.copyMemory(from: name)
+                    UnsafeMutableRawBufferPointer(rebasing: n[name.count...]).copyMemory(from: value)
+                    nva[field] = nghttp2_nv(name: base + offset, value: base + offset + name.count,
+                                            namelen: name.count, valuelen: value.count, flags: none)
+                    offset += name.count + value.count
+                    field += 1
                 }
+                func add(_ name: String, _ value: String) {
+                    var name = name, value = value
+                    name.withUTF8 { n in value.withUTF8 { v in add(UnsafeRawBufferPointer(n), UnsafeRawBufferPointer(v)) } }
+                }
+                // Three ASCII digits, written in place (no String per response).
+                let code = min(max(status, 100), 999)
+                let digits: (UInt8, UInt8, UInt8) = (UInt8(48 + code / 100), UInt8(48 + code / 10 % 10), UInt8(48 + code % 10))
+                withUnsafeBytes(of: digits) { d in
+                    HeaderName.status.withUnsafeBytes { add($0, d) }
+                }
+                for (n, v) in headers { add(n, v) }
+                if let hsts { add(hsts.0, hsts.1) }
                 if noBody {
-                    return nghttp2_submit_response(session, stream.id, nva.baseAddress, nva.count, nil)
+                    return nghttp2_submit_response(session, stream.id, nva.baseAddress, fieldCount, nil)
                 }
                 var provider = nghttp2_data_provider(source: nghttp2_data_source(ptr: nil), read_callback: NGHTTP2Callbacks.readBody)
-                return nghttp2_submit_response(session, stream.id, nva.baseAddress, nva.count, &provider)
+                return nghttp2_submit_response(session, stream.id, nva.baseAddress, fieldCount, &provider)
             }
         }
         if rv != 0 { logger.debug("nghttp2_submit_response failed", metadata: ["error": "\(NGHTTP2Error(rv))"]) }
@@ -271,7 +289,7 @@ final class HTTP2Connection {
             if HeaderName.equals(name, HeaderName.method) {
                 s.method = String(decoding: value, as: UTF8.self)
             } else if HeaderName.equals(name, HeaderName.path) {
-                s.path = String(decoding: value, as: UTF8.self)
+                s.path = HeaderName.knownPath(value) ?? String(decoding: value, as: UTF8.self)
             }
             return
         }
@@ -315,6 +333,7 @@ final class HTTP2Connection {
             s.handler?.cancelled()
         }
         s.handler = nil
+        s.connection = nil
     }
 
     func responseSent(_ id: Int32) {
@@ -368,6 +387,16 @@ enum HeaderName {
         return nil
     }
     static let keptLengthMask: UInt64 = kept.reduce(0) { $0 | (1 << UInt64($1.0.count)) }
+
+    /// The ingestion paths agents hit per request, as literals: `"/api/metrics/stream"` is over
+    /// the 15 bytes a String holds inline, so decoding it would allocate once per tiny POST.
+    static let knownPaths: [([UInt8], String)] = ["/api/metrics/stream", "/api/metrics", "/write", "/api/v2/write"].map { (Array($0.utf8), $0) }
+
+    /// The literal for `value` when it is one of ``knownPaths`` (exactly, no query string).
+    static func knownPath(_ value: UnsafeBufferPointer<UInt8>) -> String? {
+        for (bytes, s) in knownPaths where equals(value, bytes) { return s }
+        return nil
+    }
 }
 
 #if canImport(Glibc)

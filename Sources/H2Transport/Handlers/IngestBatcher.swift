@@ -23,7 +23,9 @@ final class IngestBatcher {
     private var parts: [Part] = []
     private let writer: BatchWriter
     let eventLoop: any EventLoop
-    weak var context: ConnectionContext?
+    /// The connection's context (for `flush`), cleared when the connection closes. Not `weak`, for
+    /// the same reason as ``HTTP2Stream/connection``: handlers retain the context per request.
+    var context: ConnectionContext?
     /// Submit early when a read batch grows this large (keeps submissions bounded).
     static let maxSamplesPerSubmission = 16_384
 

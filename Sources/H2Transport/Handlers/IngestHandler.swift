@@ -255,20 +255,20 @@ final class IngestHandler: RequestHandler {
             // Written straight into one ByteBuffer: this runs once per request (tiny POSTs).
             var b = ByteBufferAllocator().buffer(capacity: 192)
             b.writeStaticString("{\"summary\":{\"lines\":")
-            b.writeString(String(lineCount))
+            b.writeDecimal(lineCount)
             b.writeStaticString(",\"samples\":")
-            b.writeString(String(samplesParsed))
+            b.writeDecimal(samplesParsed)
             b.writeStaticString(",\"acked_lines\":")
-            b.writeString(String(ackedLines))
+            b.writeDecimal(ackedLines)
             b.writeStaticString(",\"acked_samples\":")
-            b.writeString(String(ackedSamples))
+            b.writeDecimal(ackedSamples)
             b.writeStaticString(",\"rejected\":")
-            b.writeString(String(rejected))
+            b.writeDecimal(rejected)
             b.writeStaticString(",\"heartbeats\":")
-            b.writeString(String(heartbeats))
+            b.writeDecimal(heartbeats)
             if skippedFields > 0 {
                 b.writeStaticString(",\"skipped_fields\":")
-                b.writeString(String(skippedFields))
+                b.writeDecimal(skippedFields)
             }
             var error: String? = failed
             if error == nil && draining && !requestEnded {
@@ -344,5 +344,24 @@ final class IngestHandler: RequestHandler {
         w.string(r.error.message)
         w.raw("}}\n")
         return w.bytes
+    }
+}
+
+extension ByteBuffer {
+    /// Writes `value` in decimal ASCII without building a String (runs several times per request).
+    @discardableResult
+    mutating func writeDecimal(_ value: Int) -> Int {
+        var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // 24 bytes: any Int64 with its sign
+        return withUnsafeMutableBytes(of: &digits) { raw in
+            var v = value.magnitude
+            var i = raw.count
+            repeat {
+                i -= 1
+                raw[i] = UInt8(48 + v % 10)
+                v /= 10
+            } while v > 0
+            if value < 0 { i -= 1; raw[i] = UInt8(ascii: "-") }
+            return writeBytes(UnsafeRawBufferPointer(rebasing: raw[i...]))
+        }
     }
 }

@@ -61,7 +61,7 @@ final class Router: Sendable {
         switch head.path {
         case "/api/metrics/stream", "/api/metrics":
             guard method == "POST" else { return methodNotAllowed(writer, "POST") }
-            let influx = head.queryValue("format") == "influx" || (head.header("content-type") ?? "").contains("influx")
+            let influx = head.queryValue("format") == "influx" || head.header("content-type").map { RequestHead.asciiContains($0, "influx") } == true
             let parser: IngestHandler.Parser = influx
                 ? .lineProtocol(LineProtocolParser(precision: TimestampPrecision(query: head.queryValue("precision") ?? "ms") ?? .milliseconds,
                                                    defaultServerID: defaultServerID(head), limits: limits))
