@@ -1,3 +1,4 @@
+import NIOCore
 import Testing
 @testable import H2Transport
 
@@ -29,4 +30,25 @@ import Testing
         #expect(Router.parseTime("-5y", now: now) == nil)
         #expect(Router.parseTime("yesterday", now: now) == nil)
     }
+
+    @Test("asciiContains: ASCII case-insensitive substring, as media types compare")
+    func asciiContains() {
+        #expect(RequestHead.asciiContains("text/plain; format=influx", "influx"))
+        #expect(RequestHead.asciiContains("application/x-INFLUX-line", "influx"))
+        #expect(RequestHead.asciiContains("influx", "influx"))
+        #expect(!RequestHead.asciiContains("influ", "influx"))
+        #expect(!RequestHead.asciiContains("application/x-ndjson", "influx"))
+        #expect(!RequestHead.asciiContains("", "influx"))
+        #expect(RequestHead.asciiContains("anything", ""))
+    }
+
+    @Test("writeDecimal writes the same text as String(Int)")
+    func writeDecimal() {
+        for v in [0, 7, 10, 99, 100, -1, -100, 1_234_567, Int.max, Int.min] {
+            var b = ByteBuffer()
+            let n = b.writeDecimal(v)
+            #expect(b.readString(length: n) == String(v))
+        }
+    }
 }
+

@@ -351,17 +351,6 @@ extension ByteBuffer {
     /// Writes `value` in decimal ASCII without building a String (runs several times per request).
     @discardableResult
     mutating func writeDecimal(_ value: Int) -> Int {
-        var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // 24 bytes: any Int64 with its sign
-        return withUnsafeMutableBytes(of: &digits) { raw in
-            var v = value.magnitude
-            var i = raw.count
-            repeat {
-                i -= 1
-                raw[i] = UInt8(48 + v % 10)
-                v /= 10
-            } while v > 0
-            if value < 0 { i -= 1; raw[i] = UInt8(ascii: "-") }
-            return writeBytes(UnsafeRawBufferPointer(rebasing: raw[i...]))
-        }
+        JSONWriter.withDecimalDigits(Int64(value)) { writeBytes($0) }
     }
 }

@@ -86,20 +86,26 @@ public struct JSONWriter: Sendable {
         if let v = Int64(exactly: i) { integer(v) } else { raw(String(i)) }
     }
 
-    /// Appends a 64-bit integer, digit by digit (no intermediate `String`).
+    /// Appends a 64-bit integer (no intermediate `String`).
     public mutating func integer(_ value: Int64) {
-        if value < 0 {
-            bytes.append(UInt8(ascii: "-"))
-            if value == .min { raw("9223372036854775808"); return }
-        }
-        var v = value.magnitude
-        if v < 10 { bytes.append(UInt8(ascii: "0") + UInt8(v)); return }
-        var divisor: UInt64 = 1
-        while divisor <= v / 10 { divisor *= 10 }
-        while divisor > 0 {
-            bytes.append(UInt8(ascii: "0") + UInt8(v / divisor))
-            v %= divisor
-            divisor /= 10
+        Self.withDecimalDigits(value) { bytes.append(contentsOf: $0) }
+    }
+
+    /// Calls `body` with `value` in decimal ASCII (with a leading `-` when negative), formatted in
+    /// a stack buffer: one definition of integer text for every writer that must not allocate
+    /// (this one, and the transport's reply lines written straight into a `ByteBuffer`).
+    public static func withDecimalDigits<R>(_ value: Int64, _ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // 24 bytes: 19 digits and a sign fit
+        return try withUnsafeMutableBytes(of: &digits) { raw in
+            var v = value.magnitude
+            var i = raw.count
+            repeat {
+                i -= 1
+                raw[i] = UInt8(ascii: "0") + UInt8(v % 10)
+                v /= 10
+            } while v > 0
+            if value < 0 { i -= 1; raw[i] = UInt8(ascii: "-") }
+            return try body(UnsafeRawBufferPointer(rebasing: raw[i...]))
         }
     }
 
