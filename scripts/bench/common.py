@@ -65,10 +65,12 @@ def h2load(args):
             "failed": int(ok.group(4)), "raw": out}
 
 
-def ndjson_lines(n, servers=10_000, metrics=("cpu_usage", "memory_usage", "disk_io", "network_rx", "network_tx"), offset_ms=0):
+def ndjson_lines(n, servers=10_000, metrics=("cpu_usage", "memory_usage", "disk_io", "network_rx", "network_tx"), offset_ms=0,
+                 base_ms=None):
     """`n` lines over `servers` servers; every (series, timestamp) is distinct, and bodies built with
-    different `offset_ms` do not overlap (the MySQL store stores an identical sample once)."""
-    base = int(time.time() * 1000) + offset_ms
+    different `offset_ms` do not overlap (the MySQL store stores an identical sample once).
+    Timestamps start at `base_ms` (default: now) + `offset_ms`."""
+    base = (int(time.time() * 1000) if base_ms is None else base_ms) + offset_ms
     out = []
     for i in range(n):
         out.append('{"server_id":"srv-%d","metric_name":"%s","value":%.2f,"ts":%d}\n'

@@ -18,6 +18,9 @@ ap.add_argument("--rounds", type=int, default=2)
 ap.add_argument("--url", default=None)
 ap.add_argument("--lag-seconds", type=float, default=10, help="0 skips the ack-lag measurement")
 ap.add_argument("--server-arg", action="append", default=[], help="extra dashboard-server option (repeatable), e.g. --server-arg=--store-write-lanes=2")
+ap.add_argument("--straddle-minute", action="store_true",
+                help="agents a second or two apart across a minute boundary: two bodies end the previous minute, two start "
+                     "the current one, so every series gets late samples of a minute already sealed")
 ap.add_argument("--raw", default="all", choices=["all", "best", "none"],
                 help="raw baselines per round: all four variants, only the two-connection one (the best), or none")
 a = ap.parse_args()
@@ -66,10 +69,17 @@ try:
     def fresh_body():
         # Timestamps of "now": a live workload. (Data minutes old arrives as late samples whose
         # rollups merge into stored rows: the backfill case, slower by design.) Four bodies with
-        # disjoint timestamps: an identical sample would be stored once, not four times.
+        # disjoint timestamps: an identical sample would be stored once, not four times. One base
+        # for all four, so they do not straddle a minute boundary by chance (--straddle-minute
+        # does it on purpose).
+        now_ms = int(time.time() * 1000)
+        minute_start = now_ms - now_ms % 60_000
         for k, body in enumerate(bodies):
             with open(body, "w") as f:
-                f.write(ndjson_lines(per_request, servers=10_000, offset_ms=k * (per_request // 10_000 + 1)))
+                if a.straddle_minute:
+                    f.write(ndjson_lines(per_request, servers=10_000, base_ms=minute_start + (k - 2) * 1_000))
+                else:
+                    f.write(ndjson_lines(per_request, servers=10_000, base_ms=now_ms, offset_ms=k * (per_request // 10_000 + 1)))
     version, flush, pool = server_info()
     print(f"MariaDB {version}, innodb_flush_log_at_trx_commit={flush}, buffer pool {int(pool) >> 20} MiB; "
           f"{total:,} rows per run, 10,000 servers x 5 metrics; {os.cpu_count()} cores shared by everything")

@@ -153,17 +153,20 @@ protocol RequestHandlerFactory: AnyObject {
 }
 
 /// Per-connection services the handlers share (ingest batching, flush scheduling).
+///
+/// Event-loop confined; the fields read per request skip dynamic exclusivity checks (see
+/// ``HTTP2Connection``).
 final class ConnectionContext {
     let eventLoop: any EventLoop
     let ingest: IngestBatcher
     /// Handlers that want ``RequestHandler/drain()`` at shutdown.
     var drainables: [ObjectIdentifier: any RequestHandler] = [:]
     /// Set by the connection: flushes pending output (HTTP/2: mem_send).
-    var flush: () -> Void = {}
+    @exclusivity(unchecked) var flush: () -> Void = {}
     /// The connection came in over TLS: responses carry `strict-transport-security`.
-    var secure = false
+    @exclusivity(unchecked) var secure = false
     /// The connection's ``IdleGuard`` bookkeeping (nil when idle timeouts are off).
-    var activity: ConnectionActivity?
+    @exclusivity(unchecked) var activity: ConnectionActivity?
 
     /// HSTS for responses on TLS connections: browsers then refuse cleartext for a year.
     static let hsts = ("strict-transport-security", "max-age=31536000")

@@ -2,7 +2,8 @@ import CNGHTTP2
 import NIOCore
 
 /// One HTTP/2 stream: request head accumulation, its handler, and its pending response body.
-/// Event-loop confined; owned by its ``HTTP2Connection``.
+/// Event-loop confined; owned by its ``HTTP2Connection``. The per-request fields skip dynamic
+/// exclusivity checks for the reason given there.
 final class HTTP2Stream: ResponseWriter, FlushingWriter {
     let id: Int32
     /// Handlers may outlive the connection (e.g. a store write completing after the client went
@@ -10,26 +11,26 @@ final class HTTP2Stream: ResponseWriter, FlushingWriter {
     /// this when the stream closes or the connection does. Not `weak`: a weak reference gives the
     /// connection a side table, which turns every retain and release of it (one pair per nghttp2
     /// callback, several per request) into the runtime's slow path, 8-9 % of a tiny-POST profile.
-    var connection: HTTP2Connection?
+    @exclusivity(unchecked) var connection: HTTP2Connection?
     let eventLoop: any EventLoop
 
-    var method = ""
-    var path = ""
-    var headers: [(String, String)] = []
-    var handler: (any RequestHandler)?
+    @exclusivity(unchecked) var method = ""
+    @exclusivity(unchecked) var path = ""
+    @exclusivity(unchecked) var headers: [(String, String)] = []
+    @exclusivity(unchecked) var handler: (any RequestHandler)?
 
     /// Response body bytes not yet taken by nghttp2.
-    var out = ByteBuffer()
-    var headSubmitted = false
-    var responseEnded = false
+    @exclusivity(unchecked) var out = ByteBuffer()
+    @exclusivity(unchecked) var headSubmitted = false
+    @exclusivity(unchecked) var responseEnded = false
     /// The data provider returned NGHTTP2_ERR_DEFERRED and waits for `resume_data`.
-    var dataDeferred = false
-    var requestEnded = false
-    var closed = false
+    @exclusivity(unchecked) var dataDeferred = false
+    @exclusivity(unchecked) var requestEnded = false
+    @exclusivity(unchecked) var closed = false
     /// Request body bytes received and not yet released (consumed) by the handler.
-    var unreleased = 0
+    @exclusivity(unchecked) var unreleased = 0
     /// Whether the handler wants ``RequestHandler/responseWritable()`` calls.
-    var wantsWritable = false
+    @exclusivity(unchecked) var wantsWritable = false
 
     init(id: Int32, connection: HTTP2Connection) {
         self.id = id
@@ -58,7 +59,7 @@ final class HTTP2Stream: ResponseWriter, FlushingWriter {
     }
 
     /// Whether the peer is reset (NO_ERROR) once the response is sent while the request is open.
-    var abortRequestOnEnd = false
+    @exclusivity(unchecked) var abortRequestOnEnd = false
 
     func end(abortingRequest: Bool) {
         guard !closed, !responseEnded else { return }

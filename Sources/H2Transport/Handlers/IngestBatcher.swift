@@ -5,7 +5,8 @@ import NIOCore
 /// and hands them to the ``BatchWriter`` as a single submission.
 ///
 /// Thousands of tiny requests per second on one connection thus cost one writer submission and
-/// one hop back to the event loop per read batch, not per request. Event-loop confined.
+/// one hop back to the event loop per read batch, not per request. Event-loop confined; the
+/// fields touched per request skip dynamic exclusivity checks (see ``HTTP2Connection``).
 final class IngestBatcher {
     /// The connection's request-body rate limit, if any.
     var bodyLimiter: ByteRateLimiter?
@@ -20,28 +21,32 @@ final class IngestBatcher {
     // Unchecked: handlers pass it `inout` to the parser for every chunk; it is event-loop confined
     // and never accessed reentrantly, so the dynamic exclusivity check is pure cost here.
     @exclusivity(unchecked) var output = ParseOutput()
-    private var parts: [Part] = []
+    @exclusivity(unchecked) private var parts: [Part] = []
     private let writer: BatchWriter
     let eventLoop: any EventLoop
     /// The connection's context (for `flush`), cleared when the connection closes. Not `weak`, for
     /// the same reason as ``HTTP2Stream/connection``: handlers retain the context per request.
-    var context: ConnectionContext?
+    @exclusivity(unchecked) var context: ConnectionContext?
     /// Submit early when a read batch grows this large (keeps submissions bounded).
     static let maxSamplesPerSubmission = 16_384
 
     /// One spare NDJSON parser per connection: short requests on a connection reuse it (warm
     /// name caches, no per-request parser allocation). At most one is kept, so the pool costs a
     /// connection at most one parser's caches (~12 KiB).
-    private var spareParser: NDJSONParser?
+    @exclusivity(unchecked) private var spareParser: PooledNDJSONParser?
 
-    func takeParser(defaultServerID: String?, limits: ParseLimits) -> NDJSONParser {
-        guard var p = spareParser else { return NDJSONParser(defaultServerID: defaultServerID, limits: limits) }
-        spareParser = nil
-        p.reset(defaultServerID: defaultServerID, limits: limits)
+    func takeParser(defaultServerID: String?, limits: ParseLimits) -> PooledNDJSONParser {
+        guard let p = spareParser.take() else {
+            return PooledNDJSONParser(NDJSONParser(defaultServerID: defaultServerID, limits: limits))
+        }
+        p.parser.reset(defaultServerID: defaultServerID, limits: limits)
         return p
     }
 
-    func recycle(_ parser: NDJSONParser) {
+    /// Keeps `parser` as the spare, unless there is one (a request hands its parser back as soon
+    /// as its body is parsed, so on a connection of sequential or pipelined short requests one
+    /// parser serves them all).
+    func recycle(_ parser: PooledNDJSONParser) {
         if spareParser == nil { spareParser = parser }
     }
 
@@ -51,10 +56,10 @@ final class IngestBatcher {
     // Per-connection tallies, published to the shared atomics once per read batch or completion:
     // several relaxed atomic adds per tiny request from both event loops made their cache line
     // bounce between the cores.
-    var pendingBytes = 0
-    var pendingSamples = 0
-    var pendingOpenStreams = 0
-    var pendingRequests = 0
+    @exclusivity(unchecked) var pendingBytes = 0
+    @exclusivity(unchecked) var pendingSamples = 0
+    @exclusivity(unchecked) var pendingOpenStreams = 0
+    @exclusivity(unchecked) var pendingRequests = 0
 
     init(writer: BatchWriter, eventLoop: any EventLoop, counters: IngestCounters, statistics: ServerStatistics) {
         self.writer = writer
@@ -131,6 +136,17 @@ extension IngestBatcher {
             p.handler.durable(p, outcome: .durable, refused: own)
             start += p.samples
         }
+    }
+}
+
+/// An NDJSON parser on the heap, so that taking it from the connection's pool and handing it
+/// back moves a pointer, not the parser's several hundred bytes (two `memmove`s per request).
+/// Event-loop confined, like its handler: no dynamic exclusivity checks.
+final class PooledNDJSONParser {
+    @exclusivity(unchecked) var parser: NDJSONParser
+
+    init(_ parser: NDJSONParser) {
+        self.parser = parser
     }
 }
 

@@ -17,14 +17,21 @@ import NIOCore
 /// parsed from them, so a slow store slows the agent instead of growing memory.
 final class IngestHandler: RequestHandler {
     enum Style { case stream, influx }
+    /// Which parser, and how it is set up (the parsers themselves are large structs: built or
+    /// taken here, not passed along by value).
     enum Parser {
         /// NDJSON; the parser comes from the connection's pool.
         case ndjson(defaultServerID: String?, limits: ParseLimits)
-        case lineProtocol(LineProtocolParser)
+        case lineProtocol(precision: TimestampPrecision, defaultServerID: String?, limits: ParseLimits)
     }
     // Kept as two optionals so the parser is mutated in place (no copy of its carry buffer).
-    private var ndjson: NDJSONParser?
+    private var ndjson: PooledNDJSONParser?
     private var lineProtocol: LineProtocolParser?
+    /// For NDJSON: what the parser is set up with. The parser itself is taken from the
+    /// connection's pool at the first body bytes and handed back once the body is parsed, so
+    /// requests whose heads all arrive before their bodies (h2load and nghttp2 clients send every
+    /// queued HEADERS frame before any DATA) share one warm parser instead of building one each.
+    private var ndjsonSetup: (defaultServerID: String?, limits: ParseLimits)?
 
     static let maxRejectionDetails = 100
 
@@ -54,8 +61,9 @@ final class IngestHandler: RequestHandler {
         self.batcher = context.ingest
         self.style = style
         switch parser {
-        case .ndjson(let id, let limits): ndjson = context.ingest.takeParser(defaultServerID: id, limits: limits)
-        case .lineProtocol(let p): lineProtocol = p
+        case .ndjson(let id, let limits): ndjsonSetup = (id, limits)
+        case .lineProtocol(let precision, let id, let limits):
+            lineProtocol = LineProtocolParser(precision: precision, defaultServerID: id, limits: limits)
         }
         self.counters = counters
         self.gzip = gzip
@@ -70,8 +78,11 @@ final class IngestHandler: RequestHandler {
     private func ensureHead() {
         guard !headWritten else { return }
         headWritten = true
-        writer.writeHead(status: 200, headers: [("content-type", "application/x-ndjson"), ("cache-control", "no-store")])
+        writer.writeHead(status: 200, headers: Self.streamHeaders)
     }
+
+    /// The stream reply's head fields, built once (an array literal here is a heap array per request).
+    private static let streamHeaders: [(String, String)] = [("content-type", "application/x-ndjson"), ("cache-control", "no-store")]
 
     // MARK: RequestHandler
 
@@ -106,9 +117,14 @@ final class IngestHandler: RequestHandler {
         }
         let before = batcher.output.samples.count
         let now = ProcessInfoLite.nowMilliseconds()
-        if ndjson != nil { ndjson!.finish(now: now, into: &batcher.output) }
+        if let ndjson { ndjson.parser.finish(now: now, into: &batcher.output) }
         if lineProtocol != nil { lineProtocol!.finish(now: now, into: &batcher.output) }
         collect(samplesBefore: before, bytes: 0, force: true)
+        // Parsing is over: the parser goes back to the connection now, not when the samples are
+        // durable, so the next request of the same read batch gets it warm (name caches filled).
+        // With 100 requests in flight per connection, recycling at completion left all but one
+        // of them building a new parser and a String per name.
+        recycleParser()
         maybeFinish()
     }
 
@@ -120,9 +136,8 @@ final class IngestHandler: RequestHandler {
 
     /// Hands the NDJSON parser back to the connection once this request needs it no more.
     private func recycleParser() {
-        if let p = ndjson {
-            ndjson = nil
-            finalLineCount = p.lineCount
+        if let p = ndjson.take() {
+            finalLineCount = p.parser.lineCount
             batcher.recycle(p)
         }
     }
@@ -140,13 +155,17 @@ final class IngestHandler: RequestHandler {
     // MARK: Parsing
 
     private var lineCount: Int {
-        ndjson?.lineCount ?? lineProtocol?.lineCount ?? finalLineCount
+        ndjson?.parser.lineCount ?? lineProtocol?.lineCount ?? finalLineCount
     }
 
     private func parse(_ bytes: UnsafeRawBufferPointer, releasing: Int) {
+        if ndjson == nil, let setup = ndjsonSetup {
+            ndjson = batcher.takeParser(defaultServerID: setup.defaultServerID, limits: setup.limits)
+            ndjsonSetup = nil
+        }
         let before = batcher.output.samples.count
         let now = ProcessInfoLite.nowMilliseconds()
-        if ndjson != nil { ndjson!.parse(bytes, now: now, into: &batcher.output) }
+        if let ndjson { ndjson.parser.parse(bytes, now: now, into: &batcher.output) }
         if lineProtocol != nil { lineProtocol!.parse(bytes, now: now, into: &batcher.output) }
         collect(samplesBefore: before, bytes: releasing, force: false)
     }

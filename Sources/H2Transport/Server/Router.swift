@@ -63,8 +63,8 @@ final class Router: Sendable {
             guard method == "POST" else { return methodNotAllowed(writer, "POST") }
             let influx = head.queryValue("format") == "influx" || head.header("content-type").map { RequestHead.asciiContains($0, "influx") } == true
             let parser: IngestHandler.Parser = influx
-                ? .lineProtocol(LineProtocolParser(precision: TimestampPrecision(query: head.queryValue("precision") ?? "ms") ?? .milliseconds,
-                                                   defaultServerID: defaultServerID(head), limits: limits))
+                ? .lineProtocol(precision: TimestampPrecision(query: head.queryValue("precision") ?? "ms") ?? .milliseconds,
+                                defaultServerID: defaultServerID(head), limits: limits)
                 : .ndjson(defaultServerID: defaultServerID(head), limits: limits)
             return ingest(head, writer, connection, style: .stream, parser: parser)
         case "/write", "/api/v2/write":
@@ -73,7 +73,7 @@ final class Router: Sendable {
             guard let precision = TimestampPrecision(query: precisionText) else {
                 return FixedResponseHandler(.error(400, "unknown precision '\(precisionText)'"), writer: writer)
             }
-            let parser = IngestHandler.Parser.lineProtocol(LineProtocolParser(precision: precision, defaultServerID: defaultServerID(head), limits: limits))
+            let parser = IngestHandler.Parser.lineProtocol(precision: precision, defaultServerID: defaultServerID(head), limits: limits)
             return ingest(head, writer, connection, style: .influx, parser: parser)
         case "/query":
             // Telegraf's influxdb output sends `CREATE DATABASE "telegraf"` at start; accept it.
@@ -150,12 +150,14 @@ final class Router: Sendable {
     private func ingest(_ head: RequestHead, _ writer: any ResponseWriter, _ connection: ConnectionContext,
                         style: IngestHandler.Style, parser: IngestHandler.Parser) -> any RequestHandler {
         var gzip: GzipBody? = nil
-        switch (head.header("content-encoding") ?? "identity").lowercased() {
-        case "identity", "": break
-        case "gzip", "x-gzip":
-            gzip = GzipBody(maxCompressed: configuration.maxCompressedBody, maxDecompressed: configuration.maxDecompressedBody)
-        case let other:
-            return FixedResponseHandler(.error(415, "unsupported content-encoding '\(other)'; use gzip or identity"), writer: writer)
+        if let encoding = head.header("content-encoding") {
+            switch encoding.lowercased() {
+            case "identity", "": break
+            case "gzip", "x-gzip":
+                gzip = GzipBody(maxCompressed: configuration.maxCompressedBody, maxDecompressed: configuration.maxDecompressedBody)
+            case let other:
+                return FixedResponseHandler(.error(415, "unsupported content-encoding '\(other)'; use gzip or identity"), writer: writer)
+            }
         }
         if let id = head.header("x-server-id"), !NameRules.isValidName(id) {
             return FixedResponseHandler(.error(400, "invalid x-server-id header"), writer: writer)

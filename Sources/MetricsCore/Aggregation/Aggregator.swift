@@ -189,7 +189,8 @@ public final class Aggregator: Sendable {
         await shards[shardIndex(for: key.serverID)].snapshot(of: key, now: now)
     }
 
-    /// The minutes not yet sealed into the store for one server's metric (all label sets, or one).
+    /// What the store does not hold yet of one server's metric (all label sets, or one): each series'
+    /// open minute, and late samples of an earlier minute not yet stored (one rollup each).
     public func openMinutes(serverID: String, metricName: String, labels: String? = nil) async -> [MinuteRollup] {
         await shards[shardIndex(for: serverID)].openMinutes(serverID: serverID, metricName: metricName, labels: labels)
     }

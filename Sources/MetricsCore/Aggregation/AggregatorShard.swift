@@ -192,7 +192,8 @@ public actor AggregatorShard {
         return i
     }
 
-    /// The open (not yet sealed) minute of each series of `serverID`/`metricName`, optionally one label set.
+    /// What the store does not hold yet of each series of `serverID`/`metricName` (optionally one
+    /// label set): its open minute, and late samples of an earlier minute kept apart.
     func openMinutes(serverID: String, metricName: String, labels: String?) -> [MinuteRollup] {
         var out: [MinuteRollup] = []
         var ids: [Int] = []
@@ -205,6 +206,7 @@ public actor AggregatorShard {
         for i in ids.sorted() {
             if let labels, states[i].key.labels != labels { continue }
             if let open = states[i].unsentRollup(key: states[i].key) { out.append(open) }
+            if let late = states[i].lateRollup(key: states[i].key) { out.append(late) }
         }
         return out
     }
@@ -222,7 +224,7 @@ public actor AggregatorShard {
                 _ = st.seal(key: r.key, newMinute: r.minute)
                 st.current = r.sketch
                 // The store already holds this minute: only samples added from now on are sealed into its rollup.
-                st.currentUnsent = SketchBox(QuantileSketch(mapping: r.sketch.mapping))
+                st.markCurrentStored()
                 st.total.merge(WindowStats(count: r.count, sum: r.sum, min: r.min, max: r.max))
                 if r.minute >= st.lastTimestamp {
                     // The stored minute has no exact last sample: take its max, stamped with the minute's
@@ -273,7 +275,10 @@ public actor AggregatorShard {
         lastCollectMinute = max(lastCollectMinute, MinuteRollup.minute(of: now))
         var idle: [Int] = []
         for i in states.indices {
-            if let expireThrough, states[i].changedSeq <= expireThrough && !states[i].dirty {
+            let expire = expireThrough.map { states[i].changedSeq <= $0 && !states[i].dirty } ?? false
+            // Late samples kept apart go to the store once per wall-clock minute (see SeriesState.add).
+            if minuteTurned || expire, states[i].rare != nil, let r = states[i].flushLate(key: states[i].key) { appendSealed(i, r) }
+            if expire {
                 idle.append(i)
                 if let r = states[i].seal(key: states[i].key, newMinute: states[i].currentMinute + 60_000) { appendSealed(i, r) }
                 continue
@@ -364,7 +369,9 @@ public actor AggregatorShard {
 
     /// Seals every open minute (at shutdown) and returns all unsent rollups.
     func sealAll() -> [MinuteRollup] {
-        for i in states.indices where !states[i].current.isEmpty {
+        for i in states.indices {
+            if let r = states[i].flushLate(key: states[i].key) { appendSealed(i, r) }
+            guard !states[i].current.isEmpty else { continue }
             if let r = states[i].seal(key: states[i].key, newMinute: states[i].currentMinute + 60_000) { appendSealed(i, r) }
         }
         return takeSealed()

@@ -25,10 +25,13 @@ struct SeriesState {
     var pastMinutes = MinuteRing()
     var currentMinute: Int64 = .min
     var current: QuantileSketch
-    /// When `current` was loaded from the store (``AggregatorShard/warm(_:)``): the samples added
-    /// since, i.e. the part of `current` the store does not hold yet. `nil` means all of `current`.
-    /// Boxed: only series warmed after a restart have one, for their first minute.
-    var currentUnsent: SketchBox?
+    /// What few series ever have: the unsent part of `current` and late samples kept apart.
+    /// Boxed, so that the others pay one pointer for it; `nil` when it would be empty.
+    var rare: RareParts?
+    /// When the store holds part of `current` (warmed from the store, or stored by
+    /// ``flushUnsent(key:)``): the samples added since, i.e. the part the store does not hold yet.
+    /// `nil` means all of `current`.
+    var currentUnsent: QuantileSketch? { rare?.unsent }
     var previousSketch: QuantileSketch?
     /// Tick sequence number when this series last changed.
     var changedSeq: UInt64 = 0
@@ -83,9 +86,22 @@ struct SeriesState {
         if minute > currentMinute {
             if let r = seal(key: key, newMinute: minute) { out.append((series, r)) }
         } else if minute < currentMinute {
-            // Late sample for a minute already sealed: emit a one-sample rollup for the store to merge.
-            var late = MinuteRollup(key: key, minute: minute, sketch: QuantileSketch(mapping: current.mapping))
-            late.sketch.add(value)
+            // Late sample for a minute already sealed: kept apart and stored at the next wall-clock
+            // minute (``AggregatorShard/collect(now:seq:sealAfter:expireThrough:)``), so a stream of
+            // late samples costs the store one merge per series and minute, not one per tick. (Two
+            // streams of one series straddling a minute boundary made every tick bring 50,000 late
+            // rollups, and the store merges slowed ingestion through MariaDB to a fifth.)
+            let r = rareParts()
+            if r.late != nil && r.lateMinute != minute {
+                // Another minute's late part: only one is kept, the other goes to the store now.
+                out.append((series, MinuteRollup(key: key, minute: r.lateMinute, sketch: r.late!)))
+                r.late = nil
+            }
+            if r.late == nil {
+                r.late = QuantileSketch(mapping: current.mapping)
+                r.lateMinute = minute
+            }
+            r.late!.add(value)
             if minute >= currentMinute - Int64(Self.minuteSlots - 1) * 60_000 {
                 // Within the 5-minute ring: into its minute's slot (started if it had no data yet).
                 pastMinutes.add(value, minute: minute)
@@ -95,11 +111,10 @@ struct SeriesState {
                 if previousSketch == nil { previousSketch = QuantileSketch(mapping: current.mapping) }
                 previousSketch!.add(value)
             }
-            out.append((series, late))
             return
         }
         current.add(value)
-        currentUnsent?.sketch.add(value)
+        if let rare { rare.unsent?.add(value) }
         touchedCurrent = true
     }
 
@@ -115,7 +130,10 @@ struct SeriesState {
         }
         currentMinute = newMinute
         current = QuantileSketch(mapping: current.mapping)
-        currentUnsent = nil
+        if let rare {
+            rare.unsent = nil
+            if rare.isEmpty { self.rare = nil }
+        }
         return out
     }
 
@@ -124,7 +142,7 @@ struct SeriesState {
     /// `nil` when that part is empty.
     func unsentRollup(key: SeriesKey) -> MinuteRollup? {
         guard currentMinute != .min else { return nil }
-        let unsent = currentUnsent?.sketch ?? current
+        let unsent = currentUnsent ?? current
         return unsent.isEmpty ? nil : MinuteRollup(key: key, minute: currentMinute, sketch: unsent)
     }
 
@@ -132,7 +150,35 @@ struct SeriesState {
     /// kept apart as the new unsent part.
     mutating func flushUnsent(key: SeriesKey) -> MinuteRollup? {
         guard let r = unsentRollup(key: key) else { return nil }
-        currentUnsent = SketchBox(QuantileSketch(mapping: current.mapping))
+        rareParts().unsent = QuantileSketch(mapping: current.mapping)
+        return r
+    }
+
+    /// Marks all of `current` as held by the store (warmed from it): only samples added from now
+    /// on are unsent.
+    mutating func markCurrentStored() {
+        rareParts().unsent = QuantileSketch(mapping: current.mapping)
+    }
+
+    /// The late samples kept apart (of one minute before the open one), as a rollup; `nil` when none.
+    func lateRollup(key: SeriesKey) -> MinuteRollup? {
+        guard let rare, let late = rare.late else { return nil }
+        return MinuteRollup(key: key, minute: rare.lateMinute, sketch: late)
+    }
+
+    /// ``lateRollup(key:)``, to store now.
+    mutating func flushLate(key: SeriesKey) -> MinuteRollup? {
+        guard let r = lateRollup(key: key) else { return nil }
+        rare!.late = nil
+        if rare!.isEmpty { rare = nil }
+        return r
+    }
+
+    @inline(__always)
+    private mutating func rareParts() -> RareParts {
+        if let rare { return rare }
+        let r = RareParts()
+        rare = r
         return r
     }
 
@@ -266,11 +312,13 @@ struct MinuteRing {
     }
 }
 
-/// A sketch on the heap, for optional sketches most series never have.
-final class SketchBox {
-    var sketch: QuantileSketch
+/// The parts of a series' state that few series ever have (see ``SeriesState/rare``).
+final class RareParts {
+    /// ``SeriesState/currentUnsent``.
+    var unsent: QuantileSketch?
+    /// Late samples of `lateMinute` (a minute before the open one) not yet handed to the store.
+    var late: QuantileSketch?
+    var lateMinute: Int64 = .min
 
-    init(_ sketch: QuantileSketch) {
-        self.sketch = sketch
-    }
+    var isEmpty: Bool { unsent == nil && late == nil }
 }

@@ -22,9 +22,13 @@ struct AggregatorRollupTests {
         var clock = Int64.min
         var seq: UInt64 = 0
         var staleOpenMinutes = 0
+        var arrivedThisWallMinute = Set<MinuteKey>()
         await Ref.ingestInBatches(samples, into: aggregator, seed: seed + 100, maxBatch: 500) { batch in
             // The wall clock runs a little ahead of the newest sample.
+            let before = clock
             clock = max(clock, batch.map(\.timestamp).max()! + 1_500)
+            if before == .min || MinuteRollup.minute(of: clock) != MinuteRollup.minute(of: before) { arrivedThisWallMinute.removeAll() }
+            arrivedThisWallMinute.formUnion(batch.map { MinuteKey(key: $0.seriesKey, minute: MinuteRollup.minute(of: $0.timestamp)) })
             seq += 1
             let (changed, sealed, _) = await aggregator.collect(now: clock, seq: seq, sealAfter: 5_000)
             // `changed` is exactly the series of this batch, each stamped with this tick.
@@ -34,12 +38,14 @@ struct AggregatorRollupTests {
             rollups.append(contentsOf: sealed)
             fromCollect += sealed.count
             // After a tick no series keeps a minute open that ended more than `sealAfter` ago,
-            // unless samples for that minute arrived in this very tick (then it waits for a quiet tick).
+            // unless samples for that minute arrived in this very tick (then it waits for a quiet
+            // tick), or arrived late in this wall-clock minute (stored when the next one begins).
             if seq % 10 == 0 {
                 let arriving = Set(batch.map { MinuteKey(key: $0.seriesKey, minute: MinuteRollup.minute(of: $0.timestamp)) })
                 for key in Set(batch.map(\.seriesKey)) {
                     for open in await aggregator.openMinutes(serverID: key.serverID, metricName: key.metricName, labels: key.labels)
-                    where open.minute < MinuteRollup.minute(of: clock - 5_000) && !arriving.contains(MinuteKey(key: key, minute: open.minute)) {
+                    where open.minute < MinuteRollup.minute(of: clock - 5_000) && !arriving.contains(MinuteKey(key: key, minute: open.minute))
+                        && !arrivedThisWallMinute.contains(MinuteKey(key: key, minute: open.minute)) {
                         staleOpenMinutes += 1
                     }
                 }
@@ -177,5 +183,45 @@ struct AggregatorRollupTests {
         let all = await aggregator.sealAll()
         #expect(all.map(\.minute) == [m + 60_000])
         #expect(all.map(\.count) == [1])
+    }
+
+    @Test("late samples of a sealed minute are kept apart and stored once per wall-clock minute, not once per tick (two streams of one series straddling a minute boundary)")
+    func lateSamplesAreStoredOncePerMinute() async {
+        let m = T.baseMinute
+        let aggregator = Aggregator(configuration: .init(shardCount: 2))
+        let servers = (0..<50).map { "s-\($0)" }
+        var sealed: [MinuteRollup] = []
+        var sentForM = 0, sentForNext = 0
+        // Twenty ticks inside wall-clock minute m+1: each brings, per series, a sample of minute
+        // m+1 (stream A) and one of minute m (stream B, a few seconds behind).
+        for tick in 0..<20 {
+            var batch: [MetricSample] = []
+            for s in servers {
+                batch.append(T.sample(s, "cpu", 1, m + 60_000 + Int64(tick) * 1_000))
+                batch.append(T.sample(s, "cpu", 2, m + 40_000 + Int64(tick) * 1_000))
+                sentForNext += 1
+                sentForM += 1
+            }
+            await aggregator.ingest(batch)
+            sealed += await aggregator.collect(now: m + 60_500 + Int64(tick) * 1_000, seq: UInt64(tick + 1), sealAfter: 5_000).sealed
+        }
+        let early = sealed.filter { $0.minute == m }
+        // Before the first A sample each series held none of minute m (B's first sample came after
+        // it in the batch), so nothing of minute m may be stored yet, and none twice.
+        #expect(early.count == 0, "rollups of minute m for \(servers.count) series in 20 ticks")
+        // The store lacks the late part until the minute turns: history still sees it.
+        let open = await aggregator.openMinutes(serverID: "s-0", metricName: "cpu")
+        #expect(open.reduce(0) { $0 + $1.count } == 40, "minute m+1's 20 and minute m's 20 samples, none stored yet")
+        #expect(Set(open.map(\.minute)) == [m, m + 60_000])
+
+        // The next wall-clock minute stores the late part: one rollup per series.
+        let turn = await aggregator.collect(now: m + 120_500, seq: 21, sealAfter: 5_000).sealed
+        #expect(turn.filter { $0.minute == m }.count == servers.count)
+        sealed += turn
+        sealed += await aggregator.sealAll()
+        #expect(sealed.filter { $0.minute == m }.reduce(0) { $0 + $1.count } == sentForM, "every sample of minute m in exactly one rollup")
+        #expect(sealed.filter { $0.minute == m + 60_000 }.reduce(0) { $0 + $1.count } == sentForNext)
+        #expect(sealed.filter { $0.minute == m }.allSatisfy { $0.sum == 2 * Double($0.count) })
+        #expect(await aggregator.openMinutes(serverID: "s-0", metricName: "cpu").isEmpty)
     }
 }
