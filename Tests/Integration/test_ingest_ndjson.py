@@ -114,6 +114,35 @@ def test_acks_stream_while_request_is_open(server, ids, proto):
     assert state[(srv_id, "load", "")]["last"] == 7
 
 
+def test_a_chunk_without_a_complete_line_gets_no_ack_line(server, ids):
+    """A request-body chunk cut mid-line acknowledges nothing new, so no ack line is written for
+    it (it used to produce `{"ack":0,"samples":0}`); the acks that follow stay cumulative."""
+    srv_id = f"{ids}-cut"
+    line = h.ndjson([{"server_id": srv_id, "metric_name": "load", "value": 1}])
+    stream = h.StreamingIngest(server, proto="h2c")
+    try:
+        bytes_before = server.stats()["ingest"]["bytes_total"]
+        stream.send(line[:20])
+        # Received (and its flow-control credit handed back through the writer) on its own.
+        h.wait_until(lambda: server.stats()["ingest"]["bytes_total"] >= bytes_before + 20, what="partial chunk received")
+        stream.send(line[20:] + line)
+        assert stream.read_until(lambda o: o.get("ack") == 2, timeout=10) == {"ack": 2, "samples": 2}
+        stream.send(line[:10])
+        h.wait_until(lambda: server.stats()["ingest"]["bytes_total"] >= bytes_before + 2 * len(line) + 10, what="second partial chunk")
+        stream.send(line[10:])
+        assert stream.read_until(lambda o: o.get("ack") == 3, timeout=10) == {"ack": 3, "samples": 3}
+        stream.finish_request()
+        stream.read_to_eof(timeout=15)
+        acks, _, summary = h.split_ingest_reply(stream.received)
+        # Every ack line says something new (the rest of the first line and the second may
+        # arrive in one read or two: [2, 3] or [1, 2, 3]).
+        pairs = [(a["ack"], a["samples"]) for a in acks]
+        assert pairs[-1] == (3, 3) and pairs[0][0] >= 1 and len(set(pairs)) == len(pairs), stream.received
+        assert summary["acked_lines"] == 3 and summary["samples"] == 3
+    finally:
+        stream.close()
+
+
 def _bad_lines_case(ids):
     good = f"{ids}-good"
     ts = h.now_ms()

@@ -154,10 +154,15 @@ def test_rollups_equal_naive_recomputation_and_serve_history(server_factory, mar
     assert same(rollups(), naive()), (rollups(), naive())
     assert len(rollups()) == 6
 
-    # Late samples for a sealed minute arrive as merge rollups: the stored row absorbs them.
+    # Late samples for a sealed minute: history counts them at once (the aggregator's open parts
+    # are merged into the answer), and they reach the stored row as one merge rollup at the next
+    # wall-clock minute (one merge per series and minute, however many ticks bring late samples).
     late = [{"server_id": sid, "metric_name": "cpu", "value": v, "ts": m0 + 30_000} for v in (1000.5, -5.25)]
     assert h.ingest(srv, h.ndjson(late), "curl-h1").status == 200
-    h.wait_until(lambda: sum(int(r[2]) for r in rollups()) == 1_202, timeout=20, what="late samples merged")
+    want_m0 = next(int(r[2]) for r in naive() if r[0] == "cpu" and int(r[1]) == m0)
+    x = srv.get_json(f"/api/history?server_id={sid}&metric_name=cpu&from={m0}&to={m0 + 60_000}&raw=false")
+    assert {p["ts"]: p["count"] for p in x["points"]} == {m0: want_m0}, (x["points"], want_m0)
+    h.wait_until(lambda: sum(int(r[2]) for r in rollups()) == 1_202, timeout=90, what="late samples merged at the next minute")
     assert same(rollups(), naive())
     assert srv.stats()["store"]["rollups_merged"] >= 1
 

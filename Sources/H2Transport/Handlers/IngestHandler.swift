@@ -50,6 +50,8 @@ final class IngestHandler: RequestHandler {
     private var partsInFlight = 0
     private var ackedLines = 0
     private var ackedSamples = 0
+    /// The last `{"ack":…}` line written (lines, samples).
+    private var lastAckSent = (lines: 0, samples: 0)
     private var requestEnded = false
     private var finished = false
     private var draining = false
@@ -227,7 +229,11 @@ final class IngestHandler: RequestHandler {
             ackedLines = max(ackedLines, part.lastLine)
             if partsInFlight == 0 { ackedLines = max(ackedLines, finalLine) }
             ackedSamples += part.samples - refused.count
-            if style == .stream && !(requestEnded && partsInFlight == 0) {
+            // Only when it acknowledges something new: a part can carry bytes without a complete
+            // line (a chunk cut mid-line), and repeating the previous ack is noise.
+            if style == .stream && !(requestEnded && partsInFlight == 0)
+                && (ackedLines > lastAckSent.lines || ackedSamples > lastAckSent.samples) {
+                lastAckSent = (ackedLines, ackedSamples)
                 writeLine("{\"ack\":\(ackedLines),\"samples\":\(ackedSamples)}\n")
             }
         }
