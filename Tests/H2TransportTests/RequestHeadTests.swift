@@ -42,13 +42,31 @@ import Testing
         #expect(RequestHead.asciiContains("anything", ""))
     }
 
-    @Test("writeDecimal writes the same text as String(Int)")
-    func writeDecimal() {
-        for v in [0, 7, 10, 99, 100, -1, -100, 1_234_567, Int.max, Int.min] {
-            var b = ByteBuffer()
-            let n = b.writeDecimal(v)
-            #expect(b.readString(length: n) == String(v))
+    @Test("StackText appends literals and integers as String would write them")
+    func stackText() {
+        let values = [0, 7, 10, 99, 100, -1, -100, 1_234_567, Int.max, Int.min]
+        let text = withUnsafeTemporaryAllocation(byteCount: 512, alignment: 1) { raw in
+            var t = StackText(raw)
+            for v in values {
+                t.append("[")
+                t.append(v)
+                t.append("]")
+            }
+            return String(decoding: t.written, as: UTF8.self)
         }
+        #expect(text == values.map { "[\($0)]" }.joined())
+    }
+
+    @Test("request targets split into path and query")
+    func targetSplit() {
+        let plain = RequestHead(method: "GET", target: "/api/metrics/stream", headers: [])
+        #expect(plain.path == "/api/metrics/stream" && plain.query.isEmpty)
+        let query = RequestHead(method: "GET", target: "/api/history?server_id=a&metric_name=b", headers: [])
+        #expect(query.path == "/api/history" && query.query == "server_id=a&metric_name=b")
+        let bare = RequestHead(method: "GET", target: "/x?", headers: [])
+        #expect(bare.path == "/x" && bare.query.isEmpty)
+        let unicode = RequestHead(method: "GET", target: "/é?ü=1", headers: [])
+        #expect(unicode.path == "/é" && unicode.query == "ü=1")
     }
 }
 

@@ -21,8 +21,13 @@ struct RequestHead {
 
     init(method: String, target: String, headers: [(String, String)]) {
         self.method = method
-        // Split on the UTF-8 view: this runs for every request, and Character iteration is slow.
-        if let q = target.utf8.firstIndex(of: UInt8(ascii: "?")) {
+        // Split on the UTF-8 bytes: this runs for every request, and Character iteration (or the
+        // UTF8View's generic `firstIndex`) is slow.
+        let utf8 = target.utf8
+        let offset: Int? = utf8.withContiguousStorageIfAvailable { $0.firstIndex(of: UInt8(ascii: "?")) }
+            ?? utf8.firstIndex(of: UInt8(ascii: "?")).map { utf8.distance(from: utf8.startIndex, to: $0) }
+        if let offset {
+            let q = utf8.index(utf8.startIndex, offsetBy: offset)
             self.path = String(target[..<q])
             self.query = target[target.utf8.index(after: q)...]
         } else {
@@ -119,6 +124,9 @@ protocol ResponseWriter: AnyObject {
     /// Tells the transport that `count` bytes of request body were processed, so the peer may
     /// send that many more (HTTP/2 WINDOW_UPDATE via `nghttp2_session_consume`; HTTP/1.1 resumes reading).
     func releaseRequestBytes(_ count: Int)
+    /// An empty buffer for response body bytes; HTTP/2 hands out one a previous response on the
+    /// connection finished with (no allocation per short response).
+    func bodyBuffer(minimumCapacity: Int) -> ByteBuffer
 }
 
 /// The application side of one exchange. Called on the connection's event loop.
@@ -139,6 +147,10 @@ protocol RequestHandler: AnyObject {
 extension ResponseWriter {
     /// Ends the response; the rest of a request body, if any, is discarded.
     func end() { end(abortingRequest: false) }
+
+    func bodyBuffer(minimumCapacity: Int) -> ByteBuffer {
+        ByteBufferAllocator().buffer(capacity: minimumCapacity)
+    }
 }
 
 extension RequestHandler {

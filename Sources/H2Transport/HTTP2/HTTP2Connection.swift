@@ -115,6 +115,7 @@ final class HTTP2Connection {
         let all = streams.values
         streams.removeAll()
         lastStream = nil
+        spareBodies = []
         for s in all {
             s.closed = true
             s.handler?.cancelled()
@@ -340,6 +341,22 @@ final class HTTP2Connection {
         spareHeaders = kept
     }
 
+    /// Finished short responses' body buffers (each uniquely held), for later ones: a summary
+    /// line per tiny POST otherwise costs a buffer allocation (two `malloc`s) per request. A read
+    /// batch completes many requests before their replies go out, hence a pool, bounded at
+    /// ``maxSpareBodies`` buffers of at most ``spareBodyCapacity`` bytes (a connection that only
+    /// ever carries one long stream keeps at most one).
+    @exclusivity(unchecked) private var spareBodies: [ByteBuffer] = []
+    static let spareBodyCapacity = 1024
+    static let maxSpareBodies = 64
+
+    /// A spare body buffer, emptied, if one can hold `minimumCapacity` bytes.
+    func takeSpareBody(minimumCapacity: Int) -> ByteBuffer? {
+        guard minimumCapacity <= Self.spareBodyCapacity, var b = spareBodies.popLast() else { return nil }
+        b.clear(minimumCapacity: minimumCapacity)
+        return b
+    }
+
     /// A kept-headers array with capacity, for the next stream (see ``headersComplete(_:)``).
     @exclusivity(unchecked) private var spareHeaders: [(String, String)] = []
 
@@ -386,7 +403,16 @@ final class HTTP2Connection {
                 buf.baseAddress!.copyMemory(from: src.baseAddress!, byteCount: n)
             }
             s.out.moveReaderIndex(forwardBy: n)
-            if s.out.readableBytes == 0 { s.out.clear() }
+            if s.out.readableBytes == 0 {
+                if s.responseEnded && spareBodies.count < Self.maxSpareBodies && s.out.capacity <= Self.spareBodyCapacity {
+                    // The response's last bytes are out: its buffer serves a later short response.
+                    s.out.clear()
+                    spareBodies.append(s.out)
+                    s.out = ByteBuffer()
+                } else {
+                    s.out.clear()
+                }
+            }
         }
         if s.out.readableBytes == 0 {
             if s.responseEnded {

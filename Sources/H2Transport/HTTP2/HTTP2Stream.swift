@@ -78,4 +78,8 @@ final class HTTP2Stream: ResponseWriter, FlushingWriter {
     }
 
     func flushConnection() { connection?.flush() }
+
+    func bodyBuffer(minimumCapacity: Int) -> ByteBuffer {
+        connection?.takeSpareBody(minimumCapacity: minimumCapacity) ?? ByteBufferAllocator().buffer(capacity: minimumCapacity)
+    }
 }

@@ -277,23 +277,28 @@ final class IngestHandler: RequestHandler {
         switch style {
         case .stream:
             ensureHead()
-            // Written straight into one ByteBuffer: this runs once per request (tiny POSTs).
-            var b = ByteBufferAllocator().buffer(capacity: 192)
-            b.writeStaticString("{\"summary\":{\"lines\":")
-            b.writeDecimal(lineCount)
-            b.writeStaticString(",\"samples\":")
-            b.writeDecimal(samplesParsed)
-            b.writeStaticString(",\"acked_lines\":")
-            b.writeDecimal(ackedLines)
-            b.writeStaticString(",\"acked_samples\":")
-            b.writeDecimal(ackedSamples)
-            b.writeStaticString(",\"rejected\":")
-            b.writeDecimal(rejected)
-            b.writeStaticString(",\"heartbeats\":")
-            b.writeDecimal(heartbeats)
-            if skippedFields > 0 {
-                b.writeStaticString(",\"skipped_fields\":")
-                b.writeDecimal(skippedFields)
+            // Laid out on the stack and written to the buffer once: this runs once per request
+            // (tiny POSTs), and each ByteBuffer write pays a uniqueness and exclusivity check.
+            var b = writer.bodyBuffer(minimumCapacity: 192)
+            withUnsafeTemporaryAllocation(byteCount: 256, alignment: 1) { raw in
+                var t = StackText(raw)
+                t.append("{\"summary\":{\"lines\":")
+                t.append(lineCount)
+                t.append(",\"samples\":")
+                t.append(samplesParsed)
+                t.append(",\"acked_lines\":")
+                t.append(ackedLines)
+                t.append(",\"acked_samples\":")
+                t.append(ackedSamples)
+                t.append(",\"rejected\":")
+                t.append(rejected)
+                t.append(",\"heartbeats\":")
+                t.append(heartbeats)
+                if skippedFields > 0 {
+                    t.append(",\"skipped_fields\":")
+                    t.append(skippedFields)
+                }
+                b.writeBytes(t.written)
             }
             var error: String? = failed
             if error == nil && draining && !requestEnded {
@@ -372,10 +377,30 @@ final class IngestHandler: RequestHandler {
     }
 }
 
-extension ByteBuffer {
-    /// Writes `value` in decimal ASCII without building a String (runs several times per request).
-    @discardableResult
-    mutating func writeDecimal(_ value: Int) -> Int {
-        JSONWriter.withDecimalDigits(Int64(value)) { writeBytes($0) }
+/// ASCII text appended into a caller's fixed buffer (the summary line: 7 fields of at most 20
+/// digits and 107 bytes of names fit its 256 bytes).
+struct StackText {
+    private let base: UnsafeMutableRawBufferPointer
+    private var count = 0
+
+    init(_ base: UnsafeMutableRawBufferPointer) {
+        self.base = base
+    }
+
+    var written: UnsafeRawBufferPointer { UnsafeRawBufferPointer(rebasing: base[..<count]) }
+
+    mutating func append(_ s: StaticString) {
+        let n = s.utf8CodeUnitCount
+        precondition(count + n <= base.count, "StackText overflow")
+        UnsafeMutableRawBufferPointer(rebasing: base[count..<(count + n)]).copyMemory(from: UnsafeRawBufferPointer(start: s.utf8Start, count: n))
+        count += n
+    }
+
+    mutating func append(_ value: Int) {
+        JSONWriter.withDecimalDigits(Int64(value)) { digits in
+            precondition(count + digits.count <= base.count, "StackText overflow")
+            UnsafeMutableRawBufferPointer(rebasing: base[count..<(count + digits.count)]).copyMemory(from: digits)
+            count += digits.count
+        }
     }
 }

@@ -93,7 +93,7 @@ public struct JSONWriter: Sendable {
 
     /// Calls `body` with `value` in decimal ASCII (with a leading `-` when negative), formatted in
     /// a stack buffer: one definition of integer text for every writer that must not allocate
-    /// (this one, and the transport's reply lines written straight into a `ByteBuffer`).
+    /// (this one, and the transport's per-request summary line, laid out on the stack).
     public static func withDecimalDigits<R>(_ value: Int64, _ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
         var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // 24 bytes: 19 digits and a sign fit
         return try withUnsafeMutableBytes(of: &digits) { raw in
