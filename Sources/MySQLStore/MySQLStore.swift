@@ -372,6 +372,13 @@ public final class MySQLStore: MetricStore {
     fileprivate var seriesCacheLimit: Int { configuration.seriesCacheLimit }
     /// Lanes: the ``BatchWriter`` keeps this many batches in flight.
     public var maxConcurrentWrites: Int { lanes.count }
+
+    /// Holds this instance's rollup watermark (`rtd_instances.rollups_through`) at the start of
+    /// the earliest minute of which the live aggregates hold rollup parts back: no repair
+    /// rebuilds that minute (or a later one) before they merge into it.
+    public func rollupsHeld(fromMinute: Int64?) {
+        watermark.setHeld(fromMinute: fromMinute)
+    }
     /// Batches with at least this many samples are split over the lane's two writer connections.
     static let splitThreshold = 16_384
 

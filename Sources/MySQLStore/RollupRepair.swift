@@ -261,11 +261,19 @@ enum RollupRepair {
 /// The time up to which every rollup handed to the store is committed: the first-attempt start of
 /// the oldest batch not yet committed, or now when none is pending. (A batch carries every rollup
 /// queued before it was taken, so once it commits, every rollup queued before its first attempt is
-/// in the database; a batch retried through a database outage holds the watermark back.)
+/// in the database; a batch retried through a database outage holds the watermark back.) Rollup
+/// parts the live aggregates still hold back hold it at the start of their earliest minute.
 final class RollupWatermark: Sendable {
     private let pending = Mutex<[UInt64: Int64]>([:])
+    /// ``MetricStore/rollupsHeld(fromMinute:)``: the earliest minute of which the live aggregates
+    /// still hold rollup parts back.
+    private let held = Mutex<Int64?>(nil)
 
     init() {}
+
+    func setHeld(fromMinute: Int64?) {
+        held.withLock { $0 = fromMinute }
+    }
 
     func begin(_ sequence: UInt64, now: Int64) {
         pending.withLock { p in if p[sequence] == nil { p[sequence] = now } }
@@ -276,6 +284,7 @@ final class RollupWatermark: Sendable {
     }
 
     func value(now: Int64) -> Int64 {
-        pending.withLock { $0.values.min() ?? now }
+        let batches = pending.withLock { $0.values.min() ?? now }
+        return min(batches, held.withLock { $0 } ?? now)
     }
 }

@@ -150,7 +150,9 @@ def test_rollups_equal_naive_recomputation_and_serve_history(server_factory, mar
     def same(a, b):
         return same_rollups([["", x[0], ""] + x[1:] for x in a], [["", y[0], ""] + y[1:] for y in b])
 
-    h.wait_until(lambda: sum(int(r[2]) for r in rollups()) == 1_200, timeout=20, what="rollups of 1,200 samples")
+    # The samples arrive in random minute order, so each series' last late part is stored at the
+    # next wall-clock minute (see the late samples below).
+    h.wait_until(lambda: sum(int(r[2]) for r in rollups()) == 1_200, timeout=90, what="rollups of 1,200 samples")
     assert same(rollups(), naive()), (rollups(), naive())
     assert len(rollups()) == 6
 
@@ -452,7 +454,8 @@ def test_a_resend_folded_twice_is_repaired_from_raw_rows(server_factory, mariadb
     body = h.ndjson({"server_id": sid, "metric_name": metric, "value": round(rng.uniform(0, 100), 2), "ts": m0 + rng.randrange(0, 180_000)}
                     for metric in ("cpu", "mem") for _ in range(300))
     assert h.split_ingest_reply(h.ingest(srv, body, "curl-h2c").ndjson())[2]["acked_samples"] == 600
-    h.wait_until(lambda: sum(int(r[4]) for r in stored_rollups(mariadb, mysql_db, sid)) == 600, timeout=20, what="rollups of 600 samples")
+    # Random minute order: each series' last late part is stored at the next wall-clock minute.
+    h.wait_until(lambda: sum(int(r[4]) for r in stored_rollups(mariadb, mysql_db, sid)) == 600, timeout=90, what="rollups of 600 samples")
     assert same_rollups(stored_rollups(mariadb, mysql_db, sid), naive_rollups(mariadb, mysql_db, sid))
     # The resend: acknowledged again, stored once, folded twice.
     assert h.split_ingest_reply(h.ingest(srv, body, "curl-h2c").ndjson())[2]["acked_samples"] == 600
@@ -461,5 +464,10 @@ def test_a_resend_folded_twice_is_repaired_from_raw_rows(server_factory, mariadb
                               mysql_db)) == 600
     h.wait_until(lambda: srv.stats()["store"]["rollup_minutes_repaired"] >= 3
                  and same_rollups(stored_rollups(mariadb, mysql_db, sid), naive_rollups(mariadb, mysql_db, sid)),
-                 timeout=30, what="the resent minutes rebuilt from raw rows")
+                 timeout=90, what="the resent minutes rebuilt from raw rows")
+    # The resent samples were late (their minutes stored): the aggregator held their second fold
+    # back until the next wall-clock minute and the instance's watermark with it, so the repair
+    # ran after that fold merged, not before (which would count them twice after all).
+    h.wait_until(lambda: srv.stats()["store"]["rollups_merged"] > 0 and srv.stats()["series"]["rollups_held_from_minute"] is None, timeout=90, what="held rollups flushed")
+    assert same_rollups(stored_rollups(mariadb, mysql_db, sid), naive_rollups(mariadb, mysql_db, sid))
     assert int(mariadb.scalar("SELECT COUNT(*) FROM rtd_rollup_repairs", mysql_db)) == 0

@@ -78,6 +78,10 @@ final class HTTP2Connection {
 
     deinit {
         if let session { nghttp2_session_del(session) }
+        // Streams hold this connection `unowned(unsafe)`: detach any still listed (`close()`
+        // normally did) so no handler can reach freed memory through its stream.
+        for s in streams.values { s.connection = nil }
+        lastStream?.connection = nil
     }
 
     // MARK: - Channel events

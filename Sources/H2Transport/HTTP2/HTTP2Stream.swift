@@ -8,10 +8,12 @@ final class HTTP2Stream: ResponseWriter, FlushingWriter {
     let id: Int32
     /// Handlers may outlive the connection (e.g. a store write completing after the client went
     /// away, or during shutdown), and then every call here must be a no-op: the connection clears
-    /// this when the stream closes or the connection does. Not `weak`: a weak reference gives the
-    /// connection a side table, which turns every retain and release of it (one pair per nghttp2
-    /// callback, several per request) into the runtime's slow path, 8-9 % of a tiny-POST profile.
-    @exclusivity(unchecked) var connection: HTTP2Connection?
+    /// this when the stream closes, when the connection closes, and in its `deinit`, so it never
+    /// points at a freed connection. `unowned(unsafe)` rather than `weak` or strong: a weak
+    /// reference gives the connection a side table, which turns every retain and release of it
+    /// (several per request) into the runtime's slow path (8-9 % of a tiny-POST profile), and a
+    /// strong one costs a retain and release per call through it and a cycle to break.
+    @exclusivity(unchecked) unowned(unsafe) var connection: HTTP2Connection?
     let eventLoop: any EventLoop
 
     @exclusivity(unchecked) var method = ""

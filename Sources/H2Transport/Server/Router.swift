@@ -282,6 +282,7 @@ final class Router: Sendable {
         let series = await engine.aggregator.seriesCount()
         let rejectedSeries = await engine.aggregator.rejectedNewSeries()
         let expiredSeries = await engine.aggregator.expiredSeries()
+        let heldMinute = await engine.aggregator.earliestHeldRollupMinute()
         let r1 = rates.rates(span: 1), r10 = rates.rates(span: 10)
         let (events, coalesced) = engine.broadcaster.counters
         let tick = engine.lastTick
@@ -300,7 +301,8 @@ final class Router: Sendable {
         }
         j.raw("},\"open_streams\":\(counters.openStreams),\"body_rate_throttled_total\":\(counters.bodyThrottled.load(ordering: .relaxed))}")
         j.raw(",\"series\":{\"count\":\(series),\"rejected_new_series_samples\":\(rejectedSeries),\"max\":\(engine.aggregator.configuration.maxSeries)")
-        j.raw(",\"expired_total\":\(expiredSeries),\"idle_timeout_ms\":\(engine.aggregator.configuration.idleSeriesTimeout)}")
+        j.raw(",\"expired_total\":\(expiredSeries),\"idle_timeout_ms\":\(engine.aggregator.configuration.idleSeriesTimeout)")
+        j.raw(",\"rollups_held_from_minute\":\(heldMinute.map(String.init) ?? "null")}")
         j.raw(",\"sse\":{\"clients\":\(engine.broadcaster.subscriberCount),\"events_total\":\(events),\"coalesced_total\":\(coalesced),\"refused_total\":\(engine.broadcaster.refusedSubscriptions),\"seq\":\(engine.broadcaster.currentSequence),\"last_tick\":{\"collect_us\":\(tick.collectMicroseconds),\"publish_us\":\(tick.publishMicroseconds),\"changed_series\":\(tick.changedSeries)},\"peer_series\":\(remote.series),\"peer_rows_total\":\(remote.received)}")
         j.raw(",\"connections\":{\"http1\":\(statistics.http1Connections),\"http2\":\(statistics.http2Connections),\"requests_total\":\(statistics.requestCount),\"protocol_errors_total\":\(statistics.protocolErrorCount),\"refused_per_address_total\":\(statistics.refusedConnectionCount)")
         let idle = statistics.idleClosures

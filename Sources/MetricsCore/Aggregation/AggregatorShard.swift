@@ -52,6 +52,11 @@ public actor AggregatorShard {
     private var sealedIndex: [SealedSlot: Int] = [:]
     /// The wall-clock minute of the previous ``collect(now:seq:sealAfter:expireThrough:)``.
     private var lastCollectMinute = Int64.min
+    /// As of the last collect (counted before its flushes): the earliest minute of which series
+    /// hold samples back from the store (late samples, unsent parts of a stored minute); `nil`
+    /// when none. A store that rebuilds rollups from raw rows must not rebuild that minute or a
+    /// later one before these parts reach it (``MetricStore/rollupsHeld(fromMinute:)``).
+    private(set) var earliestHeldMinute: Int64?
 
     struct SealedSlot: Hashable {
         var series: Int
@@ -274,7 +279,10 @@ public actor AggregatorShard {
         let minuteTurned = lastCollectMinute != .min && MinuteRollup.minute(of: now) > lastCollectMinute
         lastCollectMinute = max(lastCollectMinute, MinuteRollup.minute(of: now))
         var idle: [Int] = []
+        var held = Int64.max
         for i in states.indices {
+            // Counted before this tick's flushes: released a tick late, never early.
+            if states[i].rare != nil, let m = states[i].earliestHeldMinute { held = min(held, m) }
             let expire = expireThrough.map { states[i].changedSeq <= $0 && !states[i].dirty } ?? false
             // Late samples kept apart go to the store once per wall-clock minute (see SeriesState.add).
             if minuteTurned || expire, states[i].rare != nil, let r = states[i].flushLate(key: states[i].key) { appendSealed(i, r) }
@@ -296,6 +304,7 @@ public actor AggregatorShard {
         // Only series changed since the last call can have `touchedCurrent` set.
         for i in dirtyList { states[i].touchedCurrent = false }
         dirtyList.removeAll(keepingCapacity: true)
+        earliestHeldMinute = held == .max ? nil : held
         let sealed = takeSealed()
         let expired = remove(idle)
         return (changed, sealed, expired)

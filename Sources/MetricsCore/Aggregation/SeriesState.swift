@@ -166,6 +166,15 @@ struct SeriesState {
         return MinuteRollup(key: key, minute: rare.lateMinute, sketch: late)
     }
 
+    /// The earliest minute of which this series holds samples back from the store (late ones, or
+    /// the unsent part of a minute partly stored), if any.
+    var earliestHeldMinute: Int64? {
+        guard let rare else { return nil }
+        var m: Int64? = rare.late != nil ? rare.lateMinute : nil
+        if let u = rare.unsent, !u.isEmpty { m = min(m ?? currentMinute, currentMinute) }
+        return m
+    }
+
     /// ``lateRollup(key:)``, to store now.
     mutating func flushLate(key: SeriesKey) -> MinuteRollup? {
         guard let r = lateRollup(key: key) else { return nil }

@@ -78,6 +78,13 @@ public protocol MetricStore: Sendable {
     /// on independent connections can take more than one, so the database works on the next
     /// batch while the previous one commits.
     var maxConcurrentWrites: Int { get }
+    /// Called after every tick: the live aggregates hold rollup parts back (late samples of a
+    /// minute already stored, and what arrived for a minute after part of it was stored), the
+    /// earliest of minute `fromMinute` (epoch ms of its start; `nil`: none held). They reach
+    /// ``write(_:)`` later, within about a minute, as ordinary rollups to merge. A store that
+    /// rebuilds rollups from raw rows must not rebuild a minute such a part can still merge into
+    /// (its samples would be counted twice).
+    func rollupsHeld(fromMinute: Int64?)
 }
 
 extension MetricStore {
@@ -87,4 +94,6 @@ extension MetricStore {
     public func close() async throws {}
     /// Default: one write at a time.
     public var maxConcurrentWrites: Int { 1 }
+    /// Default: ignored (the store never rebuilds rollups).
+    public func rollupsHeld(fromMinute: Int64?) {}
 }

@@ -82,7 +82,8 @@ struct SeriesExpiryTests {
         // Room under the cap came back: ten new series fit, the eleventh is refused.
         var fresh: [MetricSample] = []
         for i in 0..<11 { fresh.append(T.sample("new-\(i)", "cpu", 1, now)) }
-        #expect(await agg.ingest(fresh) == [10])
+        // (Which one is refused depends on how the two shards' folds interleave.)
+        #expect(await agg.ingest(fresh).count == 1)
         // An expired series that reports again starts afresh.
         let back = all[39]
         #expect(await agg.ingest([T.sample(back.serverID, back.metricName, 5, now)]) == [0], "the cap is full again")
