@@ -79,9 +79,9 @@ final class HTTP2Connection {
     deinit {
         if let session { nghttp2_session_del(session) }
         // Streams hold this connection `unowned(unsafe)`: detach any still listed (`close()`
-        // normally did) so no handler can reach freed memory through its stream.
+        // normally did) so no handler can reach freed memory through its stream. (`lastStream`
+        // is always one of them: closed streams leave both and were detached then.)
         for s in streams.values { s.connection = nil }
-        lastStream?.connection = nil
     }
 
     // MARK: - Channel events
@@ -408,13 +408,11 @@ final class HTTP2Connection {
             }
             s.out.moveReaderIndex(forwardBy: n)
             if s.out.readableBytes == 0 {
+                s.out.clear()
                 if s.responseEnded && spareBodies.count < Self.maxSpareBodies && s.out.capacity <= Self.spareBodyCapacity {
                     // The response's last bytes are out: its buffer serves a later short response.
-                    s.out.clear()
                     spareBodies.append(s.out)
                     s.out = ByteBuffer()
-                } else {
-                    s.out.clear()
                 }
             }
         }

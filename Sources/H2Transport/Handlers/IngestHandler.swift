@@ -390,17 +390,16 @@ struct StackText {
     var written: UnsafeRawBufferPointer { UnsafeRawBufferPointer(rebasing: base[..<count]) }
 
     mutating func append(_ s: StaticString) {
-        let n = s.utf8CodeUnitCount
-        precondition(count + n <= base.count, "StackText overflow")
-        UnsafeMutableRawBufferPointer(rebasing: base[count..<(count + n)]).copyMemory(from: UnsafeRawBufferPointer(start: s.utf8Start, count: n))
-        count += n
+        append(UnsafeRawBufferPointer(start: s.utf8Start, count: s.utf8CodeUnitCount))
     }
 
     mutating func append(_ value: Int) {
-        JSONWriter.withDecimalDigits(Int64(value)) { digits in
-            precondition(count + digits.count <= base.count, "StackText overflow")
-            UnsafeMutableRawBufferPointer(rebasing: base[count..<(count + digits.count)]).copyMemory(from: digits)
-            count += digits.count
-        }
+        JSONWriter.withDecimalDigits(Int64(value)) { append($0) }
+    }
+
+    private mutating func append(_ bytes: UnsafeRawBufferPointer) {
+        precondition(count + bytes.count <= base.count, "StackText overflow")
+        UnsafeMutableRawBufferPointer(rebasing: base[count..<(count + bytes.count)]).copyMemory(from: bytes)
+        count += bytes.count
     }
 }

@@ -282,7 +282,7 @@ final class Router: Sendable {
         let series = await engine.aggregator.seriesCount()
         let rejectedSeries = await engine.aggregator.rejectedNewSeries()
         let expiredSeries = await engine.aggregator.expiredSeries()
-        let heldMinute = await engine.aggregator.earliestHeldRollupMinute()
+        let heldMinute = engine.aggregator.earliestHeldRollupMinute()
         let r1 = rates.rates(span: 1), r10 = rates.rates(span: 10)
         let (events, coalesced) = engine.broadcaster.counters
         let tick = engine.lastTick

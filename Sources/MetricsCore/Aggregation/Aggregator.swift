@@ -48,6 +48,8 @@ public final class Aggregator: Sendable {
     /// at least ``Configuration/idleSeriesTimeout`` old names the tick through which series are
     /// idle. About 1,024 entries at most (see `idleThrough`).
     private let ticks = Mutex(Deque<(seq: UInt64, now: Int64)>())
+    /// ``earliestHeldRollupMinute()``, as the last collect found it.
+    private let heldMinute = Mutex<Int64?>(nil)
 
     /// Creates an empty aggregator.
     public init(configuration: Configuration = Configuration()) {
@@ -133,18 +135,21 @@ public final class Aggregator: Sendable {
     public func collect(now: Int64, seq: UInt64, sealAfter: Int64 = 5_000) async
         -> (changed: [SeriesSnapshot], sealed: [MinuteRollup], expired: [SeriesKey]) {
         let expireThrough = idleThrough(now: now, seq: seq)
-        return await withTaskGroup(of: (changed: [SeriesSnapshot], sealed: [MinuteRollup], expired: [SeriesKey]).self) { group in
+        return await withTaskGroup(of: (changed: [SeriesSnapshot], sealed: [MinuteRollup], expired: [SeriesKey], heldMinute: Int64?).self) { group in
             for shard in shards {
                 group.addTask { await shard.collect(now: now, seq: seq, sealAfter: sealAfter, expireThrough: expireThrough) }
             }
             var changed: [SeriesSnapshot] = []
             var sealed: [MinuteRollup] = []
             var expired: [SeriesKey] = []
+            var held: Int64? = nil
             for await part in group {
                 changed.append(contentsOf: part.changed)
                 sealed.append(contentsOf: part.sealed)
                 expired.append(contentsOf: part.expired)
+                if let m = part.heldMinute { held = min(held ?? m, m) }
             }
+            heldMinute.withLock { $0 = held }
             return (changed, sealed, expired)
         }
     }
@@ -153,12 +158,8 @@ public final class Aggregator: Sendable {
     /// of which the aggregates hold samples back from the store (late samples of a stored minute,
     /// and what arrived for a minute after part of it was stored: both handed to the store once
     /// per wall-clock minute); `nil` when none are held.
-    public func earliestHeldRollupMinute() async -> Int64? {
-        var oldest: Int64? = nil
-        for shard in shards {
-            if let m = await shard.earliestHeldMinute { oldest = min(oldest ?? m, m) }
-        }
-        return oldest
+    public func earliestHeldRollupMinute() -> Int64? {
+        heldMinute.withLock { $0 }
     }
 
     /// The newest tick sequence number at least the idle timeout before `now`, if any.

@@ -52,11 +52,6 @@ public actor AggregatorShard {
     private var sealedIndex: [SealedSlot: Int] = [:]
     /// The wall-clock minute of the previous ``collect(now:seq:sealAfter:expireThrough:)``.
     private var lastCollectMinute = Int64.min
-    /// As of the last collect (counted before its flushes): the earliest minute of which series
-    /// hold samples back from the store (late samples, unsent parts of a stored minute); `nil`
-    /// when none. A store that rebuilds rollups from raw rows must not rebuild that minute or a
-    /// later one before these parts reach it (``MetricStore/rollupsHeld(fromMinute:)``).
-    private(set) var earliestHeldMinute: Int64?
 
     struct SealedSlot: Hashable {
         var series: Int
@@ -264,8 +259,12 @@ public actor AggregatorShard {
     /// Series that have not changed since tick `expireThrough` (inclusive) are removed: their open
     /// minute is sealed into the returned rollups first, their room under the series cap is given
     /// back, and their keys are returned in `expired`.
+    ///
+    /// `heldMinute`: the earliest minute of which series still hold samples back from the store
+    /// (late samples, unsent parts of a stored minute), counted before this call's flushes; `nil`
+    /// when none (see ``Aggregator/earliestHeldRollupMinute()``).
     func collect(now: Int64, seq: UInt64, sealAfter: Int64, expireThrough: UInt64? = nil)
-        -> (changed: [SeriesSnapshot], sealed: [MinuteRollup], expired: [SeriesKey]) {
+        -> (changed: [SeriesSnapshot], sealed: [MinuteRollup], expired: [SeriesKey], heldMinute: Int64?) {
         var changed: [SeriesSnapshot] = []
         changed.reserveCapacity(dirtyList.count)
         for i in dirtyList {
@@ -282,7 +281,7 @@ public actor AggregatorShard {
         var held = Int64.max
         for i in states.indices {
             // Counted before this tick's flushes: released a tick late, never early.
-            if states[i].rare != nil, let m = states[i].earliestHeldMinute { held = min(held, m) }
+            if let m = states[i].earliestHeldMinute { held = min(held, m) }
             let expire = expireThrough.map { states[i].changedSeq <= $0 && !states[i].dirty } ?? false
             // Late samples kept apart go to the store once per wall-clock minute (see SeriesState.add).
             if minuteTurned || expire, states[i].rare != nil, let r = states[i].flushLate(key: states[i].key) { appendSealed(i, r) }
@@ -304,10 +303,9 @@ public actor AggregatorShard {
         // Only series changed since the last call can have `touchedCurrent` set.
         for i in dirtyList { states[i].touchedCurrent = false }
         dirtyList.removeAll(keepingCapacity: true)
-        earliestHeldMinute = held == .max ? nil : held
         let sealed = takeSealed()
         let expired = remove(idle)
-        return (changed, sealed, expired)
+        return (changed, sealed, expired, held == .max ? nil : held)
     }
 
     /// Removes the series at `positions` (ascending), moving the last series into each hole, and

@@ -55,9 +55,10 @@ struct SeriesState {
         current = QuantileSketch(mapping: mapping)
     }
 
-    /// Folds one sample. When it starts a newer minute (or is late for a sealed one), the rollup
-    /// to store is appended to `sealed` with `series`. (Not returned: a 136-byte optional result
-    /// cost a copy per sample, 4 % of fold time.)
+    /// Folds one sample. When it starts a newer minute (or is late for a sealed minute other than
+    /// the one whose late samples are kept apart), the rollup to store is appended to `sealed`
+    /// with `series`. (Not returned: a 136-byte optional result cost a copy per sample, 4 % of
+    /// fold time.)
     @inline(__always)
     mutating func add(value: Double, timestamp: Int64, series: Int, sealed out: inout [(Int, MinuteRollup)]) {
         dirty = true

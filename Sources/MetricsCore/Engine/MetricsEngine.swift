@@ -135,7 +135,7 @@ public final class MetricsEngine: Sendable {
         broadcaster.publish(changed: changed, removed: expired, seq: seq, timestamp: now)
         let t2 = clock.now
         writer.enqueueRollups(sealed)
-        store.rollupsHeld(fromMinute: await aggregator.earliestHeldRollupMinute())
+        store.rollupsHeld(fromMinute: aggregator.earliestHeldRollupMinute())
         func us(_ d: Duration) -> Int { Int(d.components.seconds * 1_000_000 + d.components.attoseconds / 1_000_000_000_000) }
         tickTimes.withLock { $0 = TickTimes(collectMicroseconds: us(t1 - t0), publishMicroseconds: us(t2 - t1), changedSeries: changed.count) }
     }

@@ -215,15 +215,15 @@ struct AggregatorRollupTests {
         #expect(Set(open.map(\.minute)) == [m, m + 60_000])
 
         // Held back, of minute m: a store that rebuilds rollups from raw rows must wait.
-        #expect(await aggregator.earliestHeldRollupMinute() == m)
+        #expect(aggregator.earliestHeldRollupMinute() == m)
 
         // The next wall-clock minute stores the late part: one rollup per series.
         let turn = await aggregator.collect(now: m + 120_500, seq: 21, sealAfter: 5_000).sealed
         #expect(turn.filter { $0.minute == m }.count == servers.count)
         // (Counted before that tick's flushes: released one tick later.)
-        #expect(await aggregator.earliestHeldRollupMinute() == m)
+        #expect(aggregator.earliestHeldRollupMinute() == m)
         _ = await aggregator.collect(now: m + 121_500, seq: 22, sealAfter: 5_000)
-        #expect(await aggregator.earliestHeldRollupMinute() == nil)
+        #expect(aggregator.earliestHeldRollupMinute() == nil)
         sealed += turn
         sealed += await aggregator.sealAll()
         #expect(sealed.filter { $0.minute == m }.reduce(0) { $0 + $1.count } == sentForM, "every sample of minute m in exactly one rollup")
