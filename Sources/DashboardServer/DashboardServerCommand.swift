@@ -73,6 +73,9 @@ struct DashboardServerCommand: AsyncParsableCommand {
     @Option(help: "Dashboard tick in milliseconds (RTD_TICK_MS).")
     var tickMs: Int = env("RTD_TICK_MS").flatMap(Int.init) ?? 1000
 
+    @Option(help: "How many times per tick changed series are snapshotted ahead of the tick, the tick included, so its update leaves sooner; 1 turns it off (RTD_STAGES_PER_TICK).")
+    var stagesPerTick: Int = env("RTD_STAGES_PER_TICK").flatMap(Int.init) ?? 8
+
     @Option(help: "Peer instances whose agents' series this instance merges into its dashboards, comma-separated http://HOST:PORT (their cleartext ports) (RTD_PEERS).")
     var peers: String = env("RTD_PEERS") ?? ""
 
@@ -158,6 +161,7 @@ struct DashboardServerCommand: AsyncParsableCommand {
         guard (0...65_535).contains(port), (0...65_535).contains(tlsPort) else { throw ValidationError("ports must be in 0...65535") }
         guard (certPath == nil) == (keyPath == nil) else { throw ValidationError("--tls-cert and --tls-key go together") }
         guard tickMs >= 10 else { throw ValidationError("--tick-ms must be at least 10") }
+        guard (1...100).contains(stagesPerTick) else { throw ValidationError("--stages-per-tick must be 1...100") }
         guard (1...86_400).contains(staleAfter) else { throw ValidationError("--stale-after must be 1...86400 seconds") }
         guard maxLineLength >= 256 else { throw ValidationError("--max-line-length must be at least 256") }
         guard maxBodyRate == 0 || maxBodyRate >= 4096 else { throw ValidationError("--max-body-rate must be 0 (no limit) or ≥ 4096 bytes/s") }
@@ -251,7 +255,8 @@ struct DashboardServerCommand: AsyncParsableCommand {
             aggregator: .init(maxSeries: maxSeries, idleSeriesTimeout: Int64(seriesIdleTimeout) * 1000),
             writer: .init(maxBatchSamples: maxBatch, bufferCapacity: bufferCapacity),
             broadcaster: .init(tickMilliseconds: tickMs, subscriberQueueBytes: sseQueueBytes, maxSubscribers: maxSSEClients,
-                               staleMilliseconds: staleAfter * 1000, idleRemoteSeriesMilliseconds: seriesIdleTimeout * 1000)))
+                               staleMilliseconds: staleAfter * 1000, idleRemoteSeriesMilliseconds: seriesIdleTimeout * 1000),
+            stagesPerTick: stagesPerTick))
         let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads))
         let exporter = PrometheusExporter(registry: registry, engine: engine)
         let server = HTTPServer(

@@ -54,8 +54,11 @@ struct LoadGenCommand: ParsableCommand {
     @Option(help: "The viewers' SSE query (default: the dashboard's fleet view of the first metric).")
     var viewerQuery: String?
 
-    @Option(help: "Event-loop threads of the generator.")
+    @Option(help: "Event-loop threads of the generator's agents.")
     var threads: Int = 1
+
+    @Option(help: "Event-loop threads of the viewers, apart from the agents' (0: viewers share the agents' loops, where reading updates queues behind the agents' acks and writes, and that wait counts as update lag).")
+    var viewerThreads: Int = 1
 
     @Option(help: "Server ids are PREFIX00001...")
     var serverPrefix: String = "agent-"
@@ -80,8 +83,8 @@ struct LoadGenCommand: ParsableCommand {
     private var viewToken: String? { ProcessInfo.processInfo.environment["RTD_VIEW_TOKEN"].flatMap { $0.isEmpty ? nil : $0 } }
 
     func validate() throws {
-        guard agents >= 1, connections >= 0, rate > 0, duration > 0, rampUp >= 0, settle >= 0, tickMs >= 1, viewers >= 0, threads >= 1 else {
-            throw ValidationError("agents ≥ 1, connections ≥ 0, rate > 0, duration > 0, ramp-up ≥ 0, tick-ms ≥ 1, viewers ≥ 0, threads ≥ 1")
+        guard agents >= 1, connections >= 0, rate > 0, duration > 0, rampUp >= 0, settle >= 0, tickMs >= 1, viewers >= 0, threads >= 1, viewerThreads >= 0 else {
+            throw ValidationError("agents ≥ 1, connections ≥ 0, rate > 0, duration > 0, ramp-up ≥ 0, tick-ms ≥ 1, viewers ≥ 0, threads ≥ 1, viewer-threads ≥ 0")
         }
         guard LoadPlan.Format(rawValue: format) != nil else { throw ValidationError("--format must be ndjson or influx") }
         guard URLComponents(string: url)?.host != nil else { throw ValidationError("--url must be http://HOST:PORT or https://HOST:PORT") }
@@ -115,9 +118,12 @@ struct LoadGenCommand: ParsableCommand {
         } else {
             ssl = nil
         }
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
+        // Agents on the first `threads` loops; viewers on `viewerThreads` loops of their own (as
+        // dashboards run apart from the agents), or sharing the agents' loops.
+        let viewerLoopCount = viewers > 0 ? viewerThreads : 0
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: threads + viewerLoopCount)
         defer { try? group.syncShutdownGracefully() }
-        let loops = (0..<threads).map { _ in group.next() }
+        let loops = (0..<(threads + viewerLoopCount)).map { _ in group.next() }
         // Build every loop's state on its loop.
         let states: [NIOLoopBound<LoopState>] = try loops.map { loop in
             try loop.submit { NIOLoopBound(LoopState(loop: loop, plan: plan, sslContext: ssl), eventLoop: loop) }.wait()
@@ -127,11 +133,20 @@ struct LoadGenCommand: ParsableCommand {
             try loops.enumerated().map { (li, loop) in try loop.submit { body(li, states[li].value) }.wait() }
         }
         let connectionCount = connections == 0 ? agents : min(connections, agents)
-        let loopCount = loops.count
-        // Connections round robin over loops; agents round robin over connections.
+        let loopCount = threads
+        // Connections round robin over the agents' loops; agents round robin over connections;
+        // viewers round robin over theirs.
         _ = try eachLoop { li, st in
+            if viewerLoopCount > 0 {
+                if li >= loopCount {
+                    for v in stride(from: li - loopCount, to: plan.viewers, by: viewerLoopCount) { st.viewers.append(Viewer(state: st, index: v)) }
+                    st.start()
+                    return
+                }
+            } else {
+                for v in stride(from: li, to: plan.viewers, by: loopCount) { st.viewers.append(Viewer(state: st, index: v)) }
+            }
             for _ in stride(from: li, to: connectionCount, by: loopCount) { st.connections.append(LoadConnection(state: st)) }
-            for v in stride(from: li, to: plan.viewers, by: loopCount) { st.viewers.append(Viewer(state: st, index: v)) }
             for a in 0..<plan.agents {
                 let connIndex = a % connectionCount
                 guard connIndex % loopCount == li else { continue }

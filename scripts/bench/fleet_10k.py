@@ -20,6 +20,8 @@ ap.add_argument("--tick-ms", type=int, default=200, help="each agent writes once
 ap.add_argument("--ramp-up", type=float, default=10)
 ap.add_argument("--settle", type=float, default=5, help="seconds after ramp-up before measuring")
 ap.add_argument("--tls", action="store_true")
+ap.add_argument("--viewer-threads", type=int, default=1,
+                help="the generator's event loops for viewers, apart from the agents' (0: shared, as before 2026-12-06)")
 a = ap.parse_args()
 
 if not os.environ.get("RTD_SKIP_BUILD"):
@@ -35,7 +37,7 @@ try:
     peak_rss = 0
     lg = subprocess.Popen([LOADGEN, "--url", url, "--insecure", "--agents", str(a.agents), "--rate", str(a.rate),
                            "--duration", str(a.seconds), "--ramp-up", str(a.ramp_up), "--settle", str(a.settle), "--viewers", str(a.viewers),
-                           "--tick-ms", str(a.tick_ms), "--json", report_path])
+                           "--tick-ms", str(a.tick_ms), "--viewer-threads", str(a.viewer_threads), "--json", report_path])
     while lg.poll() is None:
         peak_rss = max(peak_rss, common.rss_bytes(proc.pid))
         time.sleep(1)

@@ -1,5 +1,5 @@
 // Core throughput on this machine, wall clock, release build:
-//   cd Benchmarks && swift run -c release CoreThroughput [seconds-per-case]
+//   cd Benchmarks && swift run -c release CoreThroughput [seconds-per-case] [tick]
 // Prints samples/s for: NDJSON parse (1 thread), line-protocol parse (1 thread), aggregator fold
 // (all shards), and the server's shape: parse chunks on one task while the previous chunk is folded.
 import MetricsCore
@@ -7,6 +7,8 @@ import MetricsCore
 let metrics = ["cpu_usage", "memory_usage", "disk_io", "network_rx", "network_tx"]
 let base: Int64 = 1_795_900_000_000
 let seconds = CommandLine.arguments.count > 1 ? Double(CommandLine.arguments[1]) ?? 2 : 2
+/// `tick` as the second argument runs only the dashboard tick case (last below).
+let tickOnly = CommandLine.arguments.count > 2 && CommandLine.arguments[2] == "tick"
 
 /// 10,000 agents x 5 metrics; `agentShaped` puts each agent's 5 lines together (as one stream
 /// delivers them), otherwise servers are interleaved round robin (worst case for locality).
@@ -79,6 +81,7 @@ let agents = ndjson(lines: lines, agentShaped: true)
 let lp = lineProtocol(lines: 40_000)
 print("input: \(lines) NDJSON lines (\(interleaved.count / 1024) KiB), 10,000 servers x 5 metrics; \(ProcessInfoLite.activeProcessorCount) cores")
 
+if !tickOnly {
 await rate("NDJSON parse, 1 thread", samplesPerRound: lines) {
     var p = NDJSONParser()
     var out = ParseOutput()
@@ -127,11 +130,17 @@ for (name, input) in [("interleaved servers", interleaved), ("agent-shaped", age
     }
 }
 
+}  // !tickOnly
+
 // One dashboard tick at the 10,000-agent scale: 50,000 series (10,000 servers x 5 metrics), each
 // with this and the previous minute's sketch populated, all changed since the last tick; 500
 // viewers subscribed as the page is (fleet heatmap + top 20 of one metric). Collect and publish
-// are timed separately (what the update lag and freshness of `scripts/bench/fleet_10k.py` wait for).
-do {
+// are timed separately (what the update lag and freshness of `scripts/bench/fleet_10k.py` wait for),
+// and "events ready" is the time from the tick's start until the viewers' events are queued.
+// Run twice: everything changed after the last stage (`--stages-per-tick 1`), and as a fleet
+// reporting once a second looks with staging (7/8 of the series staged ahead, 1/8 changed after).
+import Synchronization
+for staging in [false, true] {
     let aggregator = Aggregator()
     let broadcaster = Broadcaster()
     func step(_ k: Int) -> [MetricSample] {
@@ -153,28 +162,41 @@ do {
     }
     let filter = try! SubscriptionFilter(query: [("metrics", "cpu_usage"), ("heatmap", "1"), ("fleet", "0"), ("top", "20")],
                                          tickMilliseconds: 1000)
-    let viewers = (0..<500).map { _ in try! broadcaster.subscribe(filter: filter, lastEventID: nil, onReady: {}) }
-    for v in viewers { while v.next() != nil {} }
     let clock = ContinuousClock()
-    var collect = Duration.zero, publish = Duration.zero
+    let firstReady = Mutex<ContinuousClock.Instant?>(nil)
+    let viewers = (0..<500).map { _ in
+        try! broadcaster.subscribe(filter: filter, lastEventID: nil, onReady: { firstReady.withLock { if $0 == nil { $0 = clock.now } } })
+    }
+    for v in viewers { while v.next() != nil {} }
+    var collect = Duration.zero, publish = Duration.zero, ready = Duration.zero
     let rounds = max(5, Int(seconds * 5))
     for k in 90..<(90 + rounds) {
-        await aggregator.ingest(step(k))
-        seq += 1
+        let samples = step(k)
         let now = base + Int64(k) * 1_000 + 1_000
+        if staging {
+            await aggregator.ingest(Array(samples[..<43_750]))
+            await aggregator.stage(now: now - 125, seq: seq + 1)
+            await aggregator.ingest(Array(samples[43_750...]))
+        } else {
+            await aggregator.ingest(samples)
+        }
+        seq += 1
+        firstReady.withLock { $0 = nil }
         let t0 = clock.now
         let r = await aggregator.collect(now: now, seq: seq)
         let t1 = clock.now
         broadcaster.publish(changed: r.changed, seq: seq, timestamp: now)
-        for v in viewers { while v.next() != nil {} }
         let t2 = clock.now
+        for v in viewers { while v.next() != nil {} }
         collect += t1 - t0
         publish += t2 - t1
+        ready += (firstReady.withLock { $0 } ?? t2) - t0
     }
     func ms(_ d: Duration) -> String {
         let v = (Double(d.components.seconds) * 1e3 + Double(d.components.attoseconds) / 1e15) / Double(rounds)
         return String(Int(v.rounded()))
     }
-    print("tick, 50,000 changed series, 500 dashboard viewers: collect \(ms(collect)) ms, publish + 500 events \(ms(publish)) ms")
+    print("tick, 50,000 changed series\(staging ? " (7/8 staged ahead)" : ""), 500 dashboard viewers: collect \(ms(collect)) ms, "
+          + "publish \(ms(publish)) ms, events ready after \(ms(ready)) ms")
     for v in viewers { v.cancel() }
 }

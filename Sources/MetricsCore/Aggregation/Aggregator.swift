@@ -144,13 +144,27 @@ public final class Aggregator: Sendable {
             var expired: [SeriesKey] = []
             var held: Int64? = nil
             for await part in group {
-                changed.append(contentsOf: part.changed)
+                // The first part is taken as it is (no copy); the others join it.
+                if changed.isEmpty { changed = part.changed } else { changed.append(contentsOf: part.changed) }
                 sealed.append(contentsOf: part.sealed)
                 expired.append(contentsOf: part.expired)
                 if let m = part.heldMinute { held = min(held ?? m, m) }
             }
             heldMinute.withLock { $0 = held }
             return (changed, sealed, expired)
+        }
+    }
+
+    /// Snapshots the series changed since the last call ahead of the coming tick (see
+    /// ``AggregatorShard/stage(now:seq:)``): the next ``collect(now:seq:sealAfter:)`` returns them
+    /// (restamped with its `seq`) and only snapshots what changed since. Returns the number staged.
+    @discardableResult
+    public func stage(now: Int64, seq: UInt64) async -> Int {
+        await withTaskGroup(of: Int.self) { group in
+            for shard in shards { group.addTask { await shard.stage(now: now, seq: seq) } }
+            var n = 0
+            for await k in group { n += k }
+            return n
         }
     }
 

@@ -40,6 +40,9 @@ public actor AggregatorShard {
     /// Series states by series number; each holds its key (verified on lookup, see ``SeriesIndex``).
     private var states: [SeriesState] = []
     private var dirtyList: [Int] = []
+    /// Snapshots taken ahead of the coming tick by ``stage(now:seq:)``, and their series.
+    private var staged: [SeriesSnapshot] = []
+    private var stagedSeries: [Int] = []
     /// The first series of each (server, metric), for history lookups across label sets; the
     /// others are linked from it (``SeriesState/nextSameServerMetric``). 16-byte entries, O(1) to
     /// add and remove however many label sets a server has (a `[String: [Int]]` cost about 150
@@ -242,6 +245,32 @@ public actor AggregatorShard {
         }
     }
 
+    /// Takes snapshots of the series changed since the last call ahead of the coming tick, so
+    /// that ``collect(now:seq:sealAfter:expireThrough:)`` at the tick only has the series changed
+    /// since to snapshot (a fleet whose agents report once a second changes most series between
+    /// two ticks, and the tick's update waits for the collect). A series is staged at most once
+    /// per tick; one that changes again after it was staged is snapshotted again at the tick, so
+    /// a tick costs at most two snapshots per series. Returns the number staged.
+    @discardableResult
+    func stage(now: Int64, seq: UInt64) -> Int {
+        guard !dirtyList.isEmpty else { return 0 }
+        var stillDirty: [Int] = []
+        let before = staged.count
+        for i in dirtyList {
+            if states[i].staged {
+                stillDirty.append(i)  // changed again since it was staged: snapshotted at the tick
+                continue
+            }
+            states[i].dirty = false
+            states[i].staged = true
+            states[i].changedSeq = seq
+            staged.append(states[i].snapshot(now: now))
+            stagedSeries.append(i)
+        }
+        dirtyList = stillDirty
+        return staged.count - before
+    }
+
     /// Snapshots of the series changed since the last call, stamped with `seq`, plus the minute
     /// rollups sealed since the last call.
     ///
@@ -266,11 +295,30 @@ public actor AggregatorShard {
     func collect(now: Int64, seq: UInt64, sealAfter: Int64, expireThrough: UInt64? = nil)
         -> (changed: [SeriesSnapshot], sealed: [MinuteRollup], expired: [SeriesKey], heldMinute: Int64?) {
         var changed: [SeriesSnapshot] = []
-        changed.reserveCapacity(dirtyList.count)
+        // Staged snapshots stand unless their series changed again since (then it is in the
+        // dirty list and is taken again below).
+        if !staged.isEmpty {
+            // Taken over (no copy), restamped, and compacted over the ones taken again below.
+            swap(&changed, &staged)
+            changed.reserveCapacity(changed.count + dirtyList.count)
+            var kept = 0
+            for (k, i) in stagedSeries.enumerated() {
+                states[i].staged = false
+                states[i].changedSeq = seq
+                if !states[i].dirty {
+                    changed[k].changedSeq = seq
+                    if kept != k { changed.swapAt(kept, k) }
+                    kept += 1
+                }
+            }
+            changed.removeLast(changed.count - kept)
+        } else {
+            changed.reserveCapacity(dirtyList.count)
+        }
         for i in dirtyList {
             states[i].dirty = false
             states[i].changedSeq = seq
-            changed.append(snapshot(i, now: now))
+            changed.append(states[i].snapshot(now: now))
         }
         // Seal stale minutes and find idle series: cheap checks per series, done once per tick.
         let sealBefore = MinuteRollup.minute(of: now - sealAfter)
@@ -279,38 +327,48 @@ public actor AggregatorShard {
         lastCollectMinute = max(lastCollectMinute, MinuteRollup.minute(of: now))
         var idle: [Int] = []
         var held = Int64.max
-        for i in states.indices {
-            // Counted before this tick's flushes: released a tick late, never early.
-            if let m = states[i].earliestHeldMinute { held = min(held, m) }
-            let expire = expireThrough.map { states[i].changedSeq <= $0 && !states[i].dirty } ?? false
-            // Late samples kept apart go to the store once per wall-clock minute (see SeriesState.add).
-            if minuteTurned || expire, states[i].rare != nil, let r = states[i].flushLate(key: states[i].key) { appendSealed(i, r) }
-            if expire {
-                idle.append(i)
-                if let r = states[i].seal(key: states[i].key, newMinute: states[i].currentMinute + 60_000) { appendSealed(i, r) }
-                continue
+        var flushed: [(series: Int, rollup: MinuteRollup)] = []
+        // Through the buffer: this visits every series every tick, and a non-mutating call on
+        // `states[i]` (e.g. `earliestHeldMinute`) would copy the whole state first.
+        states.withUnsafeMutableBufferPointer { states in
+            for i in states.indices {
+                // Counted before this tick's flushes: released a tick late, never early.
+                if let m = states[i].earliestHeldMinute { held = min(held, m) }
+                let expire = expireThrough.map { states[i].changedSeq <= $0 && !states[i].dirty } ?? false
+                // Late samples kept apart go to the store once per wall-clock minute (see SeriesState.add).
+                if minuteTurned || expire, states[i].rare != nil, let r = states[i].flushLate(key: states[i].key) { flushed.append((i, r)) }
+                if expire {
+                    idle.append(i)
+                    if let r = states[i].seal(key: states[i].key, newMinute: states[i].currentMinute + 60_000) { flushed.append((i, r)) }
+                    continue
+                }
+                guard states[i].currentMinute != .min && states[i].currentMinute < sealBefore && !states[i].current.isEmpty else { continue }
+                if states[i].currentUnsent == nil {
+                    // The store holds nothing of it yet: store it at the first tick without samples for it,
+                    // or anyway once it ended sealAfter + 60 s ago or the wall-clock minute turns.
+                    if states[i].touchedCurrent && states[i].currentMinute >= storeAnywayBefore && !minuteTurned { continue }
+                } else if !minuteTurned {
+                    continue  // stored before: what arrived since is stored once per wall-clock minute
+                }
+                if let r = states[i].flushUnsent(key: states[i].key) { flushed.append((i, r)) }
             }
-            guard states[i].currentMinute != .min && states[i].currentMinute < sealBefore && !states[i].current.isEmpty else { continue }
-            if states[i].currentUnsent == nil {
-                // The store holds nothing of it yet: store it at the first tick without samples for it,
-                // or anyway once it ended sealAfter + 60 s ago or the wall-clock minute turns.
-                if states[i].touchedCurrent && states[i].currentMinute >= storeAnywayBefore && !minuteTurned { continue }
-            } else if !minuteTurned {
-                continue  // stored before: what arrived since is stored once per wall-clock minute
-            }
-            if let r = states[i].flushUnsent(key: states[i].key) { appendSealed(i, r) }
         }
+        for f in flushed { appendSealed(f.series, f.rollup) }
         // Only series changed since the last call can have `touchedCurrent` set.
         for i in dirtyList { states[i].touchedCurrent = false }
+        for i in stagedSeries { states[i].touchedCurrent = false }
         dirtyList.removeAll(keepingCapacity: true)
+        // Positions are about to change (`remove`): nothing staged may outlive this call.
+        staged = []
+        stagedSeries.removeAll(keepingCapacity: true)
         let sealed = takeSealed()
         let expired = remove(idle)
         return (changed, sealed, expired, held == .max ? nil : held)
     }
 
     /// Removes the series at `positions` (ascending), moving the last series into each hole, and
-    /// returns their keys. Called with the dirty list and the sealed buffer empty, so no other
-    /// structure holds a position.
+    /// returns their keys. Called with the dirty list, the staged lists and the sealed buffer
+    /// empty, so no other structure holds a position.
     private func remove(_ positions: [Int]) -> [SeriesKey] {
         guard !positions.isEmpty else { return [] }
         var keys: [SeriesKey] = []
@@ -395,10 +453,6 @@ public actor AggregatorShard {
     }
 
     private func snapshot(_ i: Int, now: Int64) -> SeriesSnapshot {
-        let st = states[i]
-        let q = st.quantiles()
-        return SeriesSnapshot(key: st.key, last: st.last, lastTimestamp: st.lastTimestamp, total: st.total,
-                              window1m: st.window1m(now: now), window5m: st.window5m(now: now),
-                              p50: q?.p50, p95: q?.p95, p99: q?.p99, changedSeq: st.changedSeq)
+        states[i].snapshot(now: now)
     }
 }

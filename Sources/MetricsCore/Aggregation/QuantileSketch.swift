@@ -89,7 +89,9 @@ public struct QuantileSketch: Sendable, Equatable {
 
     @inlinable
     func value(at index: Int32) -> Double {
-        2 * pow(mapping.gamma, Double(index)) / (mapping.gamma + 1)
+        // exp of a product rather than pow: the same value to ~1e-13 relative (far inside the
+        // sketch's α), at about a third of the cost; a tick computes three per changed series.
+        2 * exp(Double(index) * mapping.logGamma) / (mapping.gamma + 1)
     }
 
     /// Merges another sketch with the same relative accuracy into this one.
@@ -209,6 +211,7 @@ public final class SketchMapping: Sendable, Equatable {
     public let maxBuckets: Int
     @usableFromInline let gamma: Double
     @usableFromInline let inverseLogGamma: Double
+    @usableFromInline let logGamma: Double
 
     init(relativeAccuracy: Double, maxBuckets: Int) {
         precondition(relativeAccuracy > 0 && relativeAccuracy < 1, "relativeAccuracy must be in (0, 1)")
@@ -216,7 +219,8 @@ public final class SketchMapping: Sendable, Equatable {
         self.relativeAccuracy = relativeAccuracy
         self.maxBuckets = maxBuckets
         self.gamma = (1 + relativeAccuracy) / (1 - relativeAccuracy)
-        self.inverseLogGamma = 1 / log(gamma)
+        self.logGamma = log(gamma)
+        self.inverseLogGamma = 1 / logGamma
     }
 
     /// The default mapping (α = 0.01, 2048 buckets per sign).

@@ -46,6 +46,8 @@ struct SeriesState {
     /// Whether a sample for `currentMinute` arrived since the last collect.
     var touchedCurrent = false
     var dirty = false
+    /// Whether a snapshot of it is staged for the coming tick (``AggregatorShard/stage(now:seq:)``).
+    var staged = false
 
     /// The series (verified against on every index lookup).
     let key: SeriesKey
@@ -217,6 +219,18 @@ struct SeriesState {
             if m.count > 0 && Int64(m.period) * 60_000 >= horizon { w.merge(m.stats) }
         }
         return w
+    }
+
+    /// What the series looks like now (windows as of `now`).
+    ///
+    /// `mutating` although it changes nothing: called on an array element it then works in place,
+    /// where a non-mutating call copies the whole state first (about 600 bytes and a
+    /// retain/release of each of its references, per changed series per tick).
+    mutating func snapshot(now: Int64) -> SeriesSnapshot {
+        let q = quantiles()
+        return SeriesSnapshot(key: key, last: last, lastTimestamp: lastTimestamp, total: total,
+                              window1m: window1m(now: now), window5m: window5m(now: now),
+                              p50: q?.p50, p95: q?.p95, p99: q?.p99, changedSeq: changedSeq)
     }
 
     /// Quantiles over the current and previous minute.

@@ -163,6 +163,8 @@ public final class Broadcaster: Sendable {
         /// Every series of a metric by latest value, highest first (serves `top=N` with any filter),
         /// as positions in the metric's ``MetricServers``.
         var ranked: [String: [RankedSeries]] = [:]
+        /// Metrics whose ranking a tick left for after its events (see ``publish(changed:removed:seq:timestamp:)``).
+        var rankPending: Set<String> = []
         /// Each metric's servers, for fleet views.
         var metricServers: [String: MetricServers] = [:]
         /// Unfiltered fleet distribution per metric, last ``Configuration/fleetHistoryPoints`` ticks.
@@ -301,17 +303,8 @@ public final class Broadcaster: Sendable {
                 if origin(i) != 0 { s.remoteSeries += 1 }
             }
             let touchedMetrics = Set(changedByMetric.keys).union(removed.metrics).filter { s.metricServers[$0] != nil }
-            // Fleet views: the history ring of every tracked metric, then what subscribers asked for
-            // (computed once per distinct question).
-            let defaultStale = staleTicks(nil)
-            for (m, servers) in s.metricServers {
-                if s.history[m] == nil {
-                    guard s.history.count < configuration.fleetHistoryMetrics else { continue }
-                    s.history[m] = FleetHistory(capacity: configuration.fleetHistoryPoints)
-                }
-                let key = FleetViewKey(metric: m, filter: SubscriptionFilter(), staleTicks: defaultStale, withCells: false)
-                s.history[m]!.append(timestamp: timestamp, FleetView.compute(key, servers: servers, seq: seq))
-            }
+            // Fleet views subscribers asked for (computed once per distinct question). The history
+            // ring of every metric is appended after the events are out (below).
             var views: [FleetViewKey: (view: FleetView, encoded: [UInt8])] = [:]
             for sub in s.subscriptions.values where sub.filter.heatmap {
                 for key in viewKeys(sub.filter, state: s) where views[key] == nil {
@@ -320,12 +313,22 @@ public final class Broadcaster: Sendable {
                     views[key] = (v, v.encode(includeMembers: false, history: nil))
                 }
             }
+            // Rankings: now for the metrics some subscriber takes top rows or fleet rows of, after
+            // the events for the others (`rankPending`: a ranking holds positions in the metric's
+            // layout, which may have changed, so until then it is absent rather than stale).
+            var rankAll = false
+            var wanted = Set<String>()
+            for sub in s.subscriptions.values where (sub.filter.series && sub.filter.top != nil) || sub.filter.fleet {
+                if sub.filter.metrics.isEmpty { rankAll = true; break }
+                wanted.formUnion(sub.filter.metrics)
+            }
             for m in touchedMetrics {
-                guard let servers = s.metricServers[m] else { continue }
-                let (ranked, f) = Self.rank(metric: m, servers, topN: configuration.fleetTopN)
-                s.fleet[m] = f
-                s.ranked[m] = ranked
-                s.fleetRows[m] = Self.encodeFleet(f, limit: configuration.fleetTopN)
+                if rankAll || wanted.contains(m) {
+                    rank(m, state: &s)
+                } else {
+                    s.ranked[m] = nil
+                    s.rankPending.insert(m)
+                }
             }
             for sub in s.subscriptions.values {
                 if sub.deliverTick(seq: seq, timestamp: timestamp, changed: changed, removed: removed.list, cache: cache,
@@ -336,6 +339,36 @@ public final class Broadcaster: Sendable {
             s.eventsSent += ready.count
         }
         for sub in ready { sub.notify() }
+        // What no event of this tick needed: the deferred rankings and every metric's history point.
+        state.withLock { s in
+            finishRankings(&s)
+            let defaultStale = staleTicks(nil)
+            for (m, servers) in s.metricServers {
+                if s.history[m] == nil {
+                    guard s.history.count < configuration.fleetHistoryMetrics else { continue }
+                    s.history[m] = FleetHistory(capacity: configuration.fleetHistoryPoints)
+                }
+                let key = FleetViewKey(metric: m, filter: SubscriptionFilter(), staleTicks: defaultStale, withCells: false)
+                s.history[m]!.append(timestamp: timestamp, FleetView.compute(key, servers: servers, seq: seq))
+            }
+        }
+    }
+
+    /// Ranks `metric`'s series and its fleet rollup and row.
+    private func rank(_ m: String, state s: inout State) {
+        guard let servers = s.metricServers[m] else { return }
+        let (ranked, f) = Self.rank(metric: m, servers, topN: configuration.fleetTopN)
+        s.fleet[m] = f
+        s.ranked[m] = ranked
+        s.fleetRows[m] = Self.encodeFleet(f, limit: configuration.fleetTopN)
+    }
+
+    /// Ranks the metrics a tick left for after its events (before anything reads rankings: a
+    /// subscriber arriving in between gets complete ones).
+    private func finishRankings(_ s: inout State) {
+        guard !s.rankPending.isEmpty else { return }
+        for m in s.rankPending { rank(m, state: &s) }
+        s.rankPending.removeAll()
     }
 
     /// One removed series, encoded once for every subscriber that is told about it.
@@ -483,6 +516,7 @@ public final class Broadcaster: Sendable {
                 throw SubscribeError.tooManySubscribers
             }
             s.subscriptions[ObjectIdentifier(sub)] = sub
+            finishRankings(&s)
             var resumeFrom: UInt64? = nil
             if let id = lastEventID, let dash = id.lastIndex(of: "-"), id[..<dash] == epoch,
                let n = UInt64(id[id.index(after: dash)...]), n <= s.seq, n >= s.removalsForgottenThrough {
@@ -512,6 +546,7 @@ public final class Broadcaster: Sendable {
     func snapshotEvent(for filter: SubscriptionFilter) -> (event: [UInt8], members: [String: Int]) {
         state.withLock { s in
             s.coalesced += 1
+            finishRankings(&s)
             return buildEvent(type: "init", seq: s.seq, timestamp: s.lastTickTimestamp, filter: filter, state: s, retry: false) { _ in true }
         }
     }

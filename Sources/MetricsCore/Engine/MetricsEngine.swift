@@ -24,15 +24,22 @@ public final class MetricsEngine: Sendable {
         public var sealAfterMilliseconds: Int64
         /// At start, how far back stored rollups are loaded into the live windows, ms. Default 10 min.
         public var warmWindowMilliseconds: Int64
+        /// How many times per tick the changed series are snapshotted ahead of the tick
+        /// (``Aggregator/stage(now:seq:)``), the tick itself included: with the default 8 and a
+        /// 1 s tick, every 125 ms. The tick then only snapshots what changed in its last eighth,
+        /// so its update leaves sooner; a series changing all the time costs at most two
+        /// snapshots per tick instead of one. 1 turns staging off. Ticks under 200 ms never stage.
+        public var stagesPerTick: Int
         /// Creates a configuration.
         public init(aggregator: Aggregator.Configuration = .init(), writer: BatchWriter.Configuration = .init(),
                     broadcaster: Broadcaster.Configuration = .init(), sealAfterMilliseconds: Int64 = 5_000,
-                    warmWindowMilliseconds: Int64 = 600_000) {
+                    warmWindowMilliseconds: Int64 = 600_000, stagesPerTick: Int = 8) {
             self.aggregator = aggregator
             self.writer = writer
             self.broadcaster = broadcaster
             self.sealAfterMilliseconds = sealAfterMilliseconds
             self.warmWindowMilliseconds = warmWindowMilliseconds
+            self.stagesPerTick = max(1, stagesPerTick)
         }
     }
 
@@ -48,6 +55,8 @@ public final class MetricsEngine: Sendable {
     public let configuration: Configuration
     private let stopSignal = AsyncSignal()
     private let tickTimes = Mutex(TickTimes())
+    /// Series staged since the last tick (reported with it).
+    private let staged = Mutex(0)
 
     /// How long the last tick took: collecting the changed series from the shards, and
     /// publishing them (row encoding, fleet views, subscriber events).
@@ -58,6 +67,10 @@ public final class MetricsEngine: Sendable {
         public var publishMicroseconds = 0
         /// Series changed in that tick.
         public var changedSeries = 0
+        /// Snapshots taken ahead of the tick since the previous one (``Configuration/stagesPerTick``);
+        /// a series that changed again after it was staged counts here and is snapshotted again
+        /// at the tick.
+        public var stagedSeries = 0
     }
 
     /// Timing of the most recent tick (for `/api/stats`).
@@ -105,9 +118,21 @@ public final class MetricsEngine: Sendable {
 
     private func tickLoop() async {
         let interval = Duration.milliseconds(configuration.broadcaster.tickMilliseconds)
+        let stages = configuration.broadcaster.tickMilliseconds >= 200 ? configuration.stagesPerTick : 1
+        let step = interval / stages
         let clock = ContinuousClock()
         var deadline = clock.now + interval
         while !stopSignal.isFired {
+            // Snapshot what changed so far at each stage point before the tick (a stage point
+            // already a whole step behind, after a slow tick, is skipped).
+            for k in stride(from: stages - 1, through: 1, by: -1) {
+                let at = deadline - step * k
+                if clock.now >= at + step { continue }
+                await stopSignal.wait(until: at, clock: clock)
+                if stopSignal.isFired { return }
+                let n = await aggregator.stage(now: ProcessInfoLite.nowMilliseconds(), seq: broadcaster.nextSequence)
+                staged.withLock { $0 += n }
+            }
             await stopSignal.wait(until: deadline, clock: clock)
             if stopSignal.isFired { return }
             await tick()
@@ -137,6 +162,10 @@ public final class MetricsEngine: Sendable {
         writer.enqueueRollups(sealed)
         store.rollupsHeld(fromMinute: aggregator.earliestHeldRollupMinute())
         func us(_ d: Duration) -> Int { Int(d.components.seconds * 1_000_000 + d.components.attoseconds / 1_000_000_000_000) }
-        tickTimes.withLock { $0 = TickTimes(collectMicroseconds: us(t1 - t0), publishMicroseconds: us(t2 - t1), changedSeries: changed.count) }
+        let stagedSeries = staged.withLock { n in defer { n = 0 }; return n }
+        tickTimes.withLock {
+            $0 = TickTimes(collectMicroseconds: us(t1 - t0), publishMicroseconds: us(t2 - t1), changedSeries: changed.count,
+                           stagedSeries: stagedSeries)
+        }
     }
 }

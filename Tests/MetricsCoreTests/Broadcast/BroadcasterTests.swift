@@ -90,6 +90,24 @@ struct BroadcasterTests {
         #expect(!e.truncated)
     }
 
+    @Test("rankings no subscriber needed during a tick (left for after its events) are complete when publish returns")
+    func deferredRankingsCompleteAfterPublish() throws {
+        let b = Self.populated()
+        // A subscriber of cpu's top row: mem's ranking is left for after this tick's events.
+        let cpuTop = try b.subscribe(filter: try Self.filter([("metrics", "cpu"), ("top", "1")]), lastEventID: nil, onReady: {})
+        defer { cpuTop.cancel() }
+        while cpuTop.next() != nil {}
+        b.publish(changed: [T.snapshot("db-1", "mem", last: 1_000, seq: 2), T.snapshot("web-1", "cpu", last: 99, seq: 2)],
+                  seq: 2, timestamp: Self.t0 + 1_000)
+        let update = try T.parseSSE(try #require(cpuTop.next()))
+        #expect(update.rowKeys == ["web-1/cpu"])
+        // A new subscriber of mem's top row sees this tick's ranking, and the fleet rollup moved too.
+        let memTop = try Self.firstEvent(b, try Self.filter([("metrics", "mem"), ("top", "1")]))
+        #expect(memTop.rowKeys == ["db-1/mem"])
+        #expect(T.number(memTop.fleet.first, "max") == 1_000)
+        #expect(b.fleet["mem"]?.max == 1_000)
+    }
+
     @Test("limit cuts the rows and sets truncated; a limit that fits does not")
     func limitTruncates() throws {
         let b = Self.populated()

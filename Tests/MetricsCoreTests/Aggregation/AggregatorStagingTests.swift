@@ -1,0 +1,81 @@
+import Testing
+@testable import MetricsCore
+
+@Suite("Aggregator staging ahead of the tick")
+struct AggregatorStagingTests {
+    typealias T = CoreTestSupport
+
+    /// Orders snapshots and rollups so that two collects can be compared as sets.
+    static func sorted(_ snaps: [SeriesSnapshot]) -> [SeriesSnapshot] { snaps.sorted { $0.key < $1.key } }
+    static func sorted(_ rollups: [MinuteRollup]) -> [MinuteRollup] {
+        rollups.sorted { ($0.key, $0.minute) < ($1.key, $1.minute) }
+    }
+
+    @Test("Staging changes nothing a tick returns: same snapshots, rollups and expiries, over minute turns, late samples and idle series")
+    func stagedTicksEqualPlainTicks() async {
+        // Two aggregators fed the same samples; one stages between batches as the engine does.
+        let config = Aggregator.Configuration(shardCount: 2, idleSeriesTimeout: 4_000)
+        let plain = Aggregator(configuration: config)
+        let staged = Aggregator(configuration: config)
+        var rng = T.SeededRNG(seed: 42)
+        var stagedTotal = 0
+        var collectedTotal = 0
+        for tick in 1...200 {
+            let now = T.baseMinute + Int64(tick) * 1_000
+            // A few batches per tick; a staging point after each but the last.
+            let batches = rng.int(1...4)
+            for b in 0..<batches {
+                let batch: [MetricSample] = (0..<rng.int(0...40)).map { _ in
+                    // Mostly current samples, some up to 90 s late (sealed minutes, late parts); servers
+                    // come and go (expiry after 4 s idle).
+                    let late = rng.chance(0.1) ? Int64(rng.int(1_000...90_000)) : 0
+                    let server = tick < 100 ? rng.int(0...11) : rng.int(6...17)
+                    return T.sample("srv-\(server)", "m\(rng.int(0...2))", Double(rng.int(-100...1_000)),
+                                    now - Int64(rng.int(0...999)) - late, labels: rng.chance(0.2) ? "core=1" : "")
+                }
+                await plain.ingest(batch)
+                await staged.ingest(batch)
+                if b < batches - 1 {
+                    let n = await staged.stage(now: now, seq: UInt64(tick))
+                    stagedTotal += n
+                }
+            }
+            let a = await plain.collect(now: now, seq: UInt64(tick))
+            let s = await staged.collect(now: now, seq: UInt64(tick))
+            #expect(Self.sorted(s.changed) == Self.sorted(a.changed), "tick \(tick): changed series")
+            #expect(Self.sorted(s.sealed) == Self.sorted(a.sealed), "tick \(tick): sealed rollups")
+            #expect(s.expired.sorted() == a.expired.sorted(), "tick \(tick): expired series")
+            #expect(plain.earliestHeldRollupMinute() == staged.earliestHeldRollupMinute(), "tick \(tick): held minute")
+            #expect(s.changed.allSatisfy { $0.changedSeq == UInt64(tick) })
+            #expect(Set(s.changed.map(\.key)).count == s.changed.count, "tick \(tick): a series twice")
+            collectedTotal += s.changed.count
+        }
+        // The run exercised staging, and ticks also collected what changed after the last stage.
+        #expect(stagedTotal > 1_000)
+        #expect(collectedTotal > stagedTotal)
+        let plainAll = Self.sorted(await plain.snapshotAll(now: T.baseMinute + 201_000))
+        let stagedAll = Self.sorted(await staged.snapshotAll(now: T.baseMinute + 201_000))
+        #expect(plainAll == stagedAll)
+    }
+
+    @Test("A series staged and changed again is collected once, with its newest value")
+    func restagedSeriesCollectedOnceWithNewestValue() async {
+        let agg = Aggregator(configuration: .init(shardCount: 1))
+        let now = T.baseMinute + 10_000
+        await agg.ingest([T.sample("a", "cpu", 1, now - 900), T.sample("b", "cpu", 5, now - 900)])
+        #expect(await agg.stage(now: now - 500, seq: 7) == 2)
+        // Staging again with nothing new takes nothing.
+        #expect(await agg.stage(now: now - 400, seq: 7) == 0)
+        await agg.ingest([T.sample("a", "cpu", 2, now - 300)])
+        // "a" is staged already: it waits for the tick rather than being snapshotted again.
+        #expect(await agg.stage(now: now - 200, seq: 7) == 0)
+        let r = await agg.collect(now: now, seq: 8)
+        #expect(r.changed.count == 2)
+        let a = r.changed.first { $0.key.serverID == "a" }
+        #expect(a?.last == 2 && a?.total.count == 2 && a?.changedSeq == 8)
+        let b = r.changed.first { $0.key.serverID == "b" }
+        #expect(b?.last == 5 && b?.changedSeq == 8)
+        // Nothing is left staged for the next tick.
+        #expect(await agg.collect(now: now + 1_000, seq: 9).changed.isEmpty)
+    }
+}
