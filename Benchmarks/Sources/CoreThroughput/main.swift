@@ -138,7 +138,8 @@ for (name, input) in [("interleaved servers", interleaved), ("agent-shaped", age
 // are timed separately (what the update lag and freshness of `scripts/bench/fleet_10k.py` wait for),
 // and "events ready" is the time from the tick's start until the viewers' events are queued.
 // Run twice: everything changed after the last stage (`--stages-per-tick 1`), and as a fleet
-// reporting once a second looks with staging (7/8 of the series staged ahead, 1/8 changed after).
+// reporting once a second looks with staging (7/8 of the series staged into the broadcaster
+// ahead, as the engine's tick loop does, 1/8 changed after).
 import Synchronization
 for staging in [false, true] {
     let aggregator = Aggregator()
@@ -175,7 +176,7 @@ for staging in [false, true] {
         let now = base + Int64(k) * 1_000 + 1_000
         if staging {
             await aggregator.ingest(Array(samples[..<43_750]))
-            await aggregator.stage(now: now - 125, seq: seq + 1)
+            broadcaster.stage(await aggregator.stage(now: now - 125, seq: seq + 1))
             await aggregator.ingest(Array(samples[43_750...]))
         } else {
             await aggregator.ingest(samples)

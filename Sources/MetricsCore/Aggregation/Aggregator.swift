@@ -155,16 +155,19 @@ public final class Aggregator: Sendable {
         }
     }
 
-    /// Snapshots the series changed since the last call ahead of the coming tick (see
-    /// ``AggregatorShard/stage(now:seq:)``): the next ``collect(now:seq:sealAfter:)`` returns them
-    /// (restamped with its `seq`) and only snapshots what changed since. Returns the number staged.
-    @discardableResult
-    public func stage(now: Int64, seq: UInt64) async -> Int {
-        await withTaskGroup(of: Int.self) { group in
+    /// Hands over snapshots of the series changed since the last call, ahead of the coming tick
+    /// (see ``AggregatorShard/stage(now:seq:)``): the next ``collect(now:seq:sealAfter:)`` only
+    /// returns series changed since, among them staged ones that changed again (newer snapshots
+    /// of the same series: the later one wins). ``MetricsEngine`` hands them to
+    /// ``Broadcaster/stage(_:)``, so the tick's update only waits for what changed last.
+    public func stage(now: Int64, seq: UInt64) async -> [SeriesSnapshot] {
+        await withTaskGroup(of: [SeriesSnapshot].self) { group in
             for shard in shards { group.addTask { await shard.stage(now: now, seq: seq) } }
-            var n = 0
-            for await k in group { n += k }
-            return n
+            var out: [SeriesSnapshot] = []
+            for await part in group {
+                if out.isEmpty { out = part } else { out.append(contentsOf: part) }
+            }
+            return out
         }
     }
 

@@ -40,8 +40,7 @@ public actor AggregatorShard {
     /// Series states by series number; each holds its key (verified on lookup, see ``SeriesIndex``).
     private var states: [SeriesState] = []
     private var dirtyList: [Int] = []
-    /// Snapshots taken ahead of the coming tick by ``stage(now:seq:)``, and their series.
-    private var staged: [SeriesSnapshot] = []
+    /// Series handed over ahead of the coming tick by ``stage(now:seq:)``.
     private var stagedSeries: [Int] = []
     /// The first series of each (server, metric), for history lookups across label sets; the
     /// others are linked from it (``SeriesState/nextSameServerMetric``). 16-byte entries, O(1) to
@@ -245,17 +244,17 @@ public actor AggregatorShard {
         }
     }
 
-    /// Takes snapshots of the series changed since the last call ahead of the coming tick, so
-    /// that ``collect(now:seq:sealAfter:expireThrough:)`` at the tick only has the series changed
-    /// since to snapshot (a fleet whose agents report once a second changes most series between
-    /// two ticks, and the tick's update waits for the collect). A series is staged at most once
-    /// per tick; one that changes again after it was staged is snapshotted again at the tick, so
-    /// a tick costs at most two snapshots per series. Returns the number staged.
-    @discardableResult
-    func stage(now: Int64, seq: UInt64) -> Int {
-        guard !dirtyList.isEmpty else { return 0 }
+    /// Hands over snapshots of the series changed since the last call, ahead of the coming tick,
+    /// so that ``collect(now:seq:sealAfter:expireThrough:)`` at the tick only has the series
+    /// changed since to snapshot (a fleet whose agents report once a second changes most series
+    /// between two ticks, and the tick's update waits for the collect). A series is staged at most
+    /// once per tick; one that changes again after it was staged is left for the tick's collect,
+    /// which returns it again (newer), so a tick costs at most two snapshots per series.
+    func stage(now: Int64, seq: UInt64) -> [SeriesSnapshot] {
+        guard !dirtyList.isEmpty else { return [] }
+        var out: [SeriesSnapshot] = []
+        out.reserveCapacity(dirtyList.count)
         var stillDirty: [Int] = []
-        let before = staged.count
         for i in dirtyList {
             if states[i].staged {
                 stillDirty.append(i)  // changed again since it was staged: snapshotted at the tick
@@ -264,15 +263,15 @@ public actor AggregatorShard {
             states[i].dirty = false
             states[i].staged = true
             states[i].changedSeq = seq
-            staged.append(states[i].snapshot(now: now))
+            out.append(states[i].snapshot(now: now))
             stagedSeries.append(i)
         }
         dirtyList = stillDirty
-        return staged.count - before
+        return out
     }
 
-    /// Snapshots of the series changed since the last call, stamped with `seq`, plus the minute
-    /// rollups sealed since the last call.
+    /// Snapshots of the series changed since the last call (and since ``stage(now:seq:)`` handed
+    /// them over, if it did), stamped with `seq`, plus the minute rollups sealed since the last call.
     ///
     /// A minute that ended more than `sealAfter` ms before `now` and saw no newer sample is stored
     /// at the first call without new samples for it (or, for a backlog that never pauses, at the
@@ -295,25 +294,11 @@ public actor AggregatorShard {
     func collect(now: Int64, seq: UInt64, sealAfter: Int64, expireThrough: UInt64? = nil)
         -> (changed: [SeriesSnapshot], sealed: [MinuteRollup], expired: [SeriesKey], heldMinute: Int64?) {
         var changed: [SeriesSnapshot] = []
-        // Staged snapshots stand unless their series changed again since (then it is in the
-        // dirty list and is taken again below).
-        if !staged.isEmpty {
-            // Taken over (no copy), restamped, and compacted over the ones taken again below.
-            swap(&changed, &staged)
-            changed.reserveCapacity(changed.count + dirtyList.count)
-            var kept = 0
-            for (k, i) in stagedSeries.enumerated() {
-                states[i].staged = false
-                states[i].changedSeq = seq
-                if !states[i].dirty {
-                    changed[k].changedSeq = seq
-                    if kept != k { changed.swapAt(kept, k) }
-                    kept += 1
-                }
-            }
-            changed.removeLast(changed.count - kept)
-        } else {
-            changed.reserveCapacity(dirtyList.count)
+        changed.reserveCapacity(dirtyList.count)
+        // Series handed over by `stage` are not returned again unless they changed since.
+        for i in stagedSeries {
+            states[i].staged = false
+            states[i].changedSeq = seq
         }
         for i in dirtyList {
             states[i].dirty = false
@@ -359,7 +344,6 @@ public actor AggregatorShard {
         for i in stagedSeries { states[i].touchedCurrent = false }
         dirtyList.removeAll(keepingCapacity: true)
         // Positions are about to change (`remove`): nothing staged may outlive this call.
-        staged = []
         stagedSeries.removeAll(keepingCapacity: true)
         let sealed = takeSealed()
         let expired = remove(idle)
@@ -367,7 +351,7 @@ public actor AggregatorShard {
     }
 
     /// Removes the series at `positions` (ascending), moving the last series into each hole, and
-    /// returns their keys. Called with the dirty list, the staged lists and the sealed buffer
+    /// returns their keys. Called with the dirty list, the staged list and the sealed buffer
     /// empty, so no other structure holds a position.
     private func remove(_ positions: [Int]) -> [SeriesKey] {
         guard !positions.isEmpty else { return [] }

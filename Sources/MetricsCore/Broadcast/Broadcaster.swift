@@ -165,6 +165,17 @@ public final class Broadcaster: Sendable {
         var ranked: [String: [RankedSeries]] = [:]
         /// Metrics whose ranking a tick left for after its events (see ``publish(changed:removed:seq:timestamp:)``).
         var rankPending: Set<String> = []
+        /// This instance's snapshots handed over ahead of the coming tick (``stage(_:)``), already
+        /// in `entries` and `metricServers`; the tick's events include them. `stagedIDs[k]` is the
+        /// entry of `staged[k]`, `stagedAt` an entry's position, `stagedByMetric` positions by metric.
+        var staged: [SeriesSnapshot] = []
+        var stagedIDs: [Int32] = []
+        var stagedAt: [Int32: Int] = [:]
+        var stagedByMetric: [String: [Int]] = [:]
+        /// Handed over but left for the tick (new series, series last reported by a peer), and
+        /// their positions by key (a series handed over twice keeps one place, the newer snapshot).
+        var stagedLater: [SeriesSnapshot] = []
+        var stagedLaterAt: [SeriesKey: Int] = [:]
         /// Each metric's servers, for fleet views.
         var metricServers: [String: MetricServers] = [:]
         /// Unfiltered fleet distribution per metric, last ``Configuration/fleetHistoryPoints`` ticks.
@@ -203,6 +214,19 @@ public final class Broadcaster: Sendable {
     /// The configuration in force.
     public let configuration: Configuration
     let state = Mutex(State())
+    private let lastPublishInfo = Mutex(PublishInfo())
+
+    /// What the last ``publish(changed:removed:seq:timestamp:)`` did.
+    public struct PublishInfo: Sendable, Equatable {
+        /// Series in the tick's changes (staged ones included, each once).
+        public var changedSeries = 0
+        /// Nanoseconds from the call until the subscribers' events were queued (the rest of the
+        /// call, rankings no event needed and the fleet history, runs after).
+        public var eventsReadyNanoseconds: UInt64 = 0
+    }
+
+    /// What the last ``publish(changed:removed:seq:timestamp:)`` did.
+    public var lastPublish: PublishInfo { lastPublishInfo.withLock { $0 } }
 
     /// Creates a broadcaster.
     public init(configuration: Configuration = Configuration()) {
@@ -235,6 +259,39 @@ public final class Broadcaster: Sendable {
 
     // MARK: - Ticks
 
+    /// Takes this instance's snapshots ahead of the coming tick (``Aggregator/stage(now:seq:)``):
+    /// known series are recorded now (their entry and fleet layout value), so the tick's
+    /// ``publish(changed:removed:seq:timestamp:)`` only records what changed since and its events
+    /// leave sooner. The tick's events include them as if they had come with it; a series staged
+    /// and then passed to `publish` again counts once, with the newer snapshot. Call from the same
+    /// task as `publish` (the tick loop), never concurrently with it.
+    public func stage(_ snapshots: [SeriesSnapshot]) {
+        guard !snapshots.isEmpty else { return }
+        state.withLock { s in
+            for snap in snapshots {
+                let m = snap.key.metricName
+                guard let id = s.entries.id(of: snap.key), s.entries[id].origin == 0, s.stagedAt[id] == nil,
+                      s.metricServers[m] != nil else {
+                    if let at = s.stagedLaterAt[snap.key] {
+                        s.stagedLater[at] = snap
+                    } else {
+                        s.stagedLaterAt[snap.key] = s.stagedLater.count
+                        s.stagedLater.append(snap)
+                    }
+                    continue
+                }
+                s.entries[id].snapshot = snap
+                let slot = s.entries[id].slot
+                s.metricServers[m]!.series[Int(slot.server)][Int(slot.index)].last = snap.last
+                s.metricServers[m]!.series[Int(slot.server)][Int(slot.index)].changedSeq = snap.changedSeq
+                s.stagedAt[id] = s.staged.count
+                s.stagedByMetric[m, default: []].append(s.staged.count)
+                s.staged.append(snap)
+                s.stagedIDs.append(id)
+            }
+        }
+    }
+
     /// Publishes one tick: removes the series that went away, stores the changed series,
     /// recomputes fleet rollups of the metrics that changed, and queues an event for every
     /// subscriber due this tick (removed series are listed in its `removed` array).
@@ -245,18 +302,43 @@ public final class Broadcaster: Sendable {
     ///   - seq: the tick's sequence number (``nextSequence`` when the snapshots were collected).
     ///   - timestamp: wall-clock time of the tick, epoch ms.
     public func publish(changed localChanged: [SeriesSnapshot], removed localRemoved: [SeriesKey] = [], seq: UInt64, timestamp: Int64) {
+        let started = ProcessInfoLite.monotonicNanoseconds()
         // Peers' series received since the last tick join this tick's changes, after the local ones.
-        let (remote, remoteRemoved): ([(snapshot: SeriesSnapshot, origin: Int32)], [(key: SeriesKey, origin: Int32)]) = state.withLock { s in
+        // Peers' series received since the last tick, and what was staged for this tick.
+        let (remote, remoteRemoved, staged, stagedIDs, stagedAt, stagedByMetric, stagedLater, stagedLaterAt):
+            ([(snapshot: SeriesSnapshot, origin: Int32)], [(key: SeriesKey, origin: Int32)],
+             [SeriesSnapshot], [Int32], [Int32: Int], [String: [Int]], [SeriesSnapshot], [SeriesKey: Int]) = state.withLock { s in
             let r = Array(s.remotePending.values)
             s.remotePending.removeAll(keepingCapacity: true)
             let gone = s.remoteRemovedPending
             s.remoteRemovedPending = []
-            return (r, gone)
+            defer {
+                s.staged = []
+                s.stagedIDs = []
+                s.stagedAt = [:]
+                s.stagedByMetric = [:]
+                s.stagedLater = []
+                s.stagedLaterAt = [:]
+            }
+            return (r, gone, s.staged, s.stagedIDs, s.stagedAt, s.stagedByMetric, s.stagedLater, s.stagedLaterAt)
         }
-        var changed = localChanged
+        // This tick's changes: the staged ones (recorded already), then this instance's others,
+        // then peers' series after the local ones. A series handed over unrecorded and changed
+        // again since keeps its first place with the newer snapshot.
+        var changed = staged
+        let applied = staged.count
+        changed.reserveCapacity(applied + stagedLater.count + localChanged.count + remote.count)
+        changed.append(contentsOf: stagedLater)
+        if stagedLaterAt.isEmpty {
+            changed.append(contentsOf: localChanged)
+        } else {
+            for snap in localChanged {
+                if let at = stagedLaterAt[snap.key] { changed[applied + at] = snap } else { changed.append(snap) }
+            }
+        }
+        var localCount = changed.count
         var origins: [Int32] = []
         if !remote.isEmpty {
-            changed.reserveCapacity(localChanged.count + remote.count)
             origins.reserveCapacity(remote.count)
             for r in remote {
                 var snap = r.snapshot
@@ -265,33 +347,74 @@ public final class Broadcaster: Sendable {
                 origins.append(r.origin)
             }
         }
-        func origin(_ i: Int) -> Int32 { i < localChanged.count ? 0 : origins[i - localChanged.count] }
-        // Rows are encoded lazily, once, for the series some subscriber selects (`RowCache`): a
-        // dashboard watching the top 20 of 50,000 changed series costs 20 encodings, not 50,000.
-        let cache = RowCache(changed, localCount: localChanged.count)
         var ready: [Subscription] = []
         state.withLock { s in
             s.seq = max(s.seq, seq)
             s.lastTickTimestamp = timestamp
             // Removals first: a key removed here may come back below (e.g. from a peer) as a new series.
+            // (Never a staged one: this instance's removals are series idle this tick, peers'
+            // removals only take peers' entries.)
             let removed = removeSeries(local: localRemoved, remote: remoteRemoved,
                                        arriving: Set(remote.map(\.snapshot.key)), seq: seq, state: &s)
-            // Index this tick's changes by metric (also lets filtered subscribers skip the rest).
-            var changedByMetric: [String: [Int]] = [:]
-            for (i, snap) in changed.enumerated() { changedByMetric[snap.key.metricName, default: []].append(i) }
-            // Known series: one hash lookup each, updated in place; new ones get a slot below.
+            // Staged under an earlier sequence number (a tick ran in between): restamp.
+            for k in 0..<applied where changed[k].changedSeq != seq {
+                changed[k].changedSeq = seq
+                let id = stagedIDs[k]
+                s.entries[id].snapshot.changedSeq = seq
+                let slot = s.entries[id].slot
+                s.metricServers[changed[k].key.metricName]?.series[Int(slot.server)][Int(slot.index)].changedSeq = seq
+            }
+            // Known series: one hash lookup each, updated in place; new ones get a slot below. A
+            // series staged for this tick and changed since takes the staged one's place.
             var slots = [(server: Int, index: Int)?](repeating: nil, count: changed.count)
-            for i in changed.indices {
+            var superseded: [Int] = []
+            var restaged: [Int] = []
+            for i in applied..<changed.count {
                 guard let id = s.entries.id(of: changed[i].key) else { continue }
+                let slot = s.entries[id].slot
+                if i < localCount, let k = stagedAt[id] {
+                    changed[k] = changed[i]
+                    s.entries[id].snapshot = changed[k]
+                    slots[k] = (Int(slot.server), Int(slot.index))
+                    superseded.append(i)
+                    restaged.append(k)
+                    continue
+                }
                 s.entries[id].snapshot = changed[i]
-                let o = origin(i)
+                let o = i < localCount ? 0 : origins[i - localCount]
                 if (s.entries[id].origin != 0) != (o != 0) { s.remoteSeries += o != 0 ? 1 : -1 }
                 s.entries[id].origin = o
-                let slot = s.entries[id].slot
                 slots[i] = (Int(slot.server), Int(slot.index))
             }
+            if !superseded.isEmpty {
+                // Compact (all in the local part, ascending).
+                var drop = superseded.makeIterator()
+                var next = drop.next()
+                var w = applied
+                for r in applied..<changed.count {
+                    if r == next { next = drop.next(); continue }
+                    if w != r { changed.swapAt(w, r); slots.swapAt(w, r) }
+                    w += 1
+                }
+                changed.removeLast(superseded.count)
+                slots.removeLast(superseded.count)
+                localCount -= superseded.count
+            }
+            func origin(_ i: Int) -> Int32 { i < localCount ? 0 : origins[i - localCount] }
+            // Index this tick's changes by metric (also lets filtered subscribers skip the rest);
+            // record in the fleet layouts what was not recorded when staged.
+            var changedByMetric = stagedByMetric
+            var recordByMetric: [String: [Int]] = [:]
+            for k in restaged { recordByMetric[changed[k].key.metricName, default: []].append(k) }
+            for i in applied..<changed.count {
+                changedByMetric[changed[i].key.metricName, default: []].append(i)
+                recordByMetric[changed[i].key.metricName, default: []].append(i)
+            }
+            // Rows are encoded lazily, once, for the series some subscriber selects (`RowCache`): a
+            // dashboard watching the top 20 of 50,000 changed series costs 20 encodings, not 50,000.
+            let cache = RowCache(changed, localCount: localCount)
             var newKeys: [(Int, (server: Int, index: Int))] = []
-            for (m, indices) in changedByMetric {
+            for (m, indices) in recordByMetric {
                 Self.record(changed, indices, slots: slots, into: &s.metricServers[m, default: MetricServers()], new: &newKeys)
                 if s.metricServers[m]!.membersChanged {
                     s.metricServers[m]!.version = s.nextMembersVersion()
@@ -339,6 +462,9 @@ public final class Broadcaster: Sendable {
             s.eventsSent += ready.count
         }
         for sub in ready { sub.notify() }
+        lastPublishInfo.withLock {
+            $0 = PublishInfo(changedSeries: changed.count, eventsReadyNanoseconds: ProcessInfoLite.monotonicNanoseconds() &- started)
+        }
         // What no event of this tick needed: the deferred rankings and every metric's history point.
         state.withLock { s in
             finishRankings(&s)

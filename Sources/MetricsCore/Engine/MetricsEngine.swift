@@ -24,10 +24,11 @@ public final class MetricsEngine: Sendable {
         public var sealAfterMilliseconds: Int64
         /// At start, how far back stored rollups are loaded into the live windows, ms. Default 10 min.
         public var warmWindowMilliseconds: Int64
-        /// How many times per tick the changed series are snapshotted ahead of the tick
-        /// (``Aggregator/stage(now:seq:)``), the tick itself included: with the default 8 and a
-        /// 1 s tick, every 125 ms. The tick then only snapshots what changed in its last eighth,
-        /// so its update leaves sooner; a series changing all the time costs at most two
+        /// How many times per tick the changed series are snapshotted and handed to the
+        /// broadcaster ahead of the tick (``Aggregator/stage(now:seq:)``,
+        /// ``Broadcaster/stage(_:)``), the tick itself included: with the default 8 and a 1 s
+        /// tick, every 125 ms. The tick then only snapshots and records what changed in its last
+        /// eighth, so its update leaves sooner; a series changing all the time costs at most two
         /// snapshots per tick instead of one. 1 turns staging off. Ticks under 200 ms never stage.
         public var stagesPerTick: Int
         /// Creates a configuration.
@@ -65,7 +66,10 @@ public final class MetricsEngine: Sendable {
         public var collectMicroseconds = 0
         /// Microseconds spent in the broadcaster.
         public var publishMicroseconds = 0
-        /// Series changed in that tick.
+        /// Microseconds from the start of the tick until the subscribers' events were queued
+        /// (the collect and the part of the publish the events wait for).
+        public var eventsReadyMicroseconds = 0
+        /// Series changed in that tick (staged ones included).
         public var changedSeries = 0
         /// Snapshots taken ahead of the tick since the previous one (``Configuration/stagesPerTick``);
         /// a series that changed again after it was staged counts here and is snapshotted again
@@ -130,8 +134,9 @@ public final class MetricsEngine: Sendable {
                 if clock.now >= at + step { continue }
                 await stopSignal.wait(until: at, clock: clock)
                 if stopSignal.isFired { return }
-                let n = await aggregator.stage(now: ProcessInfoLite.nowMilliseconds(), seq: broadcaster.nextSequence)
-                staged.withLock { $0 += n }
+                let snapshots = await aggregator.stage(now: ProcessInfoLite.nowMilliseconds(), seq: broadcaster.nextSequence)
+                broadcaster.stage(snapshots)
+                staged.withLock { $0 += snapshots.count }
             }
             await stopSignal.wait(until: deadline, clock: clock)
             if stopSignal.isFired { return }
@@ -164,8 +169,10 @@ public final class MetricsEngine: Sendable {
         func us(_ d: Duration) -> Int { Int(d.components.seconds * 1_000_000 + d.components.attoseconds / 1_000_000_000_000) }
         let stagedSeries = staged.withLock { n in defer { n = 0 }; return n }
         tickTimes.withLock {
-            $0 = TickTimes(collectMicroseconds: us(t1 - t0), publishMicroseconds: us(t2 - t1), changedSeries: changed.count,
-                           stagedSeries: stagedSeries)
+            let published = broadcaster.lastPublish
+            $0 = TickTimes(collectMicroseconds: us(t1 - t0), publishMicroseconds: us(t2 - t1),
+                           eventsReadyMicroseconds: us(t1 - t0) + Int(published.eventsReadyNanoseconds / 1_000),
+                           changedSeries: published.changedSeries, stagedSeries: stagedSeries)
         }
     }
 }
