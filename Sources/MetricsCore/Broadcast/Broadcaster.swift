@@ -65,6 +65,30 @@ public final class Broadcaster: Sendable {
 
     /// The rows of one publish, encoded on first use and shared by every subscriber that selects
     /// them. Used only under the broadcaster's lock.
+    /// The update events built in one tick, by what they depend on besides the tick itself (the
+    /// filter, and the member-list versions the client holds), so that subscribers asking the same
+    /// question share one build: the dashboard's viewers all ask the same, and building 500 copies
+    /// of a 20 KB event was most of a tick's delivery. At most ``limit`` distinct questions are kept.
+    final class DeliveryMemo {
+        struct Entry {
+            let filter: SubscriptionFilter
+            let membersBefore: [String: Int]
+            let event: [UInt8]
+            let membersAfter: [String: Int]
+        }
+        static let limit = 32
+        private var entries: [Entry] = []
+
+        func find(_ filter: SubscriptionFilter, _ membersBefore: [String: Int]) -> Entry? {
+            entries.first { $0.membersBefore == membersBefore && $0.filter == filter }
+        }
+
+        func add(_ filter: SubscriptionFilter, membersBefore: [String: Int], event: [UInt8], membersAfter: [String: Int]) {
+            guard entries.count < Self.limit else { return }
+            entries.append(Entry(filter: filter, membersBefore: membersBefore, event: event, membersAfter: membersAfter))
+        }
+    }
+
     final class RowCache {
         let changed: [SeriesSnapshot]
         /// `changed[..<localCount]` are this instance's series; the rest were merged from peers.
@@ -453,9 +477,10 @@ public final class Broadcaster: Sendable {
                     s.rankPending.insert(m)
                 }
             }
+            let memo = DeliveryMemo()
             for sub in s.subscriptions.values {
                 if sub.deliverTick(seq: seq, timestamp: timestamp, changed: changed, removed: removed.list, cache: cache,
-                                   changedByMetric: changedByMetric, views: views, state: s, broadcaster: self) {
+                                   changedByMetric: changedByMetric, views: views, memo: memo, state: s, broadcaster: self) {
                     ready.append(sub)
                 }
             }

@@ -93,7 +93,7 @@ public final class Subscription: Sendable {
     func deliverTick(seq: UInt64, timestamp: Int64, changed: [SeriesSnapshot], removed: [Broadcaster.Removal],
                      cache: Broadcaster.RowCache,
                      changedByMetric: [String: [Int]], views: [FleetViewKey: (view: FleetView, encoded: [UInt8])],
-                     state b: Broadcaster.State, broadcaster: Broadcaster) -> Bool {
+                     memo: Broadcaster.DeliveryMemo, state b: Broadcaster.State, broadcaster: Broadcaster) -> Bool {
         state.withLock { s in
             if s.cancelled { return false }
             s.ticks += 1
@@ -101,6 +101,31 @@ public final class Subscription: Sendable {
             if !removed.isEmpty {
                 for r in removed { s.pending.remove(r.key) }
                 s.removedPending.append(contentsOf: removed)
+            }
+            func enqueue(_ event: [UInt8]) {
+                let cfg = broadcaster.configuration
+                if s.queue.count + 1 > cfg.subscriberQueueEvents || s.queuedBytes + event.count > cfg.subscriberQueueBytes {
+                    // Fall-behind: drop the backlog; the next read is a fresh snapshot.
+                    s.queue.removeAll()
+                    s.queuedBytes = 0
+                    s.needsSnapshot = true
+                    s.coalescedCount += 1
+                    return
+                }
+                s.queue.append(event)
+                s.queuedBytes += event.count
+            }
+            // An event that depends only on the filter, this tick and the member lists this client
+            // holds: subscribers asking the same question share one build (and one byte array).
+            let memoizable = filter.every == 1 && filter.focus.isEmpty && !s.needsSnapshot
+                && s.removedPending.count == removed.count
+            let membersBefore = s.membersSent
+            if memoizable, let hit = memo.find(filter, membersBefore) {
+                s.lastSeq = seq
+                s.membersSent = hit.membersAfter
+                s.removedPending.removeAll()
+                enqueue(hit.event)
+                return true
             }
             var selected: [[UInt8]] = []
             var truncated = false
@@ -176,17 +201,8 @@ public final class Subscription: Sendable {
                                           truncated: truncated,
                                           tickMilliseconds: broadcaster.configuration.tickMilliseconds, retry: nil)
             s.removedPending.removeAll()
-            let cfg = broadcaster.configuration
-            if s.queue.count + 1 > cfg.subscriberQueueEvents || s.queuedBytes + event.count > cfg.subscriberQueueBytes {
-                // Fall-behind: drop the backlog; the next read is a fresh snapshot.
-                s.queue.removeAll()
-                s.queuedBytes = 0
-                s.needsSnapshot = true
-                s.coalescedCount += 1
-                return true
-            }
-            s.queue.append(event)
-            s.queuedBytes += event.count
+            if memoizable { memo.add(filter, membersBefore: membersBefore, event: event, membersAfter: s.membersSent) }
+            enqueue(event)
             return true
         }
     }

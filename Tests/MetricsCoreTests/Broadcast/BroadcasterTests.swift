@@ -496,3 +496,66 @@ struct BroadcasterStagingTests {
         a.cancel(); b.cancel()
     }
 }
+
+@Suite("Broadcaster: one event build per distinct question per tick")
+struct BroadcasterSharedEventTests {
+    typealias T = CoreTestSupport
+
+    @Test("Subscribers asking the same question get exactly the events each would get alone, joined at different ticks")
+    func sharedEventsEqualSolitaryEvents() throws {
+        let queries: [(joinAt: Int, query: [(String, String)])] = [
+            (2, [("metrics", "m0"), ("heatmap", "1"), ("top", "3")]),
+            (2, [("metrics", "m0"), ("heatmap", "1"), ("top", "3")]),
+            (5, [("metrics", "m0"), ("heatmap", "1"), ("top", "3")]),
+            (9, [("metrics", "m0"), ("heatmap", "1"), ("top", "3")]),
+            (2, [("metrics", "m1"), ("heatmap", "1")]),
+            (6, [("metrics", "m1"), ("heatmap", "1")]),
+            (3, []),
+            (4, []),
+            (2, [("metrics", "m0"), ("top", "2")]),
+            (3, [("metrics", "m1")]),
+        ]
+        // The ticks: servers join (member lists change) and leave.
+        var rng = T.SeededRNG(seed: 99)
+        var ticks: [(changed: [SeriesSnapshot], removed: [SeriesKey])] = []
+        var live = Set<SeriesKey>()
+        for tick in 1...20 {
+            var changed: [SeriesSnapshot] = []
+            var keys = Set<SeriesKey>()
+            for _ in 0..<rng.int(3...10) {
+                let k = SeriesKey(serverID: "srv-\(rng.int(0...(2 + tick / 2)))", metricName: "m\(rng.int(0...1))")
+                if keys.insert(k).inserted {
+                    changed.append(T.snapshot(k.serverID, k.metricName, last: Double(rng.int(0...100)), seq: UInt64(tick),
+                                              timestamp: 1_700_000_000_000 + Int64(tick) * 1_000))
+                }
+            }
+            let removed = tick % 4 == 0 ? Array(live.subtracting(keys).sorted().prefix(1)) : []
+            live.formUnion(keys)
+            live.subtract(removed)
+            ticks.append((changed, removed))
+        }
+        func run(_ who: [Int]) throws -> [Int: [String]] {
+            let b = Broadcaster()
+            var subs: [Int: Subscription] = [:]
+            var events: [Int: [String]] = [:]
+            for (t, tick) in ticks.enumerated() {
+                for i in who where queries[i].joinAt == t + 1 {
+                    subs[i] = try b.subscribe(filter: try SubscriptionFilter(query: queries[i].query, tickMilliseconds: 1000),
+                                              lastEventID: nil, onReady: {})
+                }
+                b.publish(changed: tick.changed, removed: tick.removed, seq: UInt64(t + 1), timestamp: 1_700_000_000_000 + Int64(t + 1) * 1_000)
+                for (i, sub) in subs { while let e = sub.next() { events[i, default: []].append(try BroadcasterStagingTests.normalized(e)) } }
+            }
+            for sub in subs.values { sub.cancel() }
+            return events
+        }
+        let together = try run(Array(queries.indices))
+        for i in queries.indices {
+            let alone = try run([i])
+            #expect(together[i] == alone[i], "subscriber \(i) \(queries[i].query)")
+            #expect((alone[i]?.count ?? 0) >= 10)
+        }
+        // The shared events really were shared: same bytes for the two subscribers that joined together.
+        #expect(together[0] == together[1])
+    }
+}
