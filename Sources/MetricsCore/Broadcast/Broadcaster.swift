@@ -349,8 +349,8 @@ public final class Broadcaster: Sendable {
         // This tick's changes: the staged ones (recorded already), then this instance's others,
         // then peers' series after the local ones. A series handed over unrecorded and changed
         // again since keeps its first place with the newer snapshot.
-        var changed = staged
         let applied = staged.count
+        var changed = consume staged  // no copy: the staged snapshots are most of a tick's
         changed.reserveCapacity(applied + stagedLater.count + localChanged.count + remote.count)
         changed.append(contentsOf: stagedLater)
         if stagedLaterAt.isEmpty {
