@@ -312,19 +312,19 @@ public actor AggregatorShard {
         lastCollectMinute = max(lastCollectMinute, MinuteRollup.minute(of: now))
         var idle: [Int] = []
         var held = Int64.max
-        var flushed: [(series: Int, rollup: MinuteRollup)] = []
         // Through the buffer: this visits every series every tick, and a non-mutating call on
-        // `states[i]` (e.g. `earliestHeldMinute`) would copy the whole state first.
+        // `states[i]` (e.g. `earliestHeldMinute`) would copy the whole state first. (`appendSealed`
+        // touches only the sealed buffer, not `states`.)
         states.withUnsafeMutableBufferPointer { states in
             for i in states.indices {
                 // Counted before this tick's flushes: released a tick late, never early.
                 if let m = states[i].earliestHeldMinute { held = min(held, m) }
                 let expire = expireThrough.map { states[i].changedSeq <= $0 && !states[i].dirty } ?? false
                 // Late samples kept apart go to the store once per wall-clock minute (see SeriesState.add).
-                if minuteTurned || expire, states[i].rare != nil, let r = states[i].flushLate(key: states[i].key) { flushed.append((i, r)) }
+                if minuteTurned || expire, states[i].rare != nil, let r = states[i].flushLate(key: states[i].key) { appendSealed(i, r) }
                 if expire {
                     idle.append(i)
-                    if let r = states[i].seal(key: states[i].key, newMinute: states[i].currentMinute + 60_000) { flushed.append((i, r)) }
+                    if let r = states[i].seal(key: states[i].key, newMinute: states[i].currentMinute + 60_000) { appendSealed(i, r) }
                     continue
                 }
                 guard states[i].currentMinute != .min && states[i].currentMinute < sealBefore && !states[i].current.isEmpty else { continue }
@@ -335,10 +335,9 @@ public actor AggregatorShard {
                 } else if !minuteTurned {
                     continue  // stored before: what arrived since is stored once per wall-clock minute
                 }
-                if let r = states[i].flushUnsent(key: states[i].key) { flushed.append((i, r)) }
+                if let r = states[i].flushUnsent(key: states[i].key) { appendSealed(i, r) }
             }
         }
-        for f in flushed { appendSealed(f.series, f.rollup) }
         // Only series changed since the last call can have `touchedCurrent` set.
         for i in dirtyList { states[i].touchedCurrent = false }
         for i in stagedSeries { states[i].touchedCurrent = false }

@@ -63,8 +63,6 @@ public final class Broadcaster: Sendable {
         }
     }
 
-    /// The rows of one publish, encoded on first use and shared by every subscriber that selects
-    /// them. Used only under the broadcaster's lock.
     /// The update events built in one tick, by what they depend on besides the tick itself (the
     /// filter, and the member-list versions the client holds), so that subscribers asking the same
     /// question share one build: the dashboard's viewers all ask the same, and building 500 copies
@@ -89,6 +87,8 @@ public final class Broadcaster: Sendable {
         }
     }
 
+    /// The rows of one publish, encoded on first use and shared by every subscriber that selects
+    /// them. Used only under the broadcaster's lock.
     final class RowCache {
         let changed: [SeriesSnapshot]
         /// `changed[..<localCount]` are this instance's series; the rest were merged from peers.
@@ -132,8 +132,7 @@ public final class Broadcaster: Sendable {
                        into ms: inout MetricServers, new: inout [(Int, (server: Int, index: Int))]) {
         for i in indices {
             if let slot = slots[i] {
-                ms.series[slot.server][slot.index].last = changed[i].last
-                ms.series[slot.server][slot.index].changedSeq = changed[i].changedSeq
+                ms.update(changed[i], at: slot)
             } else {
                 new.append((i, ms.insert(changed[i])))
             }
@@ -306,8 +305,7 @@ public final class Broadcaster: Sendable {
                 }
                 s.entries[id].snapshot = snap
                 let slot = s.entries[id].slot
-                s.metricServers[m]!.series[Int(slot.server)][Int(slot.index)].last = snap.last
-                s.metricServers[m]!.series[Int(slot.server)][Int(slot.index)].changedSeq = snap.changedSeq
+                s.metricServers[m]!.update(snap, at: (Int(slot.server), Int(slot.index)))
                 s.stagedAt[id] = s.staged.count
                 s.stagedByMetric[m, default: []].append(s.staged.count)
                 s.staged.append(snap)
@@ -327,7 +325,6 @@ public final class Broadcaster: Sendable {
     ///   - timestamp: wall-clock time of the tick, epoch ms.
     public func publish(changed localChanged: [SeriesSnapshot], removed localRemoved: [SeriesKey] = [], seq: UInt64, timestamp: Int64) {
         let started = ProcessInfoLite.monotonicNanoseconds()
-        // Peers' series received since the last tick join this tick's changes, after the local ones.
         // Peers' series received since the last tick, and what was staged for this tick.
         let (remote, remoteRemoved, staged, stagedIDs, stagedAt, stagedByMetric, stagedLater, stagedLaterAt):
             ([(snapshot: SeriesSnapshot, origin: Int32)], [(key: SeriesKey, origin: Int32)],
@@ -391,6 +388,8 @@ public final class Broadcaster: Sendable {
             // Known series: one hash lookup each, updated in place; new ones get a slot below. A
             // series staged for this tick and changed since takes the staged one's place.
             var slots = [(server: Int, index: Int)?](repeating: nil, count: changed.count)
+            // Peers' series follow the local ones (`localCount` shrinks below as superseded ones go).
+            func origin(_ i: Int) -> Int32 { i < localCount ? 0 : origins[i - localCount] }
             var superseded: [Int] = []
             var restaged: [Int] = []
             for i in applied..<changed.count {
@@ -405,7 +404,7 @@ public final class Broadcaster: Sendable {
                     continue
                 }
                 s.entries[id].snapshot = changed[i]
-                let o = i < localCount ? 0 : origins[i - localCount]
+                let o = origin(i)
                 if (s.entries[id].origin != 0) != (o != 0) { s.remoteSeries += o != 0 ? 1 : -1 }
                 s.entries[id].origin = o
                 slots[i] = (Int(slot.server), Int(slot.index))
@@ -424,7 +423,6 @@ public final class Broadcaster: Sendable {
                 slots.removeLast(superseded.count)
                 localCount -= superseded.count
             }
-            func origin(_ i: Int) -> Int32 { i < localCount ? 0 : origins[i - localCount] }
             // Index this tick's changes by metric (also lets filtered subscribers skip the rest);
             // record in the fleet layouts what was not recorded when staged.
             var changedByMetric = stagedByMetric

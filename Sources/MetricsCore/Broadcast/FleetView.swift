@@ -43,6 +43,12 @@ struct MetricServers {
         return (slot, series[slot].count - 1)
     }
 
+    /// Records a known series' latest value at the place ``insert(_:)`` returned.
+    mutating func update(_ snap: SeriesSnapshot, at slot: (server: Int, index: Int)) {
+        series[slot.server][slot.index].last = snap.last
+        series[slot.server][slot.index].changedSeq = snap.changedSeq
+    }
+
     mutating func sortIfNeeded() {
         guard dirty else { return }
         dirty = false

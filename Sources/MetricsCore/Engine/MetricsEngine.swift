@@ -168,8 +168,8 @@ public final class MetricsEngine: Sendable {
         store.rollupsHeld(fromMinute: aggregator.earliestHeldRollupMinute())
         func us(_ d: Duration) -> Int { Int(d.components.seconds * 1_000_000 + d.components.attoseconds / 1_000_000_000_000) }
         let stagedSeries = staged.withLock { n in defer { n = 0 }; return n }
+        let published = broadcaster.lastPublish
         tickTimes.withLock {
-            let published = broadcaster.lastPublish
             $0 = TickTimes(collectMicroseconds: us(t1 - t0), publishMicroseconds: us(t2 - t1),
                            eventsReadyMicroseconds: us(t1 - t0) + Int(published.eventsReadyNanoseconds / 1_000),
                            changedSeries: published.changedSeries, stagedSeries: stagedSeries)
