@@ -199,6 +199,8 @@ public final class Broadcaster: Sendable {
         /// their positions by key (a series handed over twice keeps one place, the newer snapshot).
         var stagedLater: [SeriesSnapshot] = []
         var stagedLaterAt: [SeriesKey: Int] = [:]
+        /// Snapshots handed to ``stage(_:)`` since the last publish (reported in ``PublishInfo``).
+        var stagedCount = 0
         /// Each metric's servers, for fleet views.
         var metricServers: [String: MetricServers] = [:]
         /// Unfiltered fleet distribution per metric, last ``Configuration/fleetHistoryPoints`` ticks.
@@ -243,6 +245,9 @@ public final class Broadcaster: Sendable {
     public struct PublishInfo: Sendable, Equatable {
         /// Series in the tick's changes (staged ones included, each once).
         public var changedSeries = 0
+        /// Snapshots handed to ``stage(_:)`` for this tick; a series staged and then passed to
+        /// `publish` again counts here and in `changedSeries` once.
+        public var stagedSeries = 0
         /// Nanoseconds from the call until the subscribers' events were queued (the rest of the
         /// call, rankings no event needed and the fleet history, runs after).
         public var eventsReadyNanoseconds: UInt64 = 0
@@ -291,6 +296,7 @@ public final class Broadcaster: Sendable {
     public func stage(_ snapshots: [SeriesSnapshot]) {
         guard !snapshots.isEmpty else { return }
         state.withLock { s in
+            s.stagedCount += snapshots.count
             for snap in snapshots {
                 let m = snap.key.metricName
                 guard let id = s.entries.id(of: snap.key), s.entries[id].origin == 0, s.stagedAt[id] == nil,
@@ -326,9 +332,9 @@ public final class Broadcaster: Sendable {
     public func publish(changed localChanged: [SeriesSnapshot], removed localRemoved: [SeriesKey] = [], seq: UInt64, timestamp: Int64) {
         let started = ProcessInfoLite.monotonicNanoseconds()
         // Peers' series received since the last tick, and what was staged for this tick.
-        let (remote, remoteRemoved, staged, stagedIDs, stagedAt, stagedByMetric, stagedLater, stagedLaterAt):
+        let (remote, remoteRemoved, staged, stagedIDs, stagedAt, stagedByMetric, stagedLater, stagedLaterAt, stagedCount):
             ([(snapshot: SeriesSnapshot, origin: Int32)], [(key: SeriesKey, origin: Int32)],
-             [SeriesSnapshot], [Int32], [Int32: Int], [String: [Int]], [SeriesSnapshot], [SeriesKey: Int]) = state.withLock { s in
+             [SeriesSnapshot], [Int32], [Int32: Int], [String: [Int]], [SeriesSnapshot], [SeriesKey: Int], Int) = state.withLock { s in
             let r = Array(s.remotePending.values)
             s.remotePending.removeAll(keepingCapacity: true)
             let gone = s.remoteRemovedPending
@@ -340,8 +346,9 @@ public final class Broadcaster: Sendable {
                 s.stagedByMetric = [:]
                 s.stagedLater = []
                 s.stagedLaterAt = [:]
+                s.stagedCount = 0
             }
-            return (r, gone, s.staged, s.stagedIDs, s.stagedAt, s.stagedByMetric, s.stagedLater, s.stagedLaterAt)
+            return (r, gone, s.staged, s.stagedIDs, s.stagedAt, s.stagedByMetric, s.stagedLater, s.stagedLaterAt, s.stagedCount)
         }
         // This tick's changes: the staged ones (recorded already), then this instance's others,
         // then peers' series after the local ones. A series handed over unrecorded and changed
@@ -486,7 +493,8 @@ public final class Broadcaster: Sendable {
         }
         for sub in ready { sub.notify() }
         lastPublishInfo.withLock {
-            $0 = PublishInfo(changedSeries: changed.count, eventsReadyNanoseconds: ProcessInfoLite.monotonicNanoseconds() &- started)
+            $0 = PublishInfo(changedSeries: changed.count, stagedSeries: stagedCount,
+                             eventsReadyNanoseconds: ProcessInfoLite.monotonicNanoseconds() &- started)
         }
         // What no event of this tick needed: the deferred rankings and every metric's history point.
         state.withLock { s in

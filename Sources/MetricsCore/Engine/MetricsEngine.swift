@@ -56,8 +56,6 @@ public final class MetricsEngine: Sendable {
     public let configuration: Configuration
     private let stopSignal = AsyncSignal()
     private let tickTimes = Mutex(TickTimes())
-    /// Series staged since the last tick (reported with it).
-    private let staged = Mutex(0)
 
     /// How long the last tick took: collecting the changed series from the shards, and
     /// publishing them (row encoding, fleet views, subscriber events).
@@ -136,7 +134,6 @@ public final class MetricsEngine: Sendable {
                 if stopSignal.isFired { return }
                 let snapshots = await aggregator.stage(now: ProcessInfoLite.nowMilliseconds(), seq: broadcaster.nextSequence)
                 broadcaster.stage(snapshots)
-                staged.withLock { $0 += snapshots.count }
             }
             await stopSignal.wait(until: deadline, clock: clock)
             if stopSignal.isFired { return }
@@ -167,12 +164,11 @@ public final class MetricsEngine: Sendable {
         writer.enqueueRollups(sealed)
         store.rollupsHeld(fromMinute: aggregator.earliestHeldRollupMinute())
         func us(_ d: Duration) -> Int { Int(d.components.seconds * 1_000_000 + d.components.attoseconds / 1_000_000_000_000) }
-        let stagedSeries = staged.withLock { n in defer { n = 0 }; return n }
         let published = broadcaster.lastPublish
         tickTimes.withLock {
             $0 = TickTimes(collectMicroseconds: us(t1 - t0), publishMicroseconds: us(t2 - t1),
                            eventsReadyMicroseconds: us(t1 - t0) + Int(published.eventsReadyNanoseconds / 1_000),
-                           changedSeries: published.changedSeries, stagedSeries: stagedSeries)
+                           changedSeries: published.changedSeries, stagedSeries: published.stagedSeries)
         }
     }
 }

@@ -409,6 +409,26 @@ struct BroadcasterStagingTests {
         return "\(e.event ?? "-") \(e.id?.split(separator: "-").last ?? "-") \(body)"
     }
 
+    @Test("lastPublish counts the tick's series once each, staged ones included, and the staged snapshots")
+    func lastPublishCounts() throws {
+        let b = Broadcaster()
+        let t0: Int64 = 1_700_000_000_000
+        b.publish(changed: [T.snapshot("a", "m", last: 1, seq: 1), T.snapshot("b", "m", last: 2, seq: 1)], seq: 1, timestamp: t0)
+        #expect(b.lastPublish.changedSeries == 2 && b.lastPublish.stagedSeries == 0)
+        // Two known series and a new one staged; one known series changes again; one more comes with the tick.
+        b.stage([T.snapshot("a", "m", last: 3, seq: 2), T.snapshot("b", "m", last: 4, seq: 2)])
+        b.stage([T.snapshot("c", "m", last: 5, seq: 2)])
+        b.publish(changed: [T.snapshot("a", "m", last: 6, seq: 2), T.snapshot("d", "m", last: 7, seq: 2)], seq: 2, timestamp: t0 + 1_000)
+        #expect(b.lastPublish.changedSeries == 4)
+        #expect(b.lastPublish.stagedSeries == 3)
+        #expect(b.lastPublish.eventsReadyNanoseconds > 0)
+        #expect(b.seriesCount == 4)
+        #expect(b.fleet["m"]?.max == 7 && b.fleet["m"]?.top.first?.value == 7)
+        // Nothing staged is left for the next tick.
+        b.publish(changed: [], seq: 3, timestamp: t0 + 2_000)
+        #expect(b.lastPublish.changedSeries == 0 && b.lastPublish.stagedSeries == 0)
+    }
+
     @Test("Staged snapshots plus the tick's rest give every subscriber the same events as the whole tick at once",
           arguments: 1...12)
     func stagedPublishEqualsPlainPublish(seed: Int) throws {

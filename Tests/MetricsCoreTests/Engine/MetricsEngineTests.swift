@@ -24,6 +24,26 @@ struct MetricsEngineTests {
         return false
     }
 
+    @Test("a tick after staging reports the staged series, every changed series once, and when its events were ready")
+    func tickReportsStagedSeries() async throws {
+        let engine = MetricsEngine(store: MemoryStore(), configuration: Self.manualConfig())
+        let run = Task { await engine.run() }
+        let now = ProcessInfoLite.nowMilliseconds()
+        #expect(await engine.writer.write([T.sample("web-1", "cpu", 1, now), T.sample("web-2", "cpu", 2, now)]) == .durable)
+        // What the tick loop does at a stage point.
+        engine.broadcaster.stage(await engine.aggregator.stage(now: now, seq: engine.broadcaster.nextSequence))
+        #expect(await engine.writer.write([T.sample("web-1", "cpu", 3, now + 1), T.sample("web-3", "cpu", 4, now + 1)]) == .durable)
+        await engine.tick()
+        let t = engine.lastTick
+        #expect(t.stagedSeries == 2)
+        #expect(t.changedSeries == 3)
+        #expect(t.eventsReadyMicroseconds >= t.collectMicroseconds)
+        await engine.tick()
+        #expect(engine.lastTick.stagedSeries == 0 && engine.lastTick.changedSeries == 0)
+        engine.shutdown()
+        await run.value
+    }
+
     @Test("write → tick → snapshot, broadcast and history; shutdown flushes and run() returns")
     func endToEnd() async throws {
         let store = MemoryStore()
