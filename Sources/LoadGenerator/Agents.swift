@@ -74,8 +74,19 @@ final class LoopState {
         timer = loop.scheduleRepeatedTask(initialDelay: step, delay: step) { _ in bound.value.tick() }
     }
 
+    private var lastStepMicros: UInt64 = 0
+
     private func tick() {
         phase = (phase + 1) % Self.phases
+        // How late this step fires after the previous one (the generator's own slip on busy cores:
+        // agents then write late, and stamp their samples when they write).
+        let now = monotonicMicros()
+        if lastStepMicros != 0 && measuring {
+            let step = UInt64(max(1, plan.tickMilliseconds * 1000 / Self.phases))
+            let late = now - lastStepMicros > step ? now - lastStepMicros - step : 0
+            _ = stats.timerSlip.record(late)
+        }
+        lastStepMicros = now
         guard generating else { return }
         for c in connections { c.generate(phase: phase, phases: Self.phases) }
     }
@@ -276,14 +287,20 @@ final class Agent: H2StreamDelegate {
         lines = min(lines, plan.maxPendingLines - pendingLines)
         var buf = ByteBufferAllocator().buffer(capacity: lines * (plan.format == .influx ? 40 + 24 * plan.metrics.count : 110))
         var samples = 0
-        // Timestamps spread over the time since the last write, as an agent sampling steadily
-        // would stamp them: one series' samples get distinct milliseconds up to 1,000 per second
-        // (the store keeps an identical (series, ts, value) once).
+        // Stamped now, as an agent that samples when it writes: the last line `wallMillis`, each
+        // earlier one 1 ms before the next, so one series' samples get distinct milliseconds
+        // (the store keeps an identical (series, ts, value) once). More lines than milliseconds
+        // since the previous write are spread over that time instead (up to 1,000 per second per
+        // series stay distinct). Until 2026-12-06 every write spread its lines over the time since
+        // the previous one, which dated a late write's samples back to when they were due: under
+        // load the generator's own scheduling delay (its timers fire late when the cores are busy)
+        // then appeared in the freshness figures as if it were the server's.
         let base = min(lastWallMillis, wallMillis), span = max(1, wallMillis - base)
         lastWallMillis = wallMillis
+        let back = min(span, Int64(lines))  // how far before now the first line is stamped
         for k in 0..<lines {
             counter += 1
-            let ts = base + Int64(k + 1) * span / Int64(lines)
+            let ts = wallMillis - back + Int64(k + 1) * back / Int64(lines)
             if plan.format == .influx {
                 writeInfluxLine(&buf, ts)
                 samples += plan.metrics.count
@@ -541,6 +558,7 @@ final class Viewer: H2StreamDelegate {
     static let initKey: [UInt8] = Array("event: init".utf8)
     static let timestampKey: [UInt8] = Array("\"timestamp\":".utf8)
     static let lastUpdateKey: [UInt8] = Array("\"lastUpdate\":".utf8)
+    static let seqKey: [UInt8] = Array("\"seq\":".utf8)
 
     private func handleEvent(_ e: UnsafeRawBufferPointer) {
         state.stats.sseEvents += 1
@@ -552,16 +570,29 @@ final class Viewer: H2StreamDelegate {
         state.stats.sseUpdates += 1
         state.stats.sseUpdateBytes += e.count
         state.stats.sseMaxUpdateBytes = max(state.stats.sseMaxUpdateBytes, e.count)
-        if let ts = Agent.integer(after: Self.timestampKey, in: e) {
-            _ = state.stats.updateLag.record(UInt64(max(0, now - Int64(ts))) * 1000)
-        }
-        // Every row's newest sample timestamp.
+        let tick = Agent.integer(after: Self.timestampKey, in: e)
+        if let tick { _ = state.stats.updateLag.record(UInt64(max(0, now - Int64(tick))) * 1000) }
+        // The update's own `seq` comes first; each row's `seq` (the tick of its last change)
+        // follows its `lastUpdate`.
+        let updateSeq = Agent.integer(after: Self.seqKey, in: e)
+        // Freshness counts the rows that changed in this update's tick: the first delivery of
+        // their newest sample. Rows sent again unchanged (a query's top rows are sent whole every
+        // tick) or entering the selection without a new sample are not a new sample seen late;
+        // their age is the series' reporting interval, not the pipeline's latency. They are
+        // counted apart (`rowsResent`).
         var rest = e
         while let at = Agent.find(Self.lastUpdateKey, in: rest) {
             var n: Int64 = 0, j = at
             while j < rest.count, rest[j] >= 48, rest[j] <= 57 { n = n * 10 + Int64(rest[j] - 48); j += 1 }
-            if j > at { _ = state.stats.freshness.record(UInt64(max(0, now - n)) * 1000) }
             rest = UnsafeRawBufferPointer(rebasing: rest[j...])
+            guard j > at else { continue }
+            let rowSeq = Agent.integer(after: Self.seqKey, in: rest)
+            if updateSeq == nil || rowSeq == updateSeq {
+                _ = state.stats.freshness.record(UInt64(max(0, now - n)) * 1000)
+                if let tick { _ = state.stats.ageAtTick.record(UInt64(max(0, Int64(tick) - n)) * 1000) }
+            } else {
+                state.stats.rowsResent += 1
+            }
         }
     }
 

@@ -259,6 +259,7 @@ struct Report {
           throughput: sent \(human(sentPerSecond))/s, acknowledged \(human(ackedPerSecond))/s
           ack latency (sent → committed, after ramp-up): \(final.ackLatency.short())
           reconnects \(final.reconnects), stream errors \(final.streamErrors), throttled agent-ticks \(final.throttledTicks)
+          generator timer slip per step (agents write late by this much): \(final.timerSlip.short())
         """
         if !final.rejectedByCode.isEmpty { out += "\n  rejected by code: \(final.rejectedByCode.sorted { $0.key < $1.key })" }
         if plan.viewers > 0 {
@@ -267,7 +268,8 @@ struct Report {
 
               viewers: \(plan.viewers), events \(final.sseEvents) (init \(final.sseInits), updates \(final.sseUpdates)), \
             bytes per update avg \(avg) max \(final.sseMaxUpdateBytes)
-              freshness (sample timestamp → seen by a viewer): \(final.freshness.short())
+              freshness (sample timestamp → first seen by a viewer): \(final.freshness.short())
+              of which sample timestamp → tick: \(final.ageAtTick.short()); rows resent unchanged (not counted) \(final.rowsResent)
               update lag (server tick → received): \(final.updateLag.short())
             """
         }
@@ -283,11 +285,12 @@ struct Report {
             "lines_resent": final.linesResent, "unacked_lines_at_end": final.pendingLines, "reconnects": final.reconnects,
             "stream_errors": final.streamErrors, "throttled_agent_ticks": final.throttledTicks, "bytes_sent": final.bytesSent,
             "sent_per_second": sentPerSecond, "acked_per_second": ackedPerSecond,
-            "ack_latency": final.ackLatency.summary(),
+            "ack_latency": final.ackLatency.summary(), "generator_timer_slip": final.timerSlip.summary(),
             "viewers": plan.viewers, "sse_events": final.sseEvents, "sse_updates": final.sseUpdates, "sse_inits": final.sseInits,
             "sse_bytes_per_update_avg": final.sseUpdates > 0 ? final.sseUpdateBytes / final.sseUpdates : 0,
             "sse_bytes_per_update_max": final.sseMaxUpdateBytes,
-            "freshness": final.freshness.summary(), "update_lag": final.updateLag.summary(),
+            "freshness": final.freshness.summary(), "age_at_tick": final.ageAtTick.summary(), "rows_resent": final.rowsResent,
+            "update_lag": final.updateLag.summary(),
         ]
     }
 }

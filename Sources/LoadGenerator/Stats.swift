@@ -17,6 +17,8 @@ struct LoadStats: Sendable {
     var openStreams = 0
     var openConnections = 0
     var pendingLines = 0
+    /// How much later than its period each generation step of the agents fired, microseconds.
+    var timerSlip = Histogram<UInt64>(highestTrackableValue: 600_000_000, numberOfSignificantValueDigits: .three)
     /// Send → acknowledged (committed), microseconds.
     var ackLatency = Histogram<UInt64>(highestTrackableValue: 600_000_000, numberOfSignificantValueDigits: .three)
     // Viewers.
@@ -27,8 +29,14 @@ struct LoadStats: Sendable {
     var sseUpdateBytes = 0
     var sseMaxUpdateBytes = 0
     var sseInits = 0
-    /// Sample timestamp → seen in an SSE update, microseconds.
+    /// Sample timestamp → seen in the first SSE update carrying it (rows that changed in the
+    /// update's tick), microseconds.
     var freshness = Histogram<UInt64>(highestTrackableValue: 600_000_000, numberOfSignificantValueDigits: .three)
+    /// Sample timestamp → the tick that published it (the part of freshness before the update
+    /// lag), microseconds.
+    var ageAtTick = Histogram<UInt64>(highestTrackableValue: 600_000_000, numberOfSignificantValueDigits: .three)
+    /// Rows received unchanged since an earlier tick (not counted in freshness).
+    var rowsResent = 0
     /// Tick timestamp → event received by a viewer, microseconds.
     var updateLag = Histogram<UInt64>(highestTrackableValue: 600_000_000, numberOfSignificantValueDigits: .three)
 
@@ -41,10 +49,13 @@ struct LoadStats: Sendable {
         throttledTicks += o.throttledTicks; bytesSent += o.bytesSent
         openStreams += o.openStreams; openConnections += o.openConnections; pendingLines += o.pendingLines
         ackLatency.add(o.ackLatency)
+        timerSlip.add(o.timerSlip)
         viewersConnected += o.viewersConnected
         sseEvents += o.sseEvents; sseUpdates += o.sseUpdates; sseBytes += o.sseBytes
         sseUpdateBytes += o.sseUpdateBytes; sseMaxUpdateBytes = max(sseMaxUpdateBytes, o.sseMaxUpdateBytes); sseInits += o.sseInits
         freshness.add(o.freshness)
+        ageAtTick.add(o.ageAtTick)
+        rowsResent += o.rowsResent
         updateLag.add(o.updateLag)
     }
 }

@@ -44,7 +44,7 @@ public final class Aggregator: Sendable {
     public let configuration: Configuration
     /// The live series cap, shared by the shards.
     public let budget: SeriesBudget
-    /// Recent `(seq, now)` pairs of ``collect(now:seq:sealAfter:)``, oldest first: the newest one
+    /// Recent `(seq, now)` pairs of ``maintain(now:seq:sealAfter:)``, oldest first: the newest one
     /// at least ``Configuration/idleSeriesTimeout`` old names the tick through which series are
     /// idle. About 1,024 entries at most (see `idleThrough`).
     private let ticks = Mutex(Deque<(seq: UInt64, now: Int64)>())
@@ -128,30 +128,65 @@ public final class Aggregator: Sendable {
         for (i, part) in parts.enumerated() where !part.isEmpty { await shards[i].warm(part) }
     }
 
-    /// What changed since the last call, for the broadcaster; see ``AggregatorShard``.
+    /// What changed since the last call, for the broadcaster, with the minute rollups to store and
+    /// the series that went idle: ``maintain(now:seq:sealAfter:)`` and then
+    /// ``collectChanges(now:seq:)``, in one call.
     /// - Returns: the snapshots of the series that changed, the minute rollups sealed, and the
     ///   keys of the series removed because they were idle for ``Configuration/idleSeriesTimeout``
     ///   (always empty when it is 0).
     public func collect(now: Int64, seq: UInt64, sealAfter: Int64 = 5_000) async
         -> (changed: [SeriesSnapshot], sealed: [MinuteRollup], expired: [SeriesKey]) {
-        let expireThrough = idleThrough(now: now, seq: seq)
-        return await withTaskGroup(of: (changed: [SeriesSnapshot], sealed: [MinuteRollup], expired: [SeriesKey], heldMinute: Int64?).self) { group in
+        let sealed = await maintain(now: now, seq: seq, sealAfter: sealAfter)
+        let c = await collectChanges(now: now, seq: seq)
+        return (c.changed, sealed + c.sealed, c.expired)
+    }
+
+    /// The changes a tick publishes, without the pass over every series
+    /// (``maintain(now:seq:sealAfter:)``): snapshots of the series changed since the last call
+    /// (and since ``stage(now:seq:)`` handed them over), stamped with `seq`; the idle series the
+    /// last `maintain` found, removed unless they changed since; and the minute rollups sealed
+    /// since the last call. Its cost grows with the changes, not with the series.
+    public func collectChanges(now: Int64, seq: UInt64) async
+        -> (changed: [SeriesSnapshot], sealed: [MinuteRollup], expired: [SeriesKey]) {
+        await withTaskGroup(of: (changed: [SeriesSnapshot], sealed: [MinuteRollup], expired: [SeriesKey]).self) { group in
             for shard in shards {
-                group.addTask { await shard.collect(now: now, seq: seq, sealAfter: sealAfter, expireThrough: expireThrough) }
+                group.addTask { await shard.collectChanges(now: now, seq: seq) }
             }
             var changed: [SeriesSnapshot] = []
             var sealed: [MinuteRollup] = []
             var expired: [SeriesKey] = []
-            var held: Int64? = nil
             for await part in group {
                 // The first part is taken as it is (no copy); the others join it.
                 if changed.isEmpty { changed = part.changed } else { changed.append(contentsOf: part.changed) }
                 sealed.append(contentsOf: part.sealed)
                 expired.append(contentsOf: part.expired)
+            }
+            return (changed, sealed, expired)
+        }
+    }
+
+    /// The once-per-tick pass over every series (see ``AggregatorShard``): seals minutes that
+    /// ended `sealAfter` ms ago and got no sample since the last call, stores late samples kept
+    /// apart once per wall-clock minute, finds the series idle for
+    /// ``Configuration/idleSeriesTimeout`` (the next ``collectChanges(now:seq:)`` removes them
+    /// unless they changed since), and updates ``earliestHeldRollupMinute()``.
+    /// - Parameters:
+    ///   - seq: the coming tick's sequence number.
+    /// - Returns: the minute rollups to store.
+    public func maintain(now: Int64, seq: UInt64, sealAfter: Int64 = 5_000) async -> [MinuteRollup] {
+        let expireThrough = idleThrough(now: now, seq: seq)
+        return await withTaskGroup(of: (sealed: [MinuteRollup], heldMinute: Int64?).self) { group in
+            for shard in shards {
+                group.addTask { await shard.maintain(now: now, sealAfter: sealAfter, expireThrough: expireThrough) }
+            }
+            var sealed: [MinuteRollup] = []
+            var held: Int64? = nil
+            for await part in group {
+                sealed.append(contentsOf: part.sealed)
                 if let m = part.heldMinute { held = min(held ?? m, m) }
             }
             heldMinute.withLock { $0 = held }
-            return (changed, sealed, expired)
+            return sealed
         }
     }
 
@@ -171,7 +206,7 @@ public final class Aggregator: Sendable {
         }
     }
 
-    /// As of the last ``collect(now:seq:sealAfter:)``: the earliest minute (epoch ms of its start)
+    /// As of the last ``maintain(now:seq:sealAfter:)``: the earliest minute (epoch ms of its start)
     /// of which the aggregates hold samples back from the store (late samples of a stored minute,
     /// and what arrived for a minute after part of it was stored: both handed to the store once
     /// per wall-clock minute); `nil` when none are held.

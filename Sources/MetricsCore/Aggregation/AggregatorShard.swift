@@ -40,8 +40,11 @@ public actor AggregatorShard {
     /// Series states by series number; each holds its key (verified on lookup, see ``SeriesIndex``).
     private var states: [SeriesState] = []
     private var dirtyList: [Int] = []
-    /// Series handed over ahead of the coming tick by ``stage(now:seq:)``.
-    private var stagedSeries: [Int] = []
+    /// Idle series found by the last ``maintain(now:sealAfter:expireThrough:)`` (ascending
+    /// positions), removed by the next ``collectChanges(now:seq:)`` unless they changed since,
+    /// and the tick through which they had not changed.
+    private var idleCandidates: [Int] = []
+    private var idleThrough: UInt64 = 0
     /// The first series of each (server, metric), for history lookups across label sets; the
     /// others are linked from it (``SeriesState/nextSameServerMetric``). 16-byte entries, O(1) to
     /// add and remove however many label sets a server has (a `[String: [Int]]` cost about 150
@@ -52,8 +55,8 @@ public actor AggregatorShard {
     /// tick coalesce into one rollup instead of one per sample (a backfilling agent would
     /// otherwise produce a rollup, and a store merge, per sample).
     private var sealedIndex: [SealedSlot: Int] = [:]
-    /// The wall-clock minute of the previous ``collect(now:seq:sealAfter:expireThrough:)``.
-    private var lastCollectMinute = Int64.min
+    /// The wall-clock minute of the previous ``maintain(now:sealAfter:expireThrough:)``.
+    private var lastMaintainMinute = Int64.min
 
     struct SealedSlot: Hashable {
         var series: Int
@@ -245,33 +248,64 @@ public actor AggregatorShard {
     }
 
     /// Hands over snapshots of the series changed since the last call, ahead of the coming tick,
-    /// so that ``collect(now:seq:sealAfter:expireThrough:)`` at the tick only has the series
-    /// changed since to snapshot (a fleet whose agents report once a second changes most series
-    /// between two ticks, and the tick's update waits for the collect). A series is staged at most
-    /// once per tick; one that changes again after it was staged is left for the tick's collect,
-    /// which returns it again (newer), so a tick costs at most two snapshots per series.
+    /// so that ``collectChanges(now:seq:)`` at the tick only has the series changed since to
+    /// snapshot (a fleet whose agents report once a second changes most series between two
+    /// ticks, and the tick's update waits for the collect). A series is staged at most once per
+    /// tick (`seq`, the coming tick's number, marks it: its `changedSeq`); one that changes again
+    /// after it was staged is left for the tick's collect, which returns it again (newer), so a
+    /// tick costs at most two snapshots per series.
     func stage(now: Int64, seq: UInt64) -> [SeriesSnapshot] {
         guard !dirtyList.isEmpty else { return [] }
         var out: [SeriesSnapshot] = []
         out.reserveCapacity(dirtyList.count)
         var stillDirty: [Int] = []
         for i in dirtyList {
-            if states[i].staged {
+            if states[i].changedSeq == seq {
                 stillDirty.append(i)  // changed again since it was staged: snapshotted at the tick
                 continue
             }
             states[i].dirty = false
-            states[i].staged = true
             states[i].changedSeq = seq
             out.append(states[i].snapshot(now: now))
-            stagedSeries.append(i)
         }
         dirtyList = stillDirty
         return out
     }
 
     /// Snapshots of the series changed since the last call (and since ``stage(now:seq:)`` handed
-    /// them over, if it did), stamped with `seq`, plus the minute rollups sealed since the last call.
+    /// them over, if it did), stamped with `seq`; the idle series the last
+    /// ``maintain(now:sealAfter:expireThrough:)`` found, removed (their open minute sealed first)
+    /// unless they changed since; and the minute rollups sealed since the last call.
+    /// Visits only the changed series and the idle ones, so a tick's update does not wait for a
+    /// pass over every series.
+    func collectChanges(now: Int64, seq: UInt64) -> (changed: [SeriesSnapshot], sealed: [MinuteRollup], expired: [SeriesKey]) {
+        var changed: [SeriesSnapshot] = []
+        changed.reserveCapacity(dirtyList.count)
+        for i in dirtyList {
+            states[i].dirty = false
+            states[i].changedSeq = seq
+            changed.append(states[i].snapshot(now: now))
+        }
+        dirtyList.removeAll(keepingCapacity: true)
+        var idle: [Int] = []
+        for i in idleCandidates where states[i].changedSeq <= idleThrough && !states[i].dirty {
+            if states[i].rare != nil, let r = states[i].flushLate(key: states[i].key) { appendSealed(i, r) }
+            if let r = states[i].seal(key: states[i].key, newMinute: states[i].currentMinute + 60_000) { appendSealed(i, r) }
+            idle.append(i)
+        }
+        idleCandidates = []
+        let sealed = takeSealed()
+        // Positions change here; the dirty list and the sealed buffer are empty, and the
+        // candidates were consumed.
+        let expired = remove(idle)
+        return (changed, sealed, expired)
+    }
+
+    /// The once-per-tick pass over every series: seals stale minutes, stores late samples kept
+    /// apart once per wall-clock minute, and finds the idle series (removed by the next
+    /// ``collectChanges(now:seq:)``). Returns the minute rollups sealed since the last call, and
+    /// the earliest minute of which series hold samples back from the store, counted before this
+    /// call's flushes (`nil` when none).
     ///
     /// A minute that ended more than `sealAfter` ms before `now` and saw no newer sample is stored
     /// at the first call without new samples for it (or, for a backlog that never pauses, at the
@@ -284,32 +318,17 @@ public actor AggregatorShard {
     /// 50,000 rollup merges per tick, which slowed the store, which lengthened the backlog
     /// (measured through MariaDB: 31k instead of 330k rows/s).
     ///
-    /// Series that have not changed since tick `expireThrough` (inclusive) are removed: their open
-    /// minute is sealed into the returned rollups first, their room under the series cap is given
-    /// back, and their keys are returned in `expired`.
+    /// Series that have not changed since tick `expireThrough` (inclusive) are idle: the next
+    /// ``collectChanges(now:seq:)`` seals their open minute, gives their room under the series
+    /// cap back, and returns their keys in `expired`.
     ///
-    /// `heldMinute`: the earliest minute of which series still hold samples back from the store
-    /// (late samples, unsent parts of a stored minute), counted before this call's flushes; `nil`
-    /// when none (see ``Aggregator/earliestHeldRollupMinute()``).
-    func collect(now: Int64, seq: UInt64, sealAfter: Int64, expireThrough: UInt64? = nil)
-        -> (changed: [SeriesSnapshot], sealed: [MinuteRollup], expired: [SeriesKey], heldMinute: Int64?) {
-        var changed: [SeriesSnapshot] = []
-        changed.reserveCapacity(dirtyList.count)
-        // Series handed over by `stage` are not returned again unless they changed since.
-        for i in stagedSeries {
-            states[i].staged = false
-            states[i].changedSeq = seq
-        }
-        for i in dirtyList {
-            states[i].dirty = false
-            states[i].changedSeq = seq
-            changed.append(states[i].snapshot(now: now))
-        }
-        // Seal stale minutes and find idle series: cheap checks per series, done once per tick.
+    /// Call it once per tick: "without new samples" means since the previous call. The engine
+    /// calls it between ticks (at its first stage point), off the path of the tick's update.
+    func maintain(now: Int64, sealAfter: Int64, expireThrough: UInt64? = nil) -> (sealed: [MinuteRollup], heldMinute: Int64?) {
         let sealBefore = MinuteRollup.minute(of: now - sealAfter)
         let storeAnywayBefore = MinuteRollup.minute(of: now - sealAfter - 60_000)
-        let minuteTurned = lastCollectMinute != .min && MinuteRollup.minute(of: now) > lastCollectMinute
-        lastCollectMinute = max(lastCollectMinute, MinuteRollup.minute(of: now))
+        let minuteTurned = lastMaintainMinute != .min && MinuteRollup.minute(of: now) > lastMaintainMinute
+        lastMaintainMinute = max(lastMaintainMinute, MinuteRollup.minute(of: now))
         var idle: [Int] = []
         var held = Int64.max
         // Through the buffer: this visits every series every tick, and a non-mutating call on
@@ -317,41 +336,35 @@ public actor AggregatorShard {
         // touches only the sealed buffer, not `states`.)
         states.withUnsafeMutableBufferPointer { states in
             for i in states.indices {
-                // Counted before this tick's flushes: released a tick late, never early.
+                // Counted before this call's flushes: released a tick late, never early.
                 if let m = states[i].earliestHeldMinute { held = min(held, m) }
-                let expire = expireThrough.map { states[i].changedSeq <= $0 && !states[i].dirty } ?? false
+                let touched = states[i].touchedCurrent
+                if touched { states[i].touchedCurrent = false }  // samples since this call count for the next
                 // Late samples kept apart go to the store once per wall-clock minute (see SeriesState.add).
-                if minuteTurned || expire, states[i].rare != nil, let r = states[i].flushLate(key: states[i].key) { appendSealed(i, r) }
-                if expire {
-                    idle.append(i)
-                    if let r = states[i].seal(key: states[i].key, newMinute: states[i].currentMinute + 60_000) { appendSealed(i, r) }
+                if minuteTurned, states[i].rare != nil, let r = states[i].flushLate(key: states[i].key) { appendSealed(i, r) }
+                if let through = expireThrough, states[i].changedSeq <= through && !states[i].dirty {
+                    idle.append(i)  // sealed and removed by the next collectChanges, unless it changes first
                     continue
                 }
                 guard states[i].currentMinute != .min && states[i].currentMinute < sealBefore && !states[i].current.isEmpty else { continue }
                 if states[i].currentUnsent == nil {
                     // The store holds nothing of it yet: store it at the first tick without samples for it,
                     // or anyway once it ended sealAfter + 60 s ago or the wall-clock minute turns.
-                    if states[i].touchedCurrent && states[i].currentMinute >= storeAnywayBefore && !minuteTurned { continue }
+                    if touched && states[i].currentMinute >= storeAnywayBefore && !minuteTurned { continue }
                 } else if !minuteTurned {
                     continue  // stored before: what arrived since is stored once per wall-clock minute
                 }
                 if let r = states[i].flushUnsent(key: states[i].key) { appendSealed(i, r) }
             }
         }
-        // Only series changed since the last call can have `touchedCurrent` set.
-        for i in dirtyList { states[i].touchedCurrent = false }
-        for i in stagedSeries { states[i].touchedCurrent = false }
-        dirtyList.removeAll(keepingCapacity: true)
-        // Positions are about to change (`remove`): nothing staged may outlive this call.
-        stagedSeries.removeAll(keepingCapacity: true)
-        let sealed = takeSealed()
-        let expired = remove(idle)
-        return (changed, sealed, expired, held == .max ? nil : held)
+        idleCandidates = idle
+        idleThrough = expireThrough ?? 0
+        return (takeSealed(), held == .max ? nil : held)
     }
 
     /// Removes the series at `positions` (ascending), moving the last series into each hole, and
-    /// returns their keys. Called with the dirty list, the staged list and the sealed buffer
-    /// empty, so no other structure holds a position.
+    /// returns their keys. Called with the dirty list and the sealed buffer empty, so no other
+    /// structure holds a position.
     private func remove(_ positions: [Int]) -> [SeriesKey] {
         guard !positions.isEmpty else { return [] }
         var keys: [SeriesKey] = []

@@ -33,7 +33,8 @@ struct SeriesState {
     /// `nil` means all of `current`.
     var currentUnsent: QuantileSketch? { rare?.unsent }
     var previousSketch: QuantileSketch?
-    /// Tick sequence number when this series last changed.
+    /// Tick sequence number when this series last changed (or, staged ahead of a tick by
+    /// ``AggregatorShard/stage(now:seq:)``, that tick's number).
     var changedSeq: UInt64 = 0
     /// The other label sets of this series' server and metric: a doubly linked list through the
     /// shard's states (positions; -1 ends it), headed by the shard's (server, metric) index.
@@ -43,11 +44,9 @@ struct SeriesState {
     /// none). Agents send their series in the same order every interval, so this predicts the
     /// next lookup; a wrong or stale guess is caught by the key check (see ``AggregatorShard``).
     var successor: Int32 = -1
-    /// Whether a sample for `currentMinute` arrived since the last collect.
+    /// Whether a sample for `currentMinute` arrived since the last ``AggregatorShard/maintain(now:sealAfter:expireThrough:)``.
     var touchedCurrent = false
     var dirty = false
-    /// Whether a snapshot of it is staged for the coming tick (``AggregatorShard/stage(now:seq:)``).
-    var staged = false
 
     /// The series (verified against on every index lookup).
     let key: SeriesKey
@@ -90,7 +89,7 @@ struct SeriesState {
             if let r = seal(key: key, newMinute: minute) { out.append((series, r)) }
         } else if minute < currentMinute {
             // Late sample for a minute already sealed: kept apart and stored at the next wall-clock
-            // minute (``AggregatorShard/collect(now:seq:sealAfter:expireThrough:)``), so a stream of
+            // minute (``AggregatorShard/maintain(now:sealAfter:expireThrough:)``), so a stream of
             // late samples costs the store one merge per series and minute, not one per tick. (Two
             // streams of one series straddling a minute boundary made every tick bring 50,000 late
             // rollups, and the store merges slowed ingestion through MariaDB to a fifth.)

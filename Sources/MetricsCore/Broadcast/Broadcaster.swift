@@ -188,6 +188,8 @@ public final class Broadcaster: Sendable {
         var ranked: [String: [RankedSeries]] = [:]
         /// Metrics whose ranking a tick left for after its events (see ``publish(changed:removed:seq:timestamp:)``).
         var rankPending: Set<String> = []
+        /// The tick whose fleet-history point is still to be appended (``finishPublish()``).
+        var historyPending: (timestamp: Int64, seq: UInt64)? = nil
         /// This instance's snapshots handed over ahead of the coming tick (``stage(_:)``), already
         /// in `entries` and `metricServers`; the tick's events include them. `stagedIDs[k]` is the
         /// entry of `staged[k]`, `stagedAt` an entry's position, `stagedByMetric` positions by metric.
@@ -251,10 +253,29 @@ public final class Broadcaster: Sendable {
         /// Nanoseconds from the call until the subscribers' events were queued (the rest of the
         /// call, rankings no event needed and the fleet history, runs after).
         public var eventsReadyNanoseconds: UInt64 = 0
+        /// When the call began (``ProcessInfoLite/monotonicNanoseconds()``).
+        public var startedNanoseconds: UInt64 = 0
     }
 
     /// What the last ``publish(changed:removed:seq:timestamp:)`` did.
     public var lastPublish: PublishInfo { lastPublishInfo.withLock { $0 } }
+
+    /// When a subscriber last took a queued event with ``Subscription/next()`` (monotonic ns).
+    private let lastEventTaken = Atomic<UInt64>(0)
+
+    func noteEventTaken() {
+        lastEventTaken.store(ProcessInfoLite.monotonicNanoseconds(), ordering: .relaxed)
+    }
+
+    /// Nanoseconds from the start of the last ``publish(changed:removed:seq:timestamp:)`` until
+    /// the latest ``Subscription/next()`` since then that took a queued event: once every
+    /// subscriber has read its event of that tick, how long the last of them took. `nil` when no
+    /// event was taken since (none due, or none read yet).
+    public var lastEventTakenNanoseconds: UInt64? {
+        let started = lastPublish.startedNanoseconds
+        let taken = lastEventTaken.load(ordering: .relaxed)
+        return started > 0 && taken >= started ? taken - started : nil
+    }
 
     /// Creates a broadcaster.
     public init(configuration: Configuration = Configuration()) {
@@ -283,7 +304,12 @@ public final class Broadcaster: Sendable {
     public var refusedSubscriptions: Int { state.withLock { $0.refusedSubscriptions } }
 
     /// The current fleet rollups, by metric.
-    public var fleet: [String: FleetRollup] { state.withLock { $0.fleet } }
+    public var fleet: [String: FleetRollup] {
+        state.withLock { s in
+            finishPending(&s)
+            return s.fleet
+        }
+    }
 
     // MARK: - Ticks
 
@@ -296,6 +322,7 @@ public final class Broadcaster: Sendable {
     public func stage(_ snapshots: [SeriesSnapshot]) {
         guard !snapshots.isEmpty else { return }
         state.withLock { s in
+            finishPending(&s)  // before the layouts move on from the published tick
             s.stagedCount += snapshots.count
             for snap in snapshots {
                 let m = snap.key.metricName
@@ -335,6 +362,7 @@ public final class Broadcaster: Sendable {
         let (remote, remoteRemoved, staged, stagedIDs, stagedAt, stagedByMetric, stagedLater, stagedLaterAt, stagedCount):
             ([(snapshot: SeriesSnapshot, origin: Int32)], [(key: SeriesKey, origin: Int32)],
              [SeriesSnapshot], [Int32], [Int32: Int], [String: [Int]], [SeriesSnapshot], [SeriesKey: Int], Int) = state.withLock { s in
+            finishPending(&s)  // the previous tick's, if nothing completed it yet
             let r = Array(s.remotePending.values)
             s.remotePending.removeAll(keepingCapacity: true)
             let gone = s.remoteRemovedPending
@@ -490,24 +518,39 @@ public final class Broadcaster: Sendable {
                 }
             }
             s.eventsSent += ready.count
+            s.historyPending = (timestamp, seq)
         }
         for sub in ready { sub.notify() }
         lastPublishInfo.withLock {
             $0 = PublishInfo(changedSeries: changed.count, stagedSeries: stagedCount,
-                             eventsReadyNanoseconds: ProcessInfoLite.monotonicNanoseconds() &- started)
+                             eventsReadyNanoseconds: ProcessInfoLite.monotonicNanoseconds() &- started,
+                             startedNanoseconds: started)
         }
-        // What no event of this tick needed: the deferred rankings and every metric's history point.
-        state.withLock { s in
-            finishRankings(&s)
-            let defaultStale = staleTicks(nil)
-            for (m, servers) in s.metricServers {
-                if s.history[m] == nil {
-                    guard s.history.count < configuration.fleetHistoryMetrics else { continue }
-                    s.history[m] = FleetHistory(capacity: configuration.fleetHistoryPoints)
-                }
-                let key = FleetViewKey(metric: m, filter: SubscriptionFilter(), staleTicks: defaultStale, withCells: false)
-                s.history[m]!.append(timestamp: timestamp, FleetView.compute(key, servers: servers, seq: seq))
+    }
+
+    /// Completes what the last ``publish(changed:removed:seq:timestamp:)`` left for after its
+    /// events: the rankings and fleet rollups no subscriber's event needed, and every metric's
+    /// fleet-history point of that tick. Until then they are absent (a ranking) or one tick
+    /// behind (the history), never wrong: every reader of them (a new subscriber, a snapshot,
+    /// ``fleet``, ``stage(_:)`` and the next `publish`) completes them first. The engine calls
+    /// this between ticks, so that the work does not compete with the delivery of the tick's
+    /// events for the cores.
+    public func finishPublish() {
+        state.withLock { finishPending(&$0) }
+    }
+
+    private func finishPending(_ s: inout State) {
+        finishRankings(&s)
+        guard let (timestamp, seq) = s.historyPending else { return }
+        s.historyPending = nil
+        let defaultStale = staleTicks(nil)
+        for (m, servers) in s.metricServers {
+            if s.history[m] == nil {
+                guard s.history.count < configuration.fleetHistoryMetrics else { continue }
+                s.history[m] = FleetHistory(capacity: configuration.fleetHistoryPoints)
             }
+            let key = FleetViewKey(metric: m, filter: SubscriptionFilter(), staleTicks: defaultStale, withCells: false)
+            s.history[m]!.append(timestamp: timestamp, FleetView.compute(key, servers: servers, seq: seq))
         }
     }
 
@@ -673,7 +716,7 @@ public final class Broadcaster: Sendable {
                 throw SubscribeError.tooManySubscribers
             }
             s.subscriptions[ObjectIdentifier(sub)] = sub
-            finishRankings(&s)
+            finishPending(&s)
             var resumeFrom: UInt64? = nil
             if let id = lastEventID, let dash = id.lastIndex(of: "-"), id[..<dash] == epoch,
                let n = UInt64(id[id.index(after: dash)...]), n <= s.seq, n >= s.removalsForgottenThrough {
@@ -703,7 +746,7 @@ public final class Broadcaster: Sendable {
     func snapshotEvent(for filter: SubscriptionFilter) -> (event: [UInt8], members: [String: Int]) {
         state.withLock { s in
             s.coalesced += 1
-            finishRankings(&s)
+            finishPending(&s)
             return buildEvent(type: "init", seq: s.seq, timestamp: s.lastTickTimestamp, filter: filter, state: s, retry: false) { _ in true }
         }
     }

@@ -55,11 +55,13 @@ public final class Subscription: Sendable {
             state.withLock { $0.membersSent = members }
             return event
         }
-        return state.withLock { s in
+        let event: [UInt8]? = state.withLock { s in
             guard let e = s.queue.popFirst() else { return nil }
             s.queuedBytes -= e.count
             return e
         }
+        if event != nil { broadcaster.noteEventTaken() }
+        return event
     }
 
     /// Times this subscriber fell behind and was coalesced into a snapshot.

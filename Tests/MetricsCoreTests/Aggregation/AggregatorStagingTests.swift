@@ -64,6 +64,71 @@ struct AggregatorStagingTests {
         #expect(plainAll == stagedAll)
     }
 
+    /// Per (series, minute): everything stored of it, merged (a minute may be stored in parts).
+    static func merged(_ rollups: [MinuteRollup]) -> [String: (count: UInt64, sum: Double, min: Double, max: Double, p50: Double?, p99: Double?)] {
+        var byKey: [String: MinuteRollup] = [:]
+        for r in rollups {
+            let k = "\(r.key.serverID)/\(r.key.metricName)/\(r.key.labels)@\(r.minute)"
+            if byKey[k] == nil { byKey[k] = r } else { byKey[k]!.sketch.merge(r.sketch) }
+        }
+        return byKey.mapValues { ($0.count, $0.sum, $0.min, $0.max, $0.sketch.quantile(0.5), $0.sketch.quantile(0.99)) }
+    }
+
+    @Test("The engine's order (the pass over every series between ticks, stage points, the tick's collectChanges) gives what plain collects give: the same changes and expiries each tick, and the same rollups stored")
+    func maintainBetweenTicksEqualsPlainCollect() async {
+        let config = Aggregator.Configuration(shardCount: 2, idleSeriesTimeout: 4_000)
+        let plain = Aggregator(configuration: config)
+        let engineOrder = Aggregator(configuration: config)
+        var rng = T.SeededRNG(seed: 7)
+        var plainStored: [MinuteRollup] = []
+        var engineStored: [MinuteRollup] = []
+        var expiredTotal = 0
+        var handedOver: [SeriesKey: SeriesSnapshot] = [:]
+        for tick in 1...200 {
+            let now = T.baseMinute + Int64(tick) * 1_000
+            let batches = rng.int(1...4)
+            // The pass over every series comes before the batch numbered `maintainAt` (after all of
+            // them when it equals `batches`), as the engine's first stage point falls anywhere.
+            let maintainAt = rng.int(0...batches)
+            for b in 0..<batches {
+                if b == maintainAt { engineStored += await engineOrder.maintain(now: now, seq: UInt64(tick)) }
+                let batch: [MetricSample] = (0..<rng.int(0...40)).map { _ in
+                    let late = rng.chance(0.1) ? Int64(rng.int(1_000...90_000)) : 0
+                    let server = tick < 100 ? rng.int(0...11) : rng.int(6...17)
+                    // Whole values: sums of parts are then exact, whatever the grouping.
+                    return T.sample("srv-\(server)", "m\(rng.int(0...2))", Double(rng.int(-100...1_000)),
+                                    now - Int64(rng.int(0...999)) - late, labels: rng.chance(0.2) ? "core=1" : "")
+                }
+                await plain.ingest(batch)
+                await engineOrder.ingest(batch)
+                if rng.chance(0.5) {
+                    for snap in await engineOrder.stage(now: now, seq: UInt64(tick)) { handedOver[snap.key] = snap }
+                }
+            }
+            if maintainAt == batches { engineStored += await engineOrder.maintain(now: now, seq: UInt64(tick)) }
+            let a = await plain.collect(now: now, seq: UInt64(tick))
+            let e = await engineOrder.collectChanges(now: now, seq: UInt64(tick))
+            for snap in e.changed { handedOver[snap.key] = snap }
+            #expect(Self.sorted(Array(handedOver.values)) == Self.sorted(a.changed), "tick \(tick): changed series")
+            handedOver = [:]
+            #expect(e.expired.sorted() == a.expired.sorted(), "tick \(tick): expired series")
+            expiredTotal += e.expired.count
+            plainStored += a.sealed
+            engineStored += e.sealed
+        }
+        plainStored += await plain.sealAll()
+        engineStored += await engineOrder.sealAll()
+        #expect(expiredTotal > 0)
+        #expect(plainStored.count > 100)
+        let p = Self.merged(plainStored), q = Self.merged(engineStored)
+        #expect(p.count == q.count)
+        for (k, v) in p {
+            let w = q[k]
+            #expect(w?.count == v.count && w?.sum == v.sum && w?.min == v.min && w?.max == v.max && w?.p50 == v.p50 && w?.p99 == v.p99,
+                    "\(k): \(v) stored, \(String(describing: w)) in the engine's order")
+        }
+    }
+
     @Test("A series staged and changed again is staged once and collected again with its newest value; the others are not collected again")
     func restagedSeriesCollectedAgainWithNewestValue() async {
         let agg = Aggregator(configuration: .init(shardCount: 1))

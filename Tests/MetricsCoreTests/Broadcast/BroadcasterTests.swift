@@ -429,6 +429,25 @@ struct BroadcasterStagingTests {
         #expect(b.lastPublish.changedSeries == 0 && b.lastPublish.stagedSeries == 0)
     }
 
+    @Test("lastEventTakenNanoseconds: none until a subscriber takes a queued event after the publish, then the time since it began")
+    func lastEventTaken() throws {
+        let b = Broadcaster()
+        let t0: Int64 = 1_700_000_000_000
+        let sub = try b.subscribe(filter: try SubscriptionFilter(query: [], tickMilliseconds: 1000), lastEventID: nil, onReady: {})
+        defer { sub.cancel() }
+        #expect(sub.next() != nil)  // the init
+        b.publish(changed: [T.snapshot("a", "m", last: 1, seq: 1)], seq: 1, timestamp: t0)
+        #expect(b.lastEventTakenNanoseconds == nil)
+        let before = ProcessInfoLite.monotonicNanoseconds()
+        #expect(sub.next() != nil)
+        let taken = try #require(b.lastEventTakenNanoseconds)
+        #expect(taken <= ProcessInfoLite.monotonicNanoseconds() - b.lastPublish.startedNanoseconds)
+        #expect(taken >= before - b.lastPublish.startedNanoseconds)
+        // The next tick: nothing taken since it began.
+        b.publish(changed: [T.snapshot("a", "m", last: 2, seq: 2)], seq: 2, timestamp: t0 + 1_000)
+        #expect(b.lastEventTakenNanoseconds == nil)
+    }
+
     @Test("Staged snapshots plus the tick's rest give every subscriber the same events as the whole tick at once",
           arguments: 1...12)
     func stagedPublishEqualsPlainPublish(seed: Int) throws {

@@ -149,6 +149,27 @@ struct FleetViewTests {
         #expect(Self.views(f).first?["history"] == nil)
     }
 
+    @Test("a tick's history point, left for after its events, is the tick's own: staging the next tick's changes first completes it")
+    func historyPointDeferredButExact() throws {
+        let b = Broadcaster(configuration: .init(fleetHistoryPoints: 4))
+        for seq in UInt64(1)...3 { Self.tick(b, seq: seq, [("a", Double(seq)), ("b", 10)]) }
+        // The next tick's changes arrive before anything completed tick 3's point (as at the
+        // engine's stage points): the point still holds tick 3's values, not the staged ones.
+        b.stage([T.snapshot("a", "cpu", last: 500, seq: 4)])
+        let e = try Self.first(b, [("heatmap", "1")])
+        let h = try #require(Self.views(e).first?["history"] as? [String: [Any]])
+        #expect((h["ts"] as? [NSNumber])?.map(\.int64Value) == [1, 2, 3].map { Self.t0 + $0 * 1000 })
+        #expect((h["max"] as? [NSNumber])?.map(\.doubleValue) == [10, 10, 10])
+        // finishPublish is idempotent, and the next publish adds exactly one point.
+        b.finishPublish()
+        b.finishPublish()
+        Self.tick(b, seq: 4, [("b", 20)])
+        b.finishPublish()
+        let h2 = try #require(Self.views(try Self.first(b, [("heatmap", "1")])).first?["history"] as? [String: [Any]])
+        #expect((h2["ts"] as? [NSNumber])?.map(\.int64Value) == [1, 2, 3, 4].map { Self.t0 + $0 * 1000 })
+        #expect((h2["max"] as? [NSNumber])?.map(\.doubleValue) == [10, 10, 10, 500])
+    }
+
     @Test("focus servers get every changed series, on top of a top-N selection of another metric")
     func focus() throws {
         let b = Broadcaster()
