@@ -178,7 +178,7 @@ for staging in [false, true] {
         // without staging): what the last publish deferred, and the pass over every series.
         let m0 = clock.now
         broadcaster.finishPublish()
-        _ = await aggregator.maintain(now: now - 1_000, seq: seq + 1)
+        _ = await aggregator.maintain(now: now - 1_000, lastTick: seq)
         between += clock.now - m0
         if staging {
             await aggregator.ingest(Array(samples[..<43_750]))

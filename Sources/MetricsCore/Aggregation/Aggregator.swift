@@ -44,7 +44,7 @@ public final class Aggregator: Sendable {
     public let configuration: Configuration
     /// The live series cap, shared by the shards.
     public let budget: SeriesBudget
-    /// Recent `(seq, now)` pairs of ``maintain(now:seq:sealAfter:)``, oldest first: the newest one
+    /// Recent `(seq, now)` pairs of ``maintain(now:lastTick:sealAfter:)``, oldest first: the newest one
     /// at least ``Configuration/idleSeriesTimeout`` old names the tick through which series are
     /// idle. About 1,024 entries at most (see `idleThrough`).
     private let ticks = Mutex(Deque<(seq: UInt64, now: Int64)>())
@@ -129,20 +129,20 @@ public final class Aggregator: Sendable {
     }
 
     /// What changed since the last call, for the broadcaster, with the minute rollups to store and
-    /// the series that went idle: ``maintain(now:seq:sealAfter:)`` and then
+    /// the series that went idle: ``maintain(now:lastTick:sealAfter:)`` and then
     /// ``collectChanges(now:seq:)``, in one call.
     /// - Returns: the snapshots of the series that changed, the minute rollups sealed, and the
     ///   keys of the series removed because they were idle for ``Configuration/idleSeriesTimeout``
     ///   (always empty when it is 0).
     public func collect(now: Int64, seq: UInt64, sealAfter: Int64 = 5_000) async
         -> (changed: [SeriesSnapshot], sealed: [MinuteRollup], expired: [SeriesKey]) {
-        let sealed = await maintain(now: now, seq: seq, sealAfter: sealAfter)
+        let sealed = await maintain(now: now, lastTick: seq, sealAfter: sealAfter)
         let c = await collectChanges(now: now, seq: seq)
         return (c.changed, sealed + c.sealed, c.expired)
     }
 
     /// The changes a tick publishes, without the pass over every series
-    /// (``maintain(now:seq:sealAfter:)``): snapshots of the series changed since the last call
+    /// (``maintain(now:lastTick:sealAfter:)``): snapshots of the series changed since the last call
     /// (and since ``stage(now:seq:)`` handed them over), stamped with `seq`; the idle series the
     /// last `maintain` found, removed unless they changed since; and the minute rollups sealed
     /// since the last call. Its cost grows with the changes, not with the series.
@@ -171,10 +171,14 @@ public final class Aggregator: Sendable {
     /// ``Configuration/idleSeriesTimeout`` (the next ``collectChanges(now:seq:)`` removes them
     /// unless they changed since), and updates ``earliestHeldRollupMinute()``.
     /// - Parameters:
-    ///   - seq: the coming tick's sequence number.
+    ///   - lastTick: the newest tick sequence number whose changes happened by `now`: the tick
+    ///     about to be collected when called just before its ``collectChanges(now:seq:)``, the
+    ///     last published one when called between ticks (not the coming one: a series staged for
+    ///     it may change again after `now`, and would then leave before it had been idle for the
+    ///     whole timeout).
     /// - Returns: the minute rollups to store.
-    public func maintain(now: Int64, seq: UInt64, sealAfter: Int64 = 5_000) async -> [MinuteRollup] {
-        let expireThrough = idleThrough(now: now, seq: seq)
+    public func maintain(now: Int64, lastTick: UInt64, sealAfter: Int64 = 5_000) async -> [MinuteRollup] {
+        let expireThrough = idleThrough(now: now, seq: lastTick)
         return await withTaskGroup(of: (sealed: [MinuteRollup], heldMinute: Int64?).self) { group in
             for shard in shards {
                 group.addTask { await shard.maintain(now: now, sealAfter: sealAfter, expireThrough: expireThrough) }
@@ -206,7 +210,7 @@ public final class Aggregator: Sendable {
         }
     }
 
-    /// As of the last ``maintain(now:seq:sealAfter:)``: the earliest minute (epoch ms of its start)
+    /// As of the last ``maintain(now:lastTick:sealAfter:)``: the earliest minute (epoch ms of its start)
     /// of which the aggregates hold samples back from the store (late samples of a stored minute,
     /// and what arrived for a minute after part of it was stored: both handed to the store once
     /// per wall-clock minute); `nil` when none are held.

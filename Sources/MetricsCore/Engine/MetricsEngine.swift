@@ -176,13 +176,13 @@ public final class MetricsEngine: Sendable {
 
     /// What a tick needs done once but not before its events: the broadcaster's deferred
     /// rankings and fleet history (``Broadcaster/finishPublish()``), and the aggregator's pass
-    /// over every series (``Aggregator/maintain(now:seq:sealAfter:)``: stale minutes sealed,
+    /// over every series (``Aggregator/maintain(now:lastTick:sealAfter:)``: stale minutes sealed,
     /// idle series found), whose rollups go to the store now. Once per tick, at the first stage
     /// point after it (or before the next tick when none ran).
     private func maintainIfDue() async {
         guard !maintained.exchange(true, ordering: .relaxed) else { return }
         broadcaster.finishPublish()
-        let sealed = await aggregator.maintain(now: ProcessInfoLite.nowMilliseconds(), seq: broadcaster.nextSequence,
+        let sealed = await aggregator.maintain(now: ProcessInfoLite.nowMilliseconds(), lastTick: broadcaster.currentSequence,
                                                sealAfter: configuration.sealAfterMilliseconds)
         writer.enqueueRollups(sealed)
         store.rollupsHeld(fromMinute: aggregator.earliestHeldRollupMinute())

@@ -141,6 +141,34 @@ struct SeriesExpiryTests {
         #expect(await agg.collect(now: Self.m + 8_999, seq: 4).expired.isEmpty)
         #expect(await agg.collect(now: Self.m + 11_000, seq: 5).expired == [SeriesKey(serverID: "a", metricName: "cpu")])
     }
+
+    @Test("in the engine's order (maintain between ticks) a series staged for the coming tick and changed again after the maintain is not expired early")
+    func noEarlyExpiryBetweenTicks() async {
+        let agg = Aggregator(configuration: .init(shardCount: 1, idleSeriesTimeout: 5_000))
+        let a = SeriesKey(serverID: "a", metricName: "cpu")
+        _ = await agg.ingest([T.sample("a", "cpu", 1, Self.m)])
+        _ = await agg.maintain(now: Self.m, lastTick: 0)
+        #expect(await agg.collectChanges(now: Self.m, seq: 1).changed.map(\.key) == [a])
+        // Tick 2: staged at +500, the pass over every series at +600 (the last published tick is 1),
+        // a new sample at +900, collected at +1,000.
+        _ = await agg.ingest([T.sample("a", "cpu", 2, Self.m + 400)])
+        #expect(await agg.stage(now: Self.m + 500, seq: 2).map(\.key) == [a])
+        _ = await agg.maintain(now: Self.m + 600, lastTick: 1)
+        _ = await agg.ingest([T.sample("a", "cpu", 3, Self.m + 900)])
+        #expect(await agg.collectChanges(now: Self.m + 1_000, seq: 2).changed.map(\.key) == [a])
+        // 4.8 s after its last sample it is not idle yet (pairing +600 with tick 2 would say so) ...
+        for (k, at) in [(3, 2_000), (4, 3_000), (5, 4_000), (6, 5_000), (7, 5_700)] {
+            _ = await agg.maintain(now: Self.m + Int64(at), lastTick: UInt64(k - 1))
+            #expect(await agg.collectChanges(now: Self.m + Int64(at) + 100, seq: UInt64(k)).expired.isEmpty, "tick \(k)")
+        }
+        // ... and leaves once the timeout has passed since tick 2's collect.
+        var gone: [SeriesKey] = []
+        for (k, at) in [(8, 6_100), (9, 7_100)] where gone.isEmpty {
+            _ = await agg.maintain(now: Self.m + Int64(at), lastTick: UInt64(k - 1))
+            gone = await agg.collectChanges(now: Self.m + Int64(at) + 100, seq: UInt64(k)).expired
+        }
+        #expect(gone == [a])
+    }
 }
 
 @Suite("Broadcaster removals")
