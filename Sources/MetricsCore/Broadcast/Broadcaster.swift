@@ -250,8 +250,8 @@ public final class Broadcaster: Sendable {
         /// Snapshots handed to ``stage(_:)`` for this tick; a series staged and then passed to
         /// `publish` again counts here and in `changedSeries` once.
         public var stagedSeries = 0
-        /// Nanoseconds from the call until the subscribers' events were queued (the rest of the
-        /// call, rankings no event needed and the fleet history, runs after).
+        /// Nanoseconds from the call until the subscribers' events were queued (the rankings no
+        /// event needed and the fleet history wait for ``finishPublish()``).
         public var eventsReadyNanoseconds: UInt64 = 0
         /// When the call began (``ProcessInfoLite/monotonicNanoseconds()``).
         public var startedNanoseconds: UInt64 = 0
@@ -484,7 +484,7 @@ public final class Broadcaster: Sendable {
             }
             let touchedMetrics = Set(changedByMetric.keys).union(removed.metrics).filter { s.metricServers[$0] != nil }
             // Fleet views subscribers asked for (computed once per distinct question). The history
-            // ring of every metric is appended after the events are out (below).
+            // ring of every metric is appended after the events are out (`finishPublish`).
             var views: [FleetViewKey: (view: FleetView, encoded: [UInt8])] = [:]
             for sub in s.subscriptions.values where sub.filter.heatmap {
                 for key in viewKeys(sub.filter, state: s) where views[key] == nil {

@@ -171,7 +171,7 @@ public final class MetricsEngine: Sendable {
         return try await store.history(q)
     }
 
-    /// Whether ``maintain()`` ran since the last tick.
+    /// Whether `maintainIfDue` did its work since the last tick.
     private let maintained = Atomic<Bool>(false)
 
     /// What a tick needs done once but not before its events: the broadcaster's deferred

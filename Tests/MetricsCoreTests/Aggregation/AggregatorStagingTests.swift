@@ -11,6 +11,18 @@ struct AggregatorStagingTests {
         rollups.sorted { ($0.key, $0.minute) < ($1.key, $1.minute) }
     }
 
+    /// One random batch of tick `tick`: mostly current samples, some up to 90 s late (sealed
+    /// minutes, late parts); servers come and go (expiry after 4 s idle). Whole values, so sums of
+    /// parts are exact whatever the grouping.
+    static func batch(_ rng: inout T.SeededRNG, tick: Int, now: Int64) -> [MetricSample] {
+        (0..<rng.int(0...40)).map { _ in
+            let late = rng.chance(0.1) ? Int64(rng.int(1_000...90_000)) : 0
+            let server = tick < 100 ? rng.int(0...11) : rng.int(6...17)
+            return T.sample("srv-\(server)", "m\(rng.int(0...2))", Double(rng.int(-100...1_000)),
+                            now - Int64(rng.int(0...999)) - late, labels: rng.chance(0.2) ? "core=1" : "")
+        }
+    }
+
     @Test("Staging changes nothing a tick returns: same snapshots, rollups and expiries, over minute turns, late samples and idle series")
     func stagedTicksEqualPlainTicks() async {
         // Two aggregators fed the same samples; one stages between batches as the engine does.
@@ -26,14 +38,7 @@ struct AggregatorStagingTests {
             // A few batches per tick; a staging point after each but the last.
             let batches = rng.int(1...4)
             for b in 0..<batches {
-                let batch: [MetricSample] = (0..<rng.int(0...40)).map { _ in
-                    // Mostly current samples, some up to 90 s late (sealed minutes, late parts); servers
-                    // come and go (expiry after 4 s idle).
-                    let late = rng.chance(0.1) ? Int64(rng.int(1_000...90_000)) : 0
-                    let server = tick < 100 ? rng.int(0...11) : rng.int(6...17)
-                    return T.sample("srv-\(server)", "m\(rng.int(0...2))", Double(rng.int(-100...1_000)),
-                                    now - Int64(rng.int(0...999)) - late, labels: rng.chance(0.2) ? "core=1" : "")
-                }
+                let batch = Self.batch(&rng, tick: tick, now: now)
                 await plain.ingest(batch)
                 await staged.ingest(batch)
                 if b < batches - 1 {
@@ -95,13 +100,7 @@ struct AggregatorStagingTests {
             let maintainAt = rng.int(0...batches)
             for b in 0..<batches {
                 if b == maintainAt { engineStored += await engineOrder.maintain(now: now, lastTick: UInt64(tick)) }
-                let batch: [MetricSample] = (0..<rng.int(0...40)).map { _ in
-                    let late = rng.chance(0.1) ? Int64(rng.int(1_000...90_000)) : 0
-                    let server = tick < 100 ? rng.int(0...11) : rng.int(6...17)
-                    // Whole values: sums of parts are then exact, whatever the grouping.
-                    return T.sample("srv-\(server)", "m\(rng.int(0...2))", Double(rng.int(-100...1_000)),
-                                    now - Int64(rng.int(0...999)) - late, labels: rng.chance(0.2) ? "core=1" : "")
-                }
+                let batch = Self.batch(&rng, tick: tick, now: now)
                 await plain.ingest(batch)
                 await engineOrder.ingest(batch)
                 if rng.chance(0.5) {
