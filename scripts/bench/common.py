@@ -18,8 +18,13 @@ def start_server(*args):
     # Peak-throughput runs measure the engine, not the per-connection body-rate safety limit
     # (64 MiB/s by default; the peers compared against have none).
     rate = [] if "--max-body-rate" in args else ["--max-body-rate", "0"]
+    # Its log (warnings and errors) goes to a file, shown by stop() when not empty: a benchmark
+    # that counted errors can then say what the server saw.
+    log = tempfile.NamedTemporaryFile(prefix="rtd-bench-server-", suffix=".log", delete=False)
     p = subprocess.Popen([SERVER, "--port", "0", "--tls-port", "0", "--log-level", "warning", *auth, *rate, *args],
-                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                         stdout=subprocess.PIPE, stderr=log, text=True)
+    p.log_path = log.name
+    log.close()
     deadline = time.time() + 30
     while time.time() < deadline:
         line = p.stdout.readline()
@@ -36,6 +41,15 @@ def stop(p):
         p.wait(timeout=20)
     except subprocess.TimeoutExpired:
         p.kill()
+    path = getattr(p, "log_path", None)
+    if path and os.path.exists(path):
+        with open(path, errors="replace") as f:
+            lines = f.read().splitlines()
+        os.unlink(path)
+        # The development-mode notice is expected; anything else is worth seeing.
+        notable = [l for l in lines if "no-auth" not in l and "development mode" not in l.lower()]
+        if notable:
+            print(f"server log ({len(notable)} lines), last ones:", *notable[-10:], sep="\n  ", file=sys.stderr)
 
 
 def cpu_seconds(pid):
