@@ -1,3 +1,4 @@
+import CNGHTTP2
 import DequeModule
 #if canImport(Glibc)
 import Glibc
@@ -116,7 +117,7 @@ final class LoopState {
 
     /// Opens one HTTP/2 connection to the server (TLS when the plan says so) on this loop.
     /// The callbacks run on this loop.
-    func connectH2(onActive: @escaping (H2ClientConnection) -> Void, onInactive: @escaping () -> Void,
+    func connectH2(onActive: @escaping (H2ClientConnection) -> Void, onInactive: @escaping (_ cause: String) -> Void,
                    onConnect: @escaping @Sendable (any Channel) -> Void, onFailure: @escaping @Sendable () -> Void) {
         let plan = self.plan
         let ssl = sslContext
@@ -157,7 +158,7 @@ final class LoadConnection {
     func connect() {
         guard !closing else { return }
         let bound = NIOLoopBound(self, eventLoop: state.loop)
-        state.connectH2(onActive: { bound.value.active($0) }, onInactive: { bound.value.inactive() },
+        state.connectH2(onActive: { bound.value.active($0) }, onInactive: { bound.value.inactive(cause: $0) },
                         onConnect: { bound.value.channel = $0 }, onFailure: { bound.value.scheduleReconnect() })
     }
 
@@ -167,10 +168,14 @@ final class LoadConnection {
         for a in agents where a.started { a.open() }
     }
 
-    private func inactive() {
+    private func inactive(cause: String) {
         connection = nil
         channel = nil
-        if !closing && !state.finishing { state.stats.reconnects += 1; scheduleReconnect() }
+        if !closing && !state.finishing {
+            state.stats.reconnects += 1
+            state.stats.errorCauses["connection lost: " + cause, default: 0] += 1
+            scheduleReconnect()
+        }
     }
 
     private func scheduleReconnect() {
@@ -246,6 +251,7 @@ final class Agent: H2StreamDelegate {
                                  headers: [("content-type", type), ("x-server-id", serverID)] + (plan.agentAuthorization.map { [("authorization", $0)] } ?? []),
                                  body: true, delegate: self) else {
             owner.state.stats.streamErrors += 1
+            owner.state.stats.errorCauses["stream refused by the local session", default: 0] += 1
             return
         }
         stream = id
@@ -370,7 +376,10 @@ final class Agent: H2StreamDelegate {
     // MARK: - Responses
 
     func responseStatus(_ status: Int) {
-        if status != 200 { owner.state.stats.streamErrors += 1 }
+        if status != 200 {
+            owner.state.stats.streamErrors += 1
+            owner.state.stats.errorCauses["status \(status)", default: 0] += 1
+        }
     }
 
     func responseData(_ bytes: UnsafeRawBufferPointer) {
@@ -435,7 +444,10 @@ final class Agent: H2StreamDelegate {
     func streamClosed(error: UInt32) {
         stream = nil
         if finished || owner.state.finishing { return }
-        owner.state.stats.streamErrors += error == 0 ? 0 : 1
+        if error != 0 {
+            owner.state.stats.streamErrors += 1
+            owner.state.stats.errorCauses["stream closed: " + String(cString: nghttp2_http2_strerror(error)), default: 0] += 1
+        }
         // The server ended or reset the stream (restart, shutdown): open a new one and resend.
         let delay = reopenDelayMs
         reopenDelayMs = min(5_000, reopenDelayMs * 2)
@@ -506,7 +518,7 @@ final class Viewer: H2StreamDelegate {
     func connect() {
         guard !closing else { return }
         let bound = NIOLoopBound(self, eventLoop: state.loop)
-        state.connectH2(onActive: { bound.value.active($0) }, onInactive: { bound.value.inactive() },
+        state.connectH2(onActive: { bound.value.active($0) }, onInactive: { _ in bound.value.inactive() },
                         onConnect: { bound.value.channel = $0 }, onFailure: { bound.value.retry() })
     }
 

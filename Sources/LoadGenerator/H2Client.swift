@@ -151,6 +151,7 @@ final class H2ClientConnection {
         }
         inRead = false
         if rv < 0 {
+            closeCause = closeCause ?? "nghttp2 receive error: " + String(cString: nghttp2_strerror(Int32(truncatingIfNeeded: rv)))
             connectionLost()
             context.close(promise: nil)
             return
@@ -175,7 +176,12 @@ final class H2ClientConnection {
             while !closed, let session, context.channel.isWritable {
                 var ptr: UnsafePointer<UInt8>? = nil
                 let n = nghttp2_session_mem_send(session, &ptr)
-                if n < 0 { connectionLost(); context.close(promise: nil); return }
+                if n < 0 {
+                    closeCause = closeCause ?? "nghttp2 send error: " + String(cString: nghttp2_strerror(Int32(truncatingIfNeeded: n)))
+                    connectionLost()
+                    context.close(promise: nil)
+                    return
+                }
                 if n == 0 { break }
                 outbound.writeBytes(UnsafeRawBufferPointer(start: ptr, count: n))
                 if outbound.readableBytes >= 64 << 10 { emit(); wrote = true }
@@ -186,6 +192,7 @@ final class H2ClientConnection {
         // The session is over (a GOAWAY sent or received and nothing left to do): close, so the
         // agents notice and reconnect instead of waiting on a dead session.
         if let session, !closed, nghttp2_session_want_read(session) == 0 && nghttp2_session_want_write(session) == 0 {
+            closeCause = closeCause ?? "session over (GOAWAY)"
             context.close(promise: nil)
         }
     }
@@ -199,6 +206,10 @@ final class H2ClientConnection {
     }
 
     /// The connection is gone: every open stream is told so, once.
+    /// Why the connection ended, when this side knows (a protocol error, a GOAWAY, a channel
+    /// error); `nil` when the server just closed it. Reported with the reconnects.
+    var closeCause: String?
+
     func connectionLost() {
         guard !closed else { return }
         closed = true
@@ -315,9 +326,11 @@ final class H2ClientHandler: ChannelInboundHandler {
 
     private(set) var connection: H2ClientConnection?
     private let onActive: (H2ClientConnection) -> Void
-    private let onInactive: () -> Void
+    private let onInactive: (_ cause: String) -> Void
+    /// A channel error seen before the connection ended.
+    private var channelError: String?
 
-    init(onActive: @escaping (H2ClientConnection) -> Void, onInactive: @escaping () -> Void) {
+    init(onActive: @escaping (H2ClientConnection) -> Void, onInactive: @escaping (_ cause: String) -> Void) {
         self.onActive = onActive
         self.onInactive = onInactive
     }
@@ -350,11 +363,12 @@ final class H2ClientHandler: ChannelInboundHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         connection?.connectionLost()
-        onInactive()
+        onInactive(connection?.closeCause ?? channelError ?? "closed by the server")
         context.fireChannelInactive()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if channelError == nil { channelError = "channel error: \(error)" }
         context.close(promise: nil)
     }
 }

@@ -262,6 +262,7 @@ struct Report {
           generator timer slip per step (agents write late by this much): \(final.timerSlip.short())
         """
         if !final.rejectedByCode.isEmpty { out += "\n  rejected by code: \(final.rejectedByCode.sorted { $0.key < $1.key })" }
+        if !final.errorCauses.isEmpty { out += "\n  reconnects and stream errors by cause: \(final.errorCauses.sorted { $0.key < $1.key })" }
         if plan.viewers > 0 {
             let avg = final.sseUpdates > 0 ? final.sseUpdateBytes / final.sseUpdates : 0
             out += """
@@ -283,7 +284,7 @@ struct Report {
             "samples_sent": final.samplesSent, "samples_acked": final.samplesAcked, "lines_sent": final.linesSent,
             "lines_acked": final.linesAcked, "lines_rejected": final.linesRejected, "rejected_by_code": final.rejectedByCode,
             "lines_resent": final.linesResent, "unacked_lines_at_end": final.pendingLines, "reconnects": final.reconnects,
-            "stream_errors": final.streamErrors, "throttled_agent_ticks": final.throttledTicks, "bytes_sent": final.bytesSent,
+            "stream_errors": final.streamErrors, "error_causes": final.errorCauses, "throttled_agent_ticks": final.throttledTicks, "bytes_sent": final.bytesSent,
             "sent_per_second": sentPerSecond, "acked_per_second": ackedPerSecond,
             "ack_latency": final.ackLatency.summary(), "generator_timer_slip": final.timerSlip.summary(),
             "viewers": plan.viewers, "sse_events": final.sseEvents, "sse_updates": final.sseUpdates, "sse_inits": final.sseInits,

@@ -12,6 +12,8 @@ struct LoadStats: Sendable {
     var linesResent = 0
     var reconnects = 0
     var streamErrors = 0
+    /// Reconnects and stream errors by what caused them.
+    var errorCauses: [String: Int] = [:]
     var throttledTicks = 0
     var bytesSent = 0
     var openStreams = 0
@@ -46,6 +48,7 @@ struct LoadStats: Sendable {
         linesRejected += o.linesRejected
         for (k, v) in o.rejectedByCode { rejectedByCode[k, default: 0] += v }
         linesResent += o.linesResent; reconnects += o.reconnects; streamErrors += o.streamErrors
+        for (k, v) in o.errorCauses { errorCauses[k, default: 0] += v }
         throttledTicks += o.throttledTicks; bytesSent += o.bytesSent
         openStreams += o.openStreams; openConnections += o.openConnections; pendingLines += o.pendingLines
         ackLatency.add(o.ackLatency)
