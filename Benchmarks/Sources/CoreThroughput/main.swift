@@ -1,5 +1,5 @@
 // Core throughput on this machine, wall clock, release build:
-//   cd Benchmarks && swift run -c release CoreThroughput [seconds-per-case] [tick]
+//   cd Benchmarks && swift run -c release CoreThroughput [seconds-per-case] [tick [staged]]
 // Prints samples/s for: NDJSON parse (1 thread), line-protocol parse (1 thread), aggregator fold
 // (all shards), and the server's shape: parse chunks on one task while the previous chunk is folded.
 import MetricsCore
@@ -7,7 +7,8 @@ import MetricsCore
 let metrics = ["cpu_usage", "memory_usage", "disk_io", "network_rx", "network_tx"]
 let base: Int64 = 1_795_900_000_000
 let seconds = CommandLine.arguments.count > 1 ? Double(CommandLine.arguments[1]) ?? 2 : 2
-/// `tick` as the second argument runs only the dashboard tick case (last below).
+/// `tick` as the second argument runs only the dashboard tick case (last below); `staged` after it
+/// only its staged variant (e.g. under `perf`, whose profile the other variant would dominate).
 let tickOnly = CommandLine.arguments.count > 2 && CommandLine.arguments[2] == "tick"
 
 /// 10,000 agents x 5 metrics; `agentShaped` puts each agent's 5 lines together (as one stream
@@ -141,7 +142,7 @@ for (name, input) in [("interleaved servers", interleaved), ("agent-shaped", age
 // reporting once a second looks with staging (7/8 of the series staged into the broadcaster
 // ahead, as the engine's tick loop does, 1/8 changed after).
 import Synchronization
-for staging in [false, true] {
+for staging in (CommandLine.arguments.contains("staged") ? [true] : [false, true]) {
     let aggregator = Aggregator()
     let broadcaster = Broadcaster()
     func step(_ k: Int) -> [MetricSample] {
