@@ -250,8 +250,7 @@ final class Agent: H2StreamDelegate {
         guard let id = c.request(method: "POST", path: path, authority: plan.authority, scheme: plan.tls ? "https" : "http",
                                  headers: [("content-type", type), ("x-server-id", serverID)] + (plan.agentAuthorization.map { [("authorization", $0)] } ?? []),
                                  body: true, delegate: self) else {
-            owner.state.stats.streamErrors += 1
-            owner.state.stats.errorCauses["stream refused by the local session", default: 0] += 1
+            owner.state.stats.streamError("stream refused by the local session")
             return
         }
         stream = id
@@ -376,10 +375,7 @@ final class Agent: H2StreamDelegate {
     // MARK: - Responses
 
     func responseStatus(_ status: Int) {
-        if status != 200 {
-            owner.state.stats.streamErrors += 1
-            owner.state.stats.errorCauses["status \(status)", default: 0] += 1
-        }
+        if status != 200 { owner.state.stats.streamError("status \(status)") }
     }
 
     func responseData(_ bytes: UnsafeRawBufferPointer) {
@@ -444,10 +440,7 @@ final class Agent: H2StreamDelegate {
     func streamClosed(error: UInt32) {
         stream = nil
         if finished || owner.state.finishing { return }
-        if error != 0 {
-            owner.state.stats.streamErrors += 1
-            owner.state.stats.errorCauses["stream closed: " + String(cString: nghttp2_http2_strerror(error)), default: 0] += 1
-        }
+        if error != 0 { owner.state.stats.streamError("stream closed: " + String(cString: nghttp2_http2_strerror(error))) }
         // The server ended or reset the stream (restart, shutdown): open a new one and resend.
         let delay = reopenDelayMs
         reopenDelayMs = min(5_000, reopenDelayMs * 2)

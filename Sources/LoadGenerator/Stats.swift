@@ -42,6 +42,12 @@ struct LoadStats: Sendable {
     /// Tick timestamp → event received by a viewer, microseconds.
     var updateLag = Histogram<UInt64>(highestTrackableValue: 600_000_000, numberOfSignificantValueDigits: .three)
 
+    /// Counts a stream error and its cause.
+    mutating func streamError(_ cause: String) {
+        streamErrors += 1
+        errorCauses[cause, default: 0] += 1
+    }
+
     mutating func merge(_ o: LoadStats) {
         linesSent += o.linesSent; samplesSent += o.samplesSent
         linesAcked += o.linesAcked; samplesAcked += o.samplesAcked

@@ -195,8 +195,8 @@ public final class Aggregator: Sendable {
     }
 
     /// Hands over snapshots of the series changed since the last call, ahead of the coming tick
-    /// (see ``AggregatorShard/stage(now:seq:)``): the next ``collect(now:seq:sealAfter:)`` only
-    /// returns series changed since, among them staged ones that changed again (newer snapshots
+    /// (see ``AggregatorShard/stage(now:seq:)``): the next ``collectChanges(now:seq:)`` (or
+    /// ``collect(now:seq:sealAfter:)``) only returns series changed since, among them staged ones that changed again (newer snapshots
     /// of the same series: the later one wins). ``MetricsEngine`` hands them to
     /// ``Broadcaster/stage(_:)``, so the tick's update only waits for what changed last.
     public func stage(now: Int64, seq: UInt64) async -> [SeriesSnapshot] {

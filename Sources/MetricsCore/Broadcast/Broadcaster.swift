@@ -190,19 +190,8 @@ public final class Broadcaster: Sendable {
         var rankPending: Set<String> = []
         /// The tick whose fleet-history point is still to be appended (``finishPublish()``).
         var historyPending: (timestamp: Int64, seq: UInt64)? = nil
-        /// This instance's snapshots handed over ahead of the coming tick (``stage(_:)``), already
-        /// in `entries` and `metricServers`; the tick's events include them. `stagedIDs[k]` is the
-        /// entry of `staged[k]`, `stagedAt` an entry's position, `stagedByMetric` positions by metric.
-        var staged: [SeriesSnapshot] = []
-        var stagedIDs: [Int32] = []
-        var stagedAt: [Int32: Int] = [:]
-        var stagedByMetric: [String: [Int]] = [:]
-        /// Handed over but left for the tick (new series, series last reported by a peer), and
-        /// their positions by key (a series handed over twice keeps one place, the newer snapshot).
-        var stagedLater: [SeriesSnapshot] = []
-        var stagedLaterAt: [SeriesKey: Int] = [:]
-        /// Snapshots handed to ``stage(_:)`` since the last publish (reported in ``PublishInfo``).
-        var stagedCount = 0
+        /// What ``stage(_:)`` handed over for the coming tick; the tick's `publish` takes it whole.
+        var staging = Staging()
         /// Each metric's servers, for fleet views.
         var metricServers: [String: MetricServers] = [:]
         /// Unfiltered fleet distribution per metric, last ``Configuration/fleetHistoryPoints`` ticks.
@@ -242,6 +231,23 @@ public final class Broadcaster: Sendable {
     public let configuration: Configuration
     let state = Mutex(State())
     private let lastPublishInfo = Mutex(PublishInfo())
+
+    /// This instance's snapshots handed over ahead of the coming tick (``stage(_:)``).
+    struct Staging {
+        /// Known series, already recorded in `entries` and `metricServers`; the tick's events
+        /// include them. `ids[k]` is the entry of `snapshots[k]`, `at` an entry's position,
+        /// `byMetric` positions by metric.
+        var snapshots: [SeriesSnapshot] = []
+        var ids: [Int32] = []
+        var at: [Int32: Int] = [:]
+        var byMetric: [String: [Int]] = [:]
+        /// Handed over but left for the tick (new series, series last reported by a peer), and
+        /// their positions by key (a series handed over twice keeps one place, the newer snapshot).
+        var later: [SeriesSnapshot] = []
+        var laterAt: [SeriesKey: Int] = [:]
+        /// Snapshots handed over since the last publish (reported in ``PublishInfo``).
+        var count = 0
+    }
 
     /// What the last ``publish(changed:removed:seq:timestamp:)`` did.
     public struct PublishInfo: Sendable, Equatable {
@@ -323,26 +329,26 @@ public final class Broadcaster: Sendable {
         guard !snapshots.isEmpty else { return }
         state.withLock { s in
             finishPending(&s)  // before the layouts move on from the published tick
-            s.stagedCount += snapshots.count
+            s.staging.count += snapshots.count
             for snap in snapshots {
                 let m = snap.key.metricName
-                guard let id = s.entries.id(of: snap.key), s.entries[id].origin == 0, s.stagedAt[id] == nil,
+                guard let id = s.entries.id(of: snap.key), s.entries[id].origin == 0, s.staging.at[id] == nil,
                       s.metricServers[m] != nil else {
-                    if let at = s.stagedLaterAt[snap.key] {
-                        s.stagedLater[at] = snap
+                    if let at = s.staging.laterAt[snap.key] {
+                        s.staging.later[at] = snap
                     } else {
-                        s.stagedLaterAt[snap.key] = s.stagedLater.count
-                        s.stagedLater.append(snap)
+                        s.staging.laterAt[snap.key] = s.staging.later.count
+                        s.staging.later.append(snap)
                     }
                     continue
                 }
                 s.entries[id].snapshot = snap
                 let slot = s.entries[id].slot
                 s.metricServers[m]!.update(snap, at: (Int(slot.server), Int(slot.index)))
-                s.stagedAt[id] = s.staged.count
-                s.stagedByMetric[m, default: []].append(s.staged.count)
-                s.staged.append(snap)
-                s.stagedIDs.append(id)
+                s.staging.at[id] = s.staging.snapshots.count
+                s.staging.byMetric[m, default: []].append(s.staging.snapshots.count)
+                s.staging.snapshots.append(snap)
+                s.staging.ids.append(id)
             }
         }
     }
@@ -359,37 +365,30 @@ public final class Broadcaster: Sendable {
     public func publish(changed localChanged: [SeriesSnapshot], removed localRemoved: [SeriesKey] = [], seq: UInt64, timestamp: Int64) {
         let started = ProcessInfoLite.monotonicNanoseconds()
         // Peers' series received since the last tick, and what was staged for this tick.
-        let (remote, remoteRemoved, staged, stagedIDs, stagedAt, stagedByMetric, stagedLater, stagedLaterAt, stagedCount):
-            ([(snapshot: SeriesSnapshot, origin: Int32)], [(key: SeriesKey, origin: Int32)],
-             [SeriesSnapshot], [Int32], [Int32: Int], [String: [Int]], [SeriesSnapshot], [SeriesKey: Int], Int) = state.withLock { s in
+        let (remote, remoteRemoved, taken): ([(snapshot: SeriesSnapshot, origin: Int32)], [(key: SeriesKey, origin: Int32)], Staging)
+            = state.withLock { s in
             finishPending(&s)  // the previous tick's, if nothing completed it yet
             let r = Array(s.remotePending.values)
             s.remotePending.removeAll(keepingCapacity: true)
             let gone = s.remoteRemovedPending
             s.remoteRemovedPending = []
-            defer {
-                s.staged = []
-                s.stagedIDs = []
-                s.stagedAt = [:]
-                s.stagedByMetric = [:]
-                s.stagedLater = []
-                s.stagedLaterAt = [:]
-                s.stagedCount = 0
-            }
-            return (r, gone, s.staged, s.stagedIDs, s.stagedAt, s.stagedByMetric, s.stagedLater, s.stagedLaterAt, s.stagedCount)
+            defer { s.staging = Staging() }
+            return (r, gone, s.staging)
         }
         // This tick's changes: the staged ones (recorded already), then this instance's others,
         // then peers' series after the local ones. A series handed over unrecorded and changed
         // again since keeps its first place with the newer snapshot.
-        let applied = staged.count
-        var changed = consume staged  // no copy: the staged snapshots are most of a tick's
-        changed.reserveCapacity(applied + stagedLater.count + localChanged.count + remote.count)
-        changed.append(contentsOf: stagedLater)
-        if stagedLaterAt.isEmpty {
+        var staged = consume taken
+        let applied = staged.snapshots.count
+        var changed: [SeriesSnapshot] = []
+        swap(&changed, &staged.snapshots)  // no copy: the staged snapshots are most of a tick's
+        changed.reserveCapacity(applied + staged.later.count + localChanged.count + remote.count)
+        changed.append(contentsOf: staged.later)
+        if staged.laterAt.isEmpty {
             changed.append(contentsOf: localChanged)
         } else {
             for snap in localChanged {
-                if let at = stagedLaterAt[snap.key] { changed[applied + at] = snap } else { changed.append(snap) }
+                if let at = staged.laterAt[snap.key] { changed[applied + at] = snap } else { changed.append(snap) }
             }
         }
         var localCount = changed.count
@@ -415,7 +414,7 @@ public final class Broadcaster: Sendable {
             // Staged under an earlier sequence number (a tick ran in between): restamp.
             for k in 0..<applied where changed[k].changedSeq != seq {
                 changed[k].changedSeq = seq
-                let id = stagedIDs[k]
+                let id = staged.ids[k]
                 s.entries[id].snapshot.changedSeq = seq
                 let slot = s.entries[id].slot
                 s.metricServers[changed[k].key.metricName]?.series[Int(slot.server)][Int(slot.index)].changedSeq = seq
@@ -430,7 +429,7 @@ public final class Broadcaster: Sendable {
             for i in applied..<changed.count {
                 guard let id = s.entries.id(of: changed[i].key) else { continue }
                 let slot = s.entries[id].slot
-                if i < localCount, let k = stagedAt[id] {
+                if i < localCount, let k = staged.at[id] {
                     changed[k] = changed[i]
                     s.entries[id].snapshot = changed[k]
                     slots[k] = (Int(slot.server), Int(slot.index))
@@ -460,7 +459,7 @@ public final class Broadcaster: Sendable {
             }
             // Index this tick's changes by metric (also lets filtered subscribers skip the rest);
             // record in the fleet layouts what was not recorded when staged.
-            var changedByMetric = stagedByMetric
+            var changedByMetric = staged.byMetric
             var recordByMetric: [String: [Int]] = [:]
             for k in restaged { recordByMetric[changed[k].key.metricName, default: []].append(k) }
             for i in applied..<changed.count {
@@ -522,7 +521,7 @@ public final class Broadcaster: Sendable {
         }
         for sub in ready { sub.notify() }
         lastPublishInfo.withLock {
-            $0 = PublishInfo(changedSeries: changed.count, stagedSeries: stagedCount,
+            $0 = PublishInfo(changedSeries: changed.count, stagedSeries: staged.count,
                              eventsReadyNanoseconds: ProcessInfoLite.monotonicNanoseconds() &- started,
                              startedNanoseconds: started)
         }
