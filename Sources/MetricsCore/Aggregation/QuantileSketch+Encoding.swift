@@ -21,7 +21,7 @@ extension QuantileSketch {
     /// The sketch in its binary form.
     public func serialized() -> [UInt8] {
         var out: [UInt8] = []
-        out.reserveCapacity(64 + 2 * (positive.counts.count + negative.counts.count))
+        out.reserveCapacity(64 + 2 * (positive.count + negative.count))
         out.append(Self.encodingVersion)
         Self.putFixed(relativeAccuracy.bitPattern, 8, &out)
         Self.putFixed(UInt64(UInt32(clamping: maxBuckets)), 4, &out)
@@ -32,13 +32,13 @@ extension QuantileSketch {
         Self.putVarint(zeroCount, &out)
         for buckets in [positive, negative] {
             // Trim zero counts at both ends so the encoding is canonical.
-            var lo = 0, hi = buckets.counts.count
-            while lo < hi && buckets.counts[lo] == 0 { lo += 1 }
-            while hi > lo && buckets.counts[hi - 1] == 0 { hi -= 1 }
+            var lo = 0, hi = buckets.count
+            while lo < hi && buckets[lo] == 0 { lo += 1 }
+            while hi > lo && buckets[hi - 1] == 0 { hi -= 1 }
             let offset = Int64(buckets.offset) + Int64(lo)
             Self.putVarint(UInt64(bitPattern: (offset << 1) ^ (offset >> 63)), &out)
             Self.putVarint(UInt64(hi - lo), &out)
-            for k in lo..<hi { Self.putVarint(UInt64(buckets.counts[k]), &out) }
+            for k in lo..<hi { Self.putVarint(UInt64(buckets[k]), &out) }
         }
         return out
     }
@@ -69,16 +69,15 @@ extension QuantileSketch {
             guard n <= UInt64(maxBuckets), offset >= Int64(Int32.min), offset + Int64(n) <= Int64(Int32.max) else {
                 throw DecodingError(description: "invalid sketch bucket range")
             }
-            var b = DenseBuckets()
-            b.offset = Int32(offset)
-            b.counts.reserveCapacity(Int(n))
+            var counts: [UInt32] = []
+            counts.reserveCapacity(Int(n))
             for _ in 0..<n {
                 let c = try reader.varint()
                 guard c <= UInt64(UInt32.max) else { throw DecodingError(description: "sketch bucket count overflow") }
-                b.counts.append(UInt32(c))
+                counts.append(UInt32(c))
                 total &+= c
             }
-            if b.counts.isEmpty { b.offset = 0 }
+            let b = DenseBuckets(offset: Int32(offset), counts: counts)
             if sign == 0 { positive = b } else { negative = b }
         }
         guard reader.atEnd else { throw DecodingError(description: "trailing bytes after sketch") }

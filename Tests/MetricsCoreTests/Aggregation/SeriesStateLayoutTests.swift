@@ -14,8 +14,8 @@ struct SeriesStateLayoutTests {
         #expect(MemoryLayout<CompactStats>.stride == 32)
         #expect(MemoryLayout<SlotRing>.stride == 6 * 32)
         #expect(MemoryLayout<MinuteRing>.stride == 4 * 32)
-        #expect(MemoryLayout<QuantileSketch>.stride <= 80)
-        #expect(MemoryLayout<SeriesState>.stride <= 640)
+        #expect(MemoryLayout<QuantileSketch>.stride <= 64)
+        #expect(MemoryLayout<SeriesState>.stride <= 592)
         #expect(MemoryLayout<SeriesTable.Entry>.stride <= 240)
     }
 
