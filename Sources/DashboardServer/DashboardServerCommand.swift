@@ -179,6 +179,7 @@ struct DashboardServerCommand: AsyncParsableCommand {
         }
         guard MySQLStore.BulkMode(rawValue: storeBulk) != nil else { throw ValidationError("--store-bulk must be auto, array or multirow") }
         guard rawRetentionDays >= 1, rollupRetentionDays >= 1 else { throw ValidationError("retention must be at least one day") }
+        guard retentionMinutes >= 1 else { throw ValidationError("--retention-minutes must be at least 1") }
         guard (1...8).contains(storeWriteLanes) else { throw ValidationError("--store-write-lanes must be 1...8") }
         guard storeMaintenanceInterval >= 1 else { throw ValidationError("--store-maintenance-interval must be at least 1 second") }
         guard storeRepairInterval >= 1 else { throw ValidationError("--store-repair-interval must be at least 1 second") }

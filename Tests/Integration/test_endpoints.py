@@ -172,12 +172,21 @@ def test_history_values_and_minutes(server, ids):
     "server_id=a&metric_name=m&from=now&to=-1h",      # from >= to
     "server_id=a&metric_name=m&max_points=0",
     "server_id=a&metric_name=m&max_points=100001",
+    # Times whose arithmetic would overflow (each once crashed the server).
+    "server_id=a&metric_name=m&from=-9999999999999h",
+    "server_id=a&metric_name=m&from=-999999999999d",
+    "server_id=a&metric_name=m&from=-9999999999999999m",
+    "server_id=a&metric_name=m&from=now&to=-9223372036854775807s",
+    "server_id=a&metric_name=m&from=-9223372036854775807",
+    "server_id=a&metric_name=m&from=-1000000000000000&to=now",
+    "server_id=a&metric_name=m&from=0&to=9223372036854775807",
 ])
 def test_history_invalid_params_are_400(server, query):
     status, headers, body = h.http_get(server.url("/api/history?" + query))
     assert status == 400, (query, body)
     assert headers["content-type"].startswith("application/json")
     assert b'"error"' in body
+    assert h.http_get(server.url("/health"))[0] == 200  # still up
 
 
 def test_history_unknown_series_is_empty(server, ids):

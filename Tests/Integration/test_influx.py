@@ -74,6 +74,24 @@ def test_write_invalid_gzip_is_400(server):
     assert "error" in resp.json()
 
 
+def test_write_gzip_members_are_all_inflated_and_broken_ones_refused(server, ids):
+    """RFC 1952 bodies of several members are read whole; a member cut short, or bytes after
+    the last one, are a 400 rather than a silent partial write."""
+    host = f"{ids}-gzm"
+    ms = h.now_ms()
+    a = "".join(f"gzm,host={host} v={i}i {ms + i}\n" for i in range(50)).encode()
+    b = "".join(f"gzm,host={host} v={i}i {ms + i}\n" for i in range(50, 100)).encode()
+    resp = h.curl(server, "/write?db=x&precision=ms", method="POST", data=h.gzip_bytes(a) + h.gzip_bytes(b),
+                  headers={"Content-Encoding": "gzip"})
+    assert resp.status == 204, resp.body
+    h.sse_rows(server, [host], lambda s: len(s) == 1 and next(iter(s.values()))["count"] == 100)
+    whole = h.gzip_bytes(a)
+    for broken in (whole[:-8], whole[:-1], whole[: len(whole) // 2], whole + b"junk", whole + h.gzip_bytes(b)[:20]):
+        resp = h.curl(server, "/write?db=x&precision=ms", method="POST", data=broken, headers={"Content-Encoding": "gzip"})
+        assert resp.status == 400, (len(broken), resp.body)
+        assert "gzip" in resp.json()["error"]
+
+
 def test_write_partial_400_keeps_good_lines(server, ids):
     host = f"{ids}-partial"
     s = h.now_ms() // 1000

@@ -196,8 +196,9 @@ final class Router: Sendable {
             guard let v = value(n), !v.isEmpty else { return def }
             return Self.parseTime(v, now: now)
         }
-        guard let from = time("from", now - 3_600_000), let to = time("to", now), from < to else {
-            return FixedResponseHandler(.error(400, "from/to must be epoch milliseconds or relative like -1h, with from < to"), writer: writer)
+        guard let from = time("from", now - 3_600_000), let to = time("to", now), from < to,
+              HistoryQuery.validTimes.contains(from), HistoryQuery.validTimes.contains(to) else {
+            return FixedResponseHandler(.error(400, "from/to must be epoch milliseconds (magnitude under 10^15) or relative like -1h, with from < to"), writer: writer)
         }
         let maxPoints = Int(value("max_points") ?? "") ?? 1_440
         guard (1...100_000).contains(maxPoints) else {
@@ -249,18 +250,24 @@ final class Router: Sendable {
         }
     }
 
-    /// Epoch ms, or relative to now: `-15m`, `-1h`, `-2d`, `-30s`, `now`.
+    /// Epoch ms, or relative to now: `-15m`, `-1h`, `-2d`, `-30s`, `now`. `nil` when malformed
+    /// or when a relative time overflows (`-9999999999999h`).
     static func parseTime(_ s: String, now: Int64) -> Int64? {
         if s == "now" { return now }
         if let n = Int64(s) { return n }
         guard s.hasPrefix("-"), let unit = s.last, let n = Int64(s.dropFirst().dropLast()), n >= 0 else { return nil }
+        let scale: Int64
         switch unit {
-        case "s": return now - n * 1000
-        case "m": return now - n * 60_000
-        case "h": return now - n * 3_600_000
-        case "d": return now - n * 86_400_000
+        case "s": scale = 1000
+        case "m": scale = 60_000
+        case "h": scale = 3_600_000
+        case "d": scale = 86_400_000
         default: return nil
         }
+        let (span, over) = n.multipliedReportingOverflow(by: scale)
+        guard !over else { return nil }
+        let (t, under) = now.subtractingReportingOverflow(span)
+        return under ? nil : t
     }
 
     func health() async -> HTTPResponse {

@@ -155,7 +155,8 @@ public actor AggregatorShard {
                         let i = Int(found)
                         previous = i
                         if !st[i].dirty { newlyDirty.append(i) }
-                        st[i].add(value: s.pointee.value, timestamp: s.pointee.timestamp, series: i, sealed: &newlySealed)
+                        st[i].add(value: s.pointee.value, timestamp: MetricSample.clampedTimestamp(s.pointee.timestamp),
+                                  series: i, sealed: &newlySealed)
                         n += 1
                     }
                 }

@@ -66,7 +66,7 @@ extension QuantileSketch {
             let z = try reader.varint()
             let offset = Int64(bitPattern: (z >> 1) ^ (0 &- (z & 1)))
             let n = try reader.varint()
-            guard n <= UInt64(maxBuckets), offset >= Int64(Int32.min), offset + Int64(n) <= Int64(Int32.max) else {
+            guard n <= UInt64(maxBuckets), offset >= Int64(Int32.min), offset <= Int64(Int32.max), offset + Int64(n) <= Int64(Int32.max) else {
                 throw DecodingError(description: "invalid sketch bucket range")
             }
             var counts: [UInt32] = []

@@ -393,7 +393,10 @@ public final class BatchWriter: Sendable {
                         s.stats.writeFailures += 1
                         s.stats.lastError = String(describing: error)
                     }
-                    try? await Task.sleep(for: delay)
+                    // In a task of its own: a cancelled writer task's own sleep would return at
+                    // once and turn the backoff into a busy loop against a failing store.
+                    let pause = delay
+                    await Task.detached { try? await Task.sleep(for: pause) }.value
                     delay = min(delay * 2, configuration.retryMaxDelay)
                 }
             }

@@ -17,6 +17,18 @@ public struct MetricSample: Sendable, Hashable {
     /// Canonical labels (``Labels/canonical(_:)``), `""` when there are none.
     public var labels: String
 
+    /// The timestamps the parsers accept and the aggregator works with, epoch ms: under 10¹⁵ in
+    /// magnitude (about ±31,700 years; NDJSON takes `0 < ts < 10¹⁵`, line protocol also earlier
+    /// times). Window and minute arithmetic near `Int64.min`/`max` would overflow; the aggregator
+    /// clamps a timestamp outside this range to it, so an embedder's bad sample cannot trap.
+    public static let validTimestamps: ClosedRange<Int64> = -999_999_999_999_999...999_999_999_999_999
+
+    /// `timestamp` moved into ``validTimestamps`` if outside it.
+    @inlinable
+    public static func clampedTimestamp(_ timestamp: Int64) -> Int64 {
+        min(max(timestamp, validTimestamps.lowerBound), validTimestamps.upperBound)
+    }
+
     /// Creates a sample. The initializer does not validate; parsers do.
     public init(serverID: String, metricName: String, value: Double, timestamp: Int64, labels: String = "") {
         self.serverID = serverID

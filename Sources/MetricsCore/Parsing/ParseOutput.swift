@@ -59,6 +59,9 @@ public struct ParseLimits: Sendable {
     /// Checks a timestamp against the window around `now`.
     @inline(__always)
     func checkTimestamp(_ ts: Int64, now: Int64) throws(ParseError) {
+        guard MetricSample.validTimestamps.contains(ts) else {
+            throw ParseError(code: .timestampOutOfRange, message: "timestamp \(ts) ms is out of range (its magnitude must be under 10^15 ms)")
+        }
         if let f = maxFutureMilliseconds, ts > now &+ f {
             throw ParseError(code: .timestampOutOfRange, message: "timestamp \(ts) is \(Self.span(ts - now)) ahead of the server clock (limit \(Self.span(f)))")
         }

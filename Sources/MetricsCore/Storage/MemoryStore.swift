@@ -24,10 +24,11 @@ public actor MemoryStore: MetricStore {
         public var retentionMinutes: Int
         /// Series with rollups kept. Default 200,000.
         public var maxSeries: Int
-        /// Creates a configuration.
+        /// Creates a configuration; a retention under one minute counts as one (the minute just
+        /// stored must stay).
         public init(maxSamples: Int = 1_000_000, retentionMinutes: Int = 1_440, maxSeries: Int = 200_000) {
             self.maxSamples = maxSamples
-            self.retentionMinutes = retentionMinutes
+            self.retentionMinutes = max(1, retentionMinutes)
             self.maxSeries = maxSeries
         }
     }
@@ -80,7 +81,7 @@ public actor MemoryStore: MetricStore {
     /// Drops minutes past retention from every series, and series left without any (once a minute).
     private func sweep() {
         lastSweep = newestMinute
-        let horizon = newestMinute - Int64(configuration.retentionMinutes) * 60_000
+        let horizon = newestMinute - Int64(max(1, configuration.retentionMinutes)) * 60_000
         var emptied: [SeriesKey] = []
         for key in Array(rollups.keys) where rollups[key]!.first!.minute <= horizon {
             var list = rollups.removeValue(forKey: key)!
@@ -138,7 +139,7 @@ public actor MemoryStore: MetricStore {
             list.insert(r, at: i)
             rollupCount += 1
         }
-        let horizon = (list.last?.minute ?? r.minute) - Int64(configuration.retentionMinutes) * 60_000
+        let horizon = (list.last?.minute ?? r.minute) - Int64(max(1, configuration.retentionMinutes)) * 60_000
         while let first = list.first, first.minute <= horizon {
             list.removeFirst()
             rollupCount -= 1

@@ -119,20 +119,27 @@ public struct HistoryQuery: Sendable, Equatable {
     /// Whether a store that keeps raw samples should try them first.
     public var wantsRaw: Bool {
         switch raw {
-        case .never: false
-        case .auto: to - from <= Self.rawRangeLimit
-        case .always: true
+        case .never: return false
+        case .auto:
+            let (length, overflow) = to.subtractingReportingOverflow(from)
+            return !overflow && length <= Self.rawRangeLimit
+        case .always: return true
         }
     }
 
-    /// Creates a query.
+    /// The times a query can span, epoch ms (``MetricSample/validTimestamps``). Stores compute with
+    /// `from` and `to` (minute numbers, widths, the range's length), so ``init(serverID:metricName:labels:from:to:maxPoints:raw:)``
+    /// clamps to this range rather than let a query near `Int64.max` overflow.
+    public static let validTimes: ClosedRange<Int64> = MetricSample.validTimestamps
+
+    /// Creates a query; `from` and `to` are clamped to ``validTimes``.
     public init(serverID: String, metricName: String, labels: String? = nil, from: Int64, to: Int64, maxPoints: Int = 1_440,
                 raw: RawPolicy = .auto) {
         self.serverID = serverID
         self.metricName = metricName
         self.labels = labels
-        self.from = from
-        self.to = to
+        self.from = MetricSample.clampedTimestamp(from)
+        self.to = MetricSample.clampedTimestamp(to)
         self.maxPoints = maxPoints
         self.raw = raw
     }
@@ -180,6 +187,7 @@ public struct HistoryResult: Sendable, Equatable {
 
     /// Merges minute rollups (any order, any label sets) into at most `maxPoints` buckets.
     public static func bucketing(_ rollups: [MinuteRollup], from: Int64, to: Int64, maxPoints: Int) -> HistoryResult {
+        let from = MetricSample.clampedTimestamp(from), to = MetricSample.clampedTimestamp(to)
         let origin = MinuteRollup.minute(of: from)
         // Count the minutes from `origin` (the minute holding `from`), which is where buckets start:
         // an unaligned `from` touches one more minute than `to - from` suggests.

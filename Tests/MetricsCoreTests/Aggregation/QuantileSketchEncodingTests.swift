@@ -59,4 +59,19 @@ struct QuantileSketchEncodingTests {
         #expect(throws: QuantileSketch.DecodingError.self) { try QuantileSketch(serialized: bytes + [0]) }
         #expect(throws: QuantileSketch.DecodingError.self) { try QuantileSketch(serialized: [2] + bytes.dropFirst()) }
     }
+
+    @Test("a bucket offset near Int64.max is rejected, not an overflow trap")
+    func hugeOffsetIsRejected() {
+        // version, α, maxBuckets, count 1, sum, min, max, zeroCount 0, then the positive buckets:
+        // offset zigzag 0xFFFF_FFFF_FFFF_FFFE (= Int64.max), n = 1, count 1.
+        var bytes: [UInt8] = [1]
+        func fixed(_ v: UInt64, _ n: Int) { for i in 0..<n { bytes.append(UInt8(truncatingIfNeeded: v >> (8 * UInt64(i)))) } }
+        fixed(0.01.bitPattern, 8); fixed(2048, 4); fixed(1, 8)
+        fixed(1.0.bitPattern, 8); fixed(1.0.bitPattern, 8); fixed(1.0.bitPattern, 8)
+        bytes.append(0)
+        bytes += [0xFE, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x01]  // varint of 0xFFFF_FFFF_FFFF_FFFE
+        bytes += [1, 1]
+        bytes += [0, 0]  // negative: empty
+        #expect(throws: QuantileSketch.DecodingError.self) { try QuantileSketch(serialized: bytes) }
+    }
 }

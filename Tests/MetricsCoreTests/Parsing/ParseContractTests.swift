@@ -89,6 +89,29 @@ import Testing
 }
 
 @Suite struct TimestampWindowTests {
+    @Test("without a window, timestamps of magnitude 10^15 ms and more are still rejected (the aggregator's arithmetic needs a range)")
+    func absoluteRangeWithoutWindow() {
+        let now: Int64 = 1_800_000_000_000
+        var lp = LineProtocolParser(precision: .milliseconds, defaultServerID: "web-01", limits: ParseLimits())
+        var out = ParseOutput()
+        lp.parse(Array("m v=1 -9223372036854775808\nm v=2 \(now)\nm v=3 9223372036854775807\nm v=4 999999999999999\nm v=5 -1000000000000000\nm v=6 -1\n".utf8),
+                 now: now, into: &out)
+        #expect(out.samples.map(\.value) == [2, 4, 6])
+        #expect(out.rejections.map(\.line) == [1, 3, 5])
+        #expect(out.rejections.allSatisfy { $0.error.code == .timestampOutOfRange })
+    }
+
+    @Test("the aggregator clamps an embedder's out-of-range timestamps instead of trapping")
+    func aggregatorClampsTimestamps() async {
+        let aggregator = Aggregator()
+        _ = await aggregator.ingest([MetricSample(serverID: "a", metricName: "m", value: 1, timestamp: .min),
+                                     MetricSample(serverID: "a", metricName: "m", value: 2, timestamp: .max)])
+        let (changed, _, _) = await aggregator.collect(now: 1_800_000_000_000, seq: 1)
+        #expect(changed.count == 1 && changed.first?.total.count == 2)
+        #expect(changed.first?.lastTimestamp == MetricSample.validTimestamps.upperBound)
+        _ = await aggregator.sealAll()
+    }
+
     @Test func timestampsOutsideTheWindowAreRejectedWithTheirDistance() {
         let now: Int64 = 1_800_000_000_000
         let limits = ParseLimits(maxFutureMilliseconds: 600_000, maxAgeMilliseconds: 7 * 86_400_000)
