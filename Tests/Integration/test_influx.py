@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 import rtd_helpers as h
@@ -163,3 +165,23 @@ def test_write_gzip_bomb_is_413_and_memory_stays_bounded(server):
     assert resp.status == 413 and "decompressed body larger than" in resp.json()["error"]
     assert server.stats()["memory"]["rss_bytes"] < rss0 + 200_000_000
     assert h.curl(server, "/ready").status == 200
+
+
+@pytest.mark.parametrize("proto", ["h1", "h2c", "h2-tls"])
+def test_expect_100_continue_is_answered(server, ids, proto, tmp_path):
+    """curl sends `Expect: 100-continue` for bodies over 1 MiB and waits for the interim answer
+    (a second by default) before sending the body; the server answers at once."""
+    import subprocess
+    host = f"{ids}-exp"
+    ms = h.now_ms()
+    body = tmp_path / "big.lp"
+    body.write_bytes("".join(f"exp,host={host} v={i}i {ms + i}\n" for i in range(30_000)).encode())
+    out = subprocess.run(["curl", "-sv", *h.CURL_PROTO_ARGS[proto], "--expect100-timeout", "60", "--max-time", "30",
+                          "-o", "/dev/null", "-w", "%{http_code}", "-H", "Expect: 100-continue",
+                          "--data-binary", f"@{body}", server.url("/write?precision=ms", tls=h.is_tls(proto))],
+                         capture_output=True, text=True, timeout=60)
+    assert out.stdout == "204", out.stderr[-2000:]
+    # The interim response came (without it curl would have sent the body only after 60 s,
+    # past --max-time).
+    assert re.search(r"^< HTTP/(1\.1|2) 100", out.stderr, re.M), out.stderr[-2000:]
+    h.sse_rows(server, [host], lambda s: len(s) == 1 and next(iter(s.values()))["count"] == 30_000)

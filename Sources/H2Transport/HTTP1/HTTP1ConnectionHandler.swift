@@ -77,6 +77,13 @@ final class HTTP1ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
                                    isHead: head.method == .HEAD)
             exchange = ex
             ex.handler = router.makeHandler(for: request, writer: ex, connection: connectionContext!)
+            // A client that waits for `100 Continue` before its body (curl does for bodies over
+            // 1 MiB) would otherwise wait out its own timeout (a second) on every request; not
+            // when the handler already gave its final answer (a 401, a 413...).
+            if head.version.major == 1 && head.version.minor >= 1, ex.handler != nil, !ex.hasWrittenHead,
+               head.headers[canonicalForm: "expect"].contains(where: { $0.lowercased() == "100-continue" }) {
+                context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .continue))), promise: nil)
+            }
         case .body(let buffer):
             guard let ex = exchange else { return }
             guard let handler = ex.handler else {
@@ -169,6 +176,8 @@ final class HTTP1Exchange: ResponseWriter, FlushingWriter {
     var requestEnded = false
     var discarded = 0
     private var headWritten = false
+    /// Whether the final response head went out.
+    var hasWrittenHead: Bool { headWritten }
     private var ended = false
 
     init(connection: HTTP1ConnectionHandler, context: ChannelHandlerContext, keepAlive: Bool, isHead: Bool) {

@@ -326,6 +326,8 @@ final class HTTP2Connection {
         }
         if let kept = HeaderName.kept(name) {
             s.headers.append((kept, String(decoding: value, as: UTF8.self)))
+        } else if HeaderName.equals(name, HeaderName.expect) && HeaderName.equalsIgnoringCase(value, HeaderName.continueValue) {
+            s.expectsContinue = true
         }
     }
 
@@ -338,6 +340,19 @@ final class HTTP2Connection {
         let head = RequestHead(method: s.method, target: s.path, headers: s.headers)
         s.headers = []
         s.handler = router.makeHandler(for: head, writer: s, connection: connectionContext)
+        // A client waiting for `100 Continue` before its body (RFC 9113 §8.1: an interim HEADERS
+        // frame), unless the handler gave its final answer already.
+        if s.expectsContinue, !s.headSubmitted, !s.closed, s.handler != nil, let session {
+            let rv = HeaderName.status.withUnsafeBufferPointer { name in
+                HeaderName.continueStatus.withUnsafeBufferPointer { value in
+                    var nv = nghttp2_nv(name: UnsafeMutablePointer(mutating: name.baseAddress!), value: UnsafeMutablePointer(mutating: value.baseAddress!),
+                                        namelen: name.count, valuelen: value.count, flags: UInt8(NGHTTP2_NV_FLAG_NONE.rawValue))
+                    return nghttp2_submit_headers(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), id, nil, &nv, 1, nil)
+                }
+            }
+            if rv < 0 { logger.debug("nghttp2_submit_headers (100) failed", metadata: ["error": "\(NGHTTP2Error(Int32(rv)))"]) }
+            scheduleFlush()
+        }
         // The kept-headers array goes to the next stream, emptied in place when no handler kept
         // the head (a heap array per request otherwise).
         var kept = (consume head).headers
@@ -435,6 +450,16 @@ enum HeaderName {
     static let method: [UInt8] = Array(":method".utf8)
     static let status: [UInt8] = Array(":status".utf8)
     static let path: [UInt8] = Array(":path".utf8)
+    static let expect: [UInt8] = Array("expect".utf8)
+    static let continueValue: [UInt8] = Array("100-continue".utf8)
+    static let continueStatus: [UInt8] = Array("100".utf8)
+
+    /// Whether `a` equals `b` (lower-case ASCII) ignoring ASCII case.
+    static func equalsIgnoringCase(_ a: UnsafeBufferPointer<UInt8>, _ b: [UInt8]) -> Bool {
+        guard a.count == b.count else { return false }
+        for i in 0..<a.count where a[i] | 0x20 != b[i] | 0x20 { return false }
+        return true
+    }
     static let kept: [([UInt8], String)] = RequestHead.keptHeaders.map { (Array($0.utf8), $0) }
 
     @inline(__always)

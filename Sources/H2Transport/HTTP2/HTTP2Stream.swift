@@ -20,6 +20,8 @@ final class HTTP2Stream: ResponseWriter, FlushingWriter {
     @exclusivity(unchecked) var path = ""
     @exclusivity(unchecked) var headers: [(String, String)] = []
     @exclusivity(unchecked) var handler: (any RequestHandler)?
+    /// The request asked for `100 Continue` (`expect: 100-continue`).
+    @exclusivity(unchecked) var expectsContinue = false
 
     /// Response body bytes not yet taken by nghttp2.
     @exclusivity(unchecked) var out = ByteBuffer()

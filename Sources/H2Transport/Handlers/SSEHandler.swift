@@ -10,12 +10,15 @@ import NIOCore
 final class SSEHandler: RequestHandler {
     static let highWater = 256 << 10
     static let heartbeatInterval = TimeAmount.seconds(15)
+    static let heartbeatCheck = TimeAmount.seconds(5)
 
     private let writer: any ResponseWriter
     private let context: ConnectionContext
     private var subscription: Subscription?
     private var heartbeat: RepeatedTask?
     private var wroteSinceHeartbeat = false
+    /// Heartbeat checks in a row that found no output.
+    private var silentChecks = 0
     private var ended = false
     /// Counted in the connection's ``ConnectionActivity/sseStreams``.
     private var counted = false
@@ -57,13 +60,21 @@ final class SSEHandler: RequestHandler {
         context.activity?.sseStreams += 1
         counted = true
         pump()
-        heartbeat = loop.scheduleRepeatedTask(initialDelay: Self.heartbeatInterval, delay: Self.heartbeatInterval) { _ in
+        // Checked every third of the interval, so silence lasts at most 4/3 of it (a check per
+        // interval let it last almost twice as long: output just after one check hid the next).
+        heartbeat = loop.scheduleRepeatedTask(initialDelay: Self.heartbeatCheck, delay: Self.heartbeatCheck) { _ in
             guard let me = bound.value.value, !me.ended else { return }
-            if !me.wroteSinceHeartbeat {
+            if me.wroteSinceHeartbeat {
+                me.wroteSinceHeartbeat = false
+                me.silentChecks = 0
+                return
+            }
+            me.silentChecks += 1
+            if me.silentChecks >= 3 {
+                me.silentChecks = 0
                 me.writer.writeBody(ByteBuffer(string: ": heartbeat\n\n"))
                 me.context.flush()
             }
-            me.wroteSinceHeartbeat = false
         }
     }
 

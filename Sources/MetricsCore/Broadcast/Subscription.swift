@@ -106,7 +106,11 @@ public final class Subscription: Sendable {
             }
             func enqueue(_ event: [UInt8]) {
                 let cfg = broadcaster.configuration
-                if s.queue.count + 1 > cfg.subscriberQueueEvents || s.queuedBytes + event.count > cfg.subscriberQueueBytes {
+                // Only a subscriber with a backlog is behind: one that took everything so far gets
+                // the event even when it alone is over the byte bound (replacing it with a
+                // snapshot, every tick, would cost a reader that keeps up more bytes, not fewer).
+                if !s.queue.isEmpty
+                    && (s.queue.count + 1 > cfg.subscriberQueueEvents || s.queuedBytes + event.count > cfg.subscriberQueueBytes) {
                     // Fall-behind: drop the backlog; the next read is a fresh snapshot.
                     s.queue.removeAll()
                     s.queuedBytes = 0

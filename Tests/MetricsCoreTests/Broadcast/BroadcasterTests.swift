@@ -244,6 +244,27 @@ struct BroadcasterTests {
         sub.cancel()
     }
 
+    @Test("a reader that keeps up gets an update larger than the byte bound as an update; a backlog over the bound is coalesced")
+    func oversizedUpdateForAReaderThatKeepsUp() throws {
+        let b = Broadcaster(configuration: .init(subscriberQueueEvents: 1_000, subscriberQueueBytes: 64 << 10))
+        let sub = try b.subscribe(filter: SubscriptionFilter(), lastEventID: nil, onReady: {})
+        _ = try #require(sub.next())  // the (empty) init: nothing queued now
+        func many(_ seq: UInt64) -> [SeriesSnapshot] {
+            (0..<300).map { T.snapshot("host-\($0)", "a_rather_long_metric_name_for_bytes", last: Double($0) + Double(seq), seq: seq) }
+        }
+        b.publish(changed: many(1), seq: 1, timestamp: Self.t0)
+        #expect(sub.coalescedCount == 0)
+        let e = try T.parseSSE(try #require(sub.next()))
+        #expect(e.event == "update" && e.rows.count == 300)
+        // Not read this time: the next one would make a backlog over the bound.
+        b.publish(changed: many(2), seq: 2, timestamp: Self.t0 + 1_000)
+        b.publish(changed: many(3), seq: 3, timestamp: Self.t0 + 2_000)
+        #expect(sub.coalescedCount == 1)
+        let f = try T.parseSSE(try #require(sub.next()))
+        #expect(f.event == "init" && f.rows.count == 300)
+        sub.cancel()
+    }
+
     @Test("interval=N ticks coalesces the changes of N ticks into one update with current rows")
     func intervalCoalescesChanges() throws {
         let b = Self.populated()
