@@ -170,6 +170,50 @@ def test_a_dashboard_client_that_stops_reading_is_closed_and_others_are_unaffect
         feed.stop()
 
 
+def test_an_h2_dashboard_stream_whose_window_stays_shut_is_ended(server_factory):
+    """Fault injection over HTTP/2: a client reads its socket (so it stays writable) but never
+    opens the stream's flow-control window. The connection-level guard cannot see that; the SSE
+    stream itself ends once its bytes went untaken for the idle timeout, and is counted."""
+    from rtd_feed import FleetFeeder
+    srv = server_factory("--idle-timeout", "3", name="h2-window-shut", tick_ms=100)
+    feed = FleetFeeder(h.HOST, srv.port, 500, prefix=h.uid("ws") + "-", interval=0.2, labels=False).start()
+    sock = socket.create_connection((h.HOST, srv.port))
+    try:
+        feed.wait_rounds(2)
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        conn.initiate_connection()
+        sid = conn.get_next_available_stream_id()
+        conn.send_headers(sid, [(":method", "GET"), (":path", "/api/dashboard/stream?fleet=0"), (":scheme", "http"),
+                                (":authority", "x")], end_stream=True)
+        sock.sendall(conn.data_to_send())
+        sock.settimeout(0.5)
+        received, ended = 0, False
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not ended:
+            try:
+                data = sock.recv(65536)
+            except socket.timeout:
+                continue
+            if not data:
+                ended = True
+                break
+            for ev in conn.receive_data(data):  # never acknowledge_received_data: the window stays shut
+                if isinstance(ev, h2.events.DataReceived):
+                    received += len(ev.data)
+                if isinstance(ev, (h2.events.StreamReset, h2.events.StreamEnded, h2.events.ConnectionTerminated)):
+                    ended = True
+            out = conn.data_to_send()
+            if out:
+                sock.sendall(out)
+        assert ended, "the stalled stream was never ended"
+        assert received <= 65_535, received  # nothing beyond the initial window
+        assert srv.stats()["connections"]["closed_idle"]["stalled_reader"] >= 1
+        assert h.wait_until(lambda: srv.stats()["sse"]["clients"] == 0 or None, timeout=10, what="the SSE slot freed")
+    finally:
+        sock.close()
+        feed.stop()
+
+
 def test_streams_opened_and_never_fed_are_closed_with_their_connection(server_factory, ids):
     """Fault injection: a client opens ingest streams and never sends a byte of body. The idle guard
     closes the connection after the idle timeout; an agent on another connection is unaffected."""
@@ -243,6 +287,7 @@ def test_series_cap_refuses_new_series_per_line_and_keeps_existing_ones(server_f
     assert [(e["line"], e["code"]) for e in errors] == [(4, "too_many_series"), (6, "too_many_series"), (7, "too_many_series")]
     assert "'disk'" in errors[0]["reason"] and "limit (3)" in errors[0]["reason"], errors[0]
     assert summary["acked_lines"] == 8 and summary["acked_samples"] == 5 and summary["rejected"] == 3, summary
+    assert summary["samples"] == 5, summary  # refused samples are rejections, not samples
     # The existing series kept aggregating; the refused ones do not exist.
     snap = h.sse_rows(srv, [sid, f"{sid}-b", f"{sid}-c"], lambda s: s.get((sid, "cpu", ""), {}).get("count") == 3)
     assert snap[(sid, "cpu", "")]["last"] == 5 and snap[(f"{sid}-b", "cpu", "")]["count"] == 3

@@ -257,6 +257,9 @@ final class IngestHandler: RequestHandler {
     /// Reports samples refused at the series cap as rejected lines (one per line, however many
     /// of its fields were refused), like parse rejections.
     private func reportRefused(_ refused: [RefusedSample]) {
+        // The summary's `samples` are those accepted: a refused sample is a rejection, as a
+        // sample of a line that failed to parse is (never counted there).
+        samplesParsed -= refused.count
         var rejections: [LineRejection] = []
         var i = 0
         while i < refused.count {

@@ -20,12 +20,23 @@ final class SSEHandler: RequestHandler {
     /// Heartbeat checks in a row that found no output.
     private var silentChecks = 0
     private var ended = false
+    private let onStalled: @Sendable () -> Void
     /// Counted in the connection's ``ConnectionActivity/sseStreams``.
     private var counted = false
 
-    init(head: RequestHead, writer: any ResponseWriter, context: ConnectionContext, broadcaster: Broadcaster) {
+    /// How long response bytes may wait untaken before the stream is ended: a client holding an
+    /// HTTP/2 stream's flow-control window shut keeps its socket writable, so the connection's
+    /// ``IdleGuard`` never sees it stall. `nil`: never (`--idle-timeout 0`).
+    private let stallTimeout: TimeAmount?
+    private var pendingAtLastCheck = 0
+    private var lastProgress = NIODeadline.now()
+
+    init(head: RequestHead, writer: any ResponseWriter, context: ConnectionContext, broadcaster: Broadcaster,
+         stallTimeout: TimeAmount? = .seconds(120), onStalled: @escaping @Sendable () -> Void = {}) {
         self.writer = writer
         self.context = context
+        self.stallTimeout = stallTimeout
+        self.onStalled = onStalled
         let filter: SubscriptionFilter
         do {
             filter = try SubscriptionFilter(query: head.queryItems, tickMilliseconds: broadcaster.configuration.tickMilliseconds)
@@ -64,6 +75,17 @@ final class SSEHandler: RequestHandler {
         // interval let it last almost twice as long: output just after one check hid the next).
         heartbeat = loop.scheduleRepeatedTask(initialDelay: Self.heartbeatCheck, delay: Self.heartbeatCheck) { _ in
             guard let me = bound.value.value, !me.ended else { return }
+            let pending = me.writer.pendingResponseBytes
+            let now = NIODeadline.now()
+            if pending == 0 || pending < me.pendingAtLastCheck { me.lastProgress = now }
+            me.pendingAtLastCheck = pending
+            if pending > 0, let limit = me.stallTimeout, now - me.lastProgress >= limit {
+                me.onStalled()
+                me.stop()
+                me.writer.end(abortingRequest: true)
+                me.context.flush()
+                return
+            }
             if me.wroteSinceHeartbeat {
                 me.wroteSinceHeartbeat = false
                 me.silentChecks = 0

@@ -83,7 +83,10 @@ final class Router: Sendable {
             return FixedResponseHandler(HTTPResponse(status: 204, headers: [("x-influxdb-version", "1.8-compatible")]), writer: writer)
         case "/api/dashboard/stream":
             guard method == "GET" else { return methodNotAllowed(writer, "GET") }
-            return SSEHandler(head: head, writer: writer, context: connection, broadcaster: engine.broadcaster)
+            let statistics = self.statistics
+            return SSEHandler(head: head, writer: writer, context: connection, broadcaster: engine.broadcaster,
+                              stallTimeout: configuration.idleTimeoutSeconds > 0 ? .seconds(Int64(configuration.idleTimeoutSeconds)) : nil,
+                              onStalled: { statistics.closedStalled.add(1, ordering: .relaxed) })
         case "/api/history":
             guard method == "GET" || method == "HEAD" else { return methodNotAllowed(writer, "GET") }
             return history(head, writer)
