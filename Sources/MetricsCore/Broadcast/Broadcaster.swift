@@ -791,7 +791,10 @@ public final class Broadcaster: Sendable {
         if filter.series {
             if let top = filter.top {
                 for key in topKeys(filter: filter, top: top, state: s) {
-                    if let e = s.entries[key], include(e) { rows.append(Self.encodeRow(e.snapshot)); if !filter.focus.isEmpty { selectedKeys.insert(key) } }
+                    guard let e = s.entries[key], include(e) else { continue }
+                    if rows.count >= filter.limit { truncated = true; break }  // top is per metric; limit caps the event
+                    rows.append(Self.encodeRow(e.snapshot))
+                    if !filter.focus.isEmpty { selectedKeys.insert(key) }
                 }
             } else {
                 var candidates: [SeriesKey] = []

@@ -141,7 +141,9 @@ public final class Subscription: Sendable {
                     if due {
                         topSelection = broadcaster.topKeys(filter: filter, top: top, state: b)
                         for key in topSelection {
-                            if let e = b.entries[key], !filter.localOnly || e.origin == 0 { selected.append(cache.row(key, e)) }
+                            guard let e = b.entries[key], !filter.localOnly || e.origin == 0 else { continue }
+                            if selected.count >= filter.limit { truncated = true; break }
+                            selected.append(cache.row(key, e))
                         }
                     }
                 } else if filter.every == 1 {

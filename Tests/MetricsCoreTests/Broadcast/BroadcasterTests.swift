@@ -118,6 +118,16 @@ struct BroadcasterTests {
         let fits = try Self.firstEvent(b, try Self.filter([("limit", "7")]))
         #expect(fits.rowKeys.count == 7 && !fits.truncated)
         #expect(!fits.data.contains("truncated"))
+        // top is per metric; limit still caps the event, in the snapshot and in every update.
+        let topFilter = try Self.filter([("top", "2"), ("limit", "3")])
+        let top = try Self.firstEvent(b, topFilter)
+        #expect(top.rowKeys.count == 3 && top.truncated)
+        let sub = try b.subscribe(filter: topFilter, lastEventID: nil, onReady: {})
+        _ = sub.next()
+        b.publish(changed: [T.snapshot("web-1", "cpu", last: 99, seq: 2)], seq: 2, timestamp: Self.t0 + 1_000)
+        let update = try T.parseSSE(try #require(sub.next()))
+        #expect(update.event == "update" && update.rowKeys.count == 3 && update.truncated)
+        sub.cancel()
     }
 
     // MARK: - updates
