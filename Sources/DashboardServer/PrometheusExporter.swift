@@ -37,11 +37,20 @@ final class PrometheusExporter: Sendable {
             counter(&st.last, "rtd_backpressure_events_total", w.backpressureEvents)
             counter(&st.last, "rtd_sse_refused_total", engine.broadcaster.refusedSubscriptions)
             counter(&st.last, "rtd_series_removed_total", engine.broadcaster.removedSeries)
+            let (events, coalesced) = engine.broadcaster.counters
+            counter(&st.last, "rtd_sse_events_total", events)
+            counter(&st.last, "rtd_sse_coalesced_total", coalesced)
             if let server = st.server {
                 let t = server.ingestTotals
                 counter(&st.last, "rtd_ingest_samples_total", t.samples)
                 counter(&st.last, "rtd_ingest_bytes_total", t.bytes)
-                for (code, n) in t.rejectionsByCode { counter(&st.last, "rtd_ingest_rejected_lines_total", n, [("reason", code)]) }
+                // Every reason, at 0 until it happens: an absent series breaks `increase()` and alerts.
+                for code in ParseError.Code.allCases {
+                    counter(&st.last, "rtd_ingest_rejected_lines_total", t.rejectionsByCode[code.rawValue] ?? 0, [("reason", code.rawValue)])
+                }
+                for (code, n) in t.rejectionsByCode where ParseError.Code(rawValue: code) == nil {
+                    counter(&st.last, "rtd_ingest_rejected_lines_total", n, [("reason", code)])
+                }
                 gauge("rtd_http1_connections", server.statistics.http1Connections)
                 gauge("rtd_http2_connections", server.statistics.http2Connections)
                 counter(&st.last, "rtd_http_requests_total", server.statistics.requestCount)
@@ -57,11 +66,17 @@ final class PrometheusExporter: Sendable {
     private func gauge(_ name: String, _ value: some BinaryInteger) { Gauge(label: name).record(value) }
     private func gauge(_ name: String, _ value: Double) { Gauge(label: name).record(value) }
 
-    /// Counters only go up: add what changed since the last scrape.
+    /// Counters only go up: add what changed since the last scrape. A counter is created at its
+    /// first scrape even at 0, so it is exported from the start rather than from its first event.
     private func counter(_ last: inout [String: Int], _ name: String, _ total: Int, _ dims: [(String, String)] = []) {
         let key = name + dims.map { "|\($0.0)=\($0.1)" }.joined()
-        let delta = total - (last[key] ?? 0)
+        let previous = last[key]
+        let delta = total - (previous ?? 0)
         last[key] = total
-        if delta > 0 { Counter(label: name, dimensions: dims).increment(by: delta) }
+        if delta > 0 {
+            Counter(label: name, dimensions: dims).increment(by: delta)
+        } else if previous == nil {
+            _ = Counter(label: name, dimensions: dims)
+        }
     }
 }

@@ -91,6 +91,17 @@ def test_prometheus_metrics(server, ids):
     assert after - before == 3
 
 
+def test_prometheus_counters_exist_from_the_first_scrape(server_factory):
+    """A fresh server exports every counter at 0 (an absent series breaks `increase()` and alert
+    rules), including each rejection reason and the SSE coalescing counter."""
+    srv = server_factory(name="prom-fresh")
+    text = h.http_get(srv.url("/metrics"))[2].decode()
+    for name in ('rtd_ingest_rejected_lines_total{reason="invalid_json"}', 'rtd_ingest_rejected_lines_total{reason="too_many_series"}',
+                 "rtd_sse_coalesced_total", "rtd_sse_refused_total", 'rtd_connections_closed_idle_total{reason="stalled_reader"}',
+                 "rtd_series_removed_total"):
+        assert _prom_value(text, name) == 0, name
+
+
 def test_dashboard_page(server):
     """The page and its module scripts and stylesheet are served with the right types (over h1 and TLS h2)."""
     status, headers, body = h.http_get(server.url("/"))

@@ -74,7 +74,7 @@ final class HTTP1ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
             }
             let request = RequestHead(method: head.method.rawValue, target: head.uri, headers: headers)
             let ex = HTTP1Exchange(connection: self, context: context, keepAlive: head.isKeepAlive && !shuttingDown,
-                                   isHead: head.method == .HEAD)
+                                   isHead: head.method == .HEAD, version: head.version)
             exchange = ex
             ex.handler = router.makeHandler(for: request, writer: ex, connection: connectionContext!)
             // A client that waits for `100 Continue` before its body (curl does for bodies over
@@ -180,11 +180,17 @@ final class HTTP1Exchange: ResponseWriter, FlushingWriter {
     var hasWrittenHead: Bool { headWritten }
     private var ended = false
 
-    init(connection: HTTP1ConnectionHandler, context: ChannelHandlerContext, keepAlive: Bool, isHead: Bool) {
+    /// The request's version: an HTTP/1.0 client gets an HTTP/1.0 reply, which cannot be chunked
+    /// (a streamed body then ends with the connection).
+    let version: HTTPVersion
+
+    init(connection: HTTP1ConnectionHandler, context: ChannelHandlerContext, keepAlive: Bool, isHead: Bool,
+         version: HTTPVersion = .http1_1) {
         self.connection = connection
         self.context = context
         self.keepAlive = keepAlive
         self.isHead = isHead
+        self.version = version
     }
 
     var eventLoop: any EventLoop { context.eventLoop }
@@ -194,9 +200,11 @@ final class HTTP1Exchange: ResponseWriter, FlushingWriter {
         guard !headWritten, !ended else { return }
         headWritten = true
         var h = HTTPHeaders(headers)
+        let old = version.major == 1 && version.minor == 0
+        if old && !h.contains(name: "content-length") { keepAlive = false }
         if !keepAlive { h.replaceOrAdd(name: "connection", value: "close") }
         if connection?.secure == true { h.add(name: ConnectionContext.hsts.0, value: ConnectionContext.hsts.1) }
-        let head = HTTPResponseHead(version: .http1_1, status: HTTPResponseStatus(statusCode: status), headers: h)
+        let head = HTTPResponseHead(version: old ? .http1_0 : .http1_1, status: HTTPResponseStatus(statusCode: status), headers: h)
         context.write(NIOAny(HTTPServerResponsePart.head(head)), promise: nil)
     }
 

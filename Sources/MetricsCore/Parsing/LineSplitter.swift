@@ -6,7 +6,7 @@ import Musl
 import Darwin
 #endif
 
-/// Parses one complete line (without `\n` and without one trailing `\r`).
+/// Parses one complete line (without `\n`, without one trailing `\r`, and on the first line without a UTF-8 byte order mark).
 protocol LineHandler {
     /// - Parameters:
     ///   - line: The line's bytes; only valid during the call.
@@ -63,7 +63,7 @@ struct LineSplitter {
                 discarding = false
             } else {
                 let number = lineCount
-                carry.withUnsafeBytes { handler.handleLine(Self.trimCR($0), number: number, now: now, into: &output) }
+                carry.withUnsafeBytes { handleCarried($0, number: number, handler: &handler, now: now, into: &output) }
             }
             carry.removeAll(keepingCapacity: true)
             start = nl + 1
@@ -73,12 +73,11 @@ struct LineSplitter {
         while start < end {
             guard let nl = Self.findNewline(base, from: start, end: end) else { break }
             lineCount += 1
-            if nl - start > maxLineLength {
+            let line = Self.trim(UnsafeRawBufferPointer(start: base + start, count: nl - start), number: lineCount)
+            if line.count > maxLineLength {
                 output.rejections.append(LineRejection(line: lineCount, error: tooLong()))
             } else {
-                handler.handleLine(
-                    Self.trimCR(UnsafeRawBufferPointer(start: base + start, count: nl - start)),
-                    number: lineCount, now: now, into: &output)
+                handler.handleLine(line, number: lineCount, now: now, into: &output)
             }
             start = nl + 1
         }
@@ -95,16 +94,29 @@ struct LineSplitter {
         } else if !carry.isEmpty {
             lineCount += 1
             let number = lineCount
-            carry.withUnsafeBytes { handler.handleLine(Self.trimCR($0), number: number, now: now, into: &output) }
+            carry.withUnsafeBytes { handleCarried($0, number: number, handler: &handler, now: now, into: &output) }
         }
         carry.removeAll(keepingCapacity: true)
+    }
+
+    /// A line completed from the carry: the carry may hold one byte over the limit (a `\r`
+    /// before the `\n`, which does not count), so the limit is checked again once trimmed.
+    private func handleCarried<H: LineHandler>(_ raw: UnsafeRawBufferPointer, number: Int, handler: inout H, now: Int64,
+                                               into output: inout ParseOutput) {
+        let line = Self.trim(raw, number: number)
+        if line.count > maxLineLength {
+            output.rejections.append(LineRejection(line: number, error: tooLong()))
+        } else {
+            handler.handleLine(line, number: number, now: now, into: &output)
+        }
     }
 
     /// Appends `chunk[from..<to]` to the carry, or rejects the line once it exceeds the limit.
     private mutating func appendToCarry(
         _ chunk: UnsafeRawBufferPointer, from: Int, to: Int, output: inout ParseOutput
     ) {
-        if carry.count + (to - from) > maxLineLength {
+        // One byte of slack: a line of exactly the limit may still have its `\r` to come.
+        if carry.count + (to - from) > maxLineLength + 1 {
             output.rejections.append(LineRejection(line: lineCount + 1, error: tooLong()))
             carry.removeAll(keepingCapacity: true)
             discarding = true
@@ -123,11 +135,17 @@ struct LineSplitter {
         return UnsafeRawPointer(hit) - base
     }
 
+    /// The line without its trailing `\r` and, on the stream's first line, without a UTF-8
+    /// byte order mark (some Windows tools write one; it is not part of the first name).
     @inline(__always)
-    private static func trimCR(_ line: UnsafeRawBufferPointer) -> UnsafeRawBufferPointer {
-        if let b = line.baseAddress, line.count > 0, line[line.count - 1] == 0x0D {
-            return UnsafeRawBufferPointer(start: b, count: line.count - 1)
+    private static func trim(_ line: UnsafeRawBufferPointer, number: Int) -> UnsafeRawBufferPointer {
+        guard var b = line.baseAddress, line.count > 0 else { return line }
+        var n = line.count
+        if line[n - 1] == 0x0D { n -= 1 }
+        if number == 1 && n >= 3 && line[0] == 0xEF && line[1] == 0xBB && line[2] == 0xBF {
+            b += 3
+            n -= 3
         }
-        return line
+        return UnsafeRawBufferPointer(start: b, count: n)
     }
 }

@@ -296,12 +296,30 @@ import Testing
         #expect(r.samples.count == 2)
         #expect(r.lineCount == 3)
 
-        // Exactly at the limit is accepted; one byte more is not ('\r' counts, '\n' does not).
+        // Exactly at the limit is accepted; one byte more is not. Neither the '\n' nor the '\r' of a
+        // CRLF counts (before 2026-12-07 the '\r' did), however the line is cut into chunks.
         let exact = String(repeating: " ", count: 60 - good.utf8.count) + good
         #expect(parseNDJSON(exact + "\n", limits: limits).samples.count == 1)
         #expect(parseNDJSON(" " + exact + "\n", limits: limits).codes.map(\.1) == [.lineTooLong])
-        #expect(parseNDJSON(exact + "\r\n", limits: limits).codes.map(\.1) == [.lineTooLong])
-        #expect(parseNDJSON(String(exact.dropFirst()) + "\r\n", limits: limits).samples.count == 1)
+        for (text, accepted) in [(exact + "\r\n", true), (" " + exact + "\r\n", false), (exact + "\r\r\n", false)] {
+            let bytes = Array((text + good + "\n").utf8)
+            for cut in 0...bytes.count {
+                let r = parseNDJSON(chunks: [Array(bytes[..<cut]), Array(bytes[cut...])], limits: limits)
+                #expect(r.samples.count == (accepted ? 2 : 1), "\(text.debugDescription) cut at \(cut)")
+                #expect(r.codes.map(\.1) == (accepted ? [] : [.lineTooLong]), "\(text.debugDescription) cut at \(cut)")
+            }
+        }
+    }
+
+    @Test("a UTF-8 byte order mark opening the body is ignored; elsewhere it is part of the line")
+    func byteOrderMark() {
+        let good = #"{"server_id":"s","metric_name":"m","value":1}"#
+        let r = parseNDJSON("\u{FEFF}" + good + "\n" + good + "\n")
+        #expect(r.samples.count == 2 && r.codes.isEmpty)
+        let second = parseNDJSON(good + "\n\u{FEFF}" + good + "\n")
+        #expect(second.samples.count == 1 && second.codes.map(\.0) == [2])
+        let lp = parseLineProtocol("\u{FEFF}cpu,host=a v=1 1700000000000000000\n")
+        #expect(lp.samples.map(\.metricName) == ["cpu_v"] && lp.codes.isEmpty)
     }
 
     @Test func carryNeverGrowsPastTheLimit() {
