@@ -457,6 +457,21 @@ public final class Broadcaster: Sendable {
                 slots.removeLast(superseded.count)
                 localCount -= superseded.count
             }
+            // A series new to the table arriving in one tick from this instance and from a peer
+            // (its agent moved between instances) gets one entry, this instance's: two would leave
+            // a ghost row in snapshots and a frozen value in the fleet figures. Only new series
+            // are hashed here, and only in a tick with peers' rows.
+            if localCount < changed.count {
+                var newLocal = Set<SeriesKey>()
+                for i in applied..<localCount where slots[i] == nil { newLocal.insert(changed[i].key) }
+                if !newLocal.isEmpty {
+                    for i in (localCount..<changed.count).reversed() where slots[i] == nil && newLocal.contains(changed[i].key) {
+                        changed.remove(at: i)
+                        slots.remove(at: i)
+                        origins.remove(at: i - localCount)
+                    }
+                }
+            }
             // Index this tick's changes by metric (also lets filtered subscribers skip the rest);
             // record in the fleet layouts what was not recorded when staged.
             var changedByMetric = staged.byMetric

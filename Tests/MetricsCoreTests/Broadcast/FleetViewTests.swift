@@ -271,4 +271,23 @@ struct FleetViewTests {
         #expect(try Self.first(b, [("origin", "local")]).rowKeys == ["a/cpu", "b/cpu"])
         #expect(b.remoteCounters.series == 0)
     }
+
+    @Test("a new series arriving in one tick from this instance and from a peer gets one entry, this instance's")
+    func newSeriesFromBothSidesInOneTick() throws {
+        let b = Broadcaster()
+        b.publish(changed: [T.snapshot("a", "cpu", last: 1, seq: 1)], seq: 1, timestamp: Self.t0)
+        b.submitRemote([T.snapshot("moved", "cpu", last: 9, seq: 0)], origin: "http://peer:4002")
+        b.publish(changed: [T.snapshot("moved", "cpu", last: 5, seq: 2)], seq: 2, timestamp: Self.t0 + 1000)
+        #expect(b.seriesCount == 2)
+        #expect(try Self.first(b, []).rowKeys == ["a/cpu", "moved/cpu"])
+        #expect(T.number(try Self.first(b, []).row("moved/cpu"), "last") == 5)
+        #expect(b.fleet["cpu"]?.series == 2 && b.fleet["cpu"]?.max == 5)
+        #expect(b.remoteCounters.series == 0)
+        // Later values flow to the one entry, and it leaves whole.
+        b.publish(changed: [T.snapshot("moved", "cpu", last: 7, seq: 3)], seq: 3, timestamp: Self.t0 + 2000)
+        #expect(b.fleet["cpu"]?.max == 7 && b.fleet["cpu"]?.series == 2)
+        b.publish(changed: [], removed: [SeriesKey(serverID: "moved", metricName: "cpu")], seq: 4, timestamp: Self.t0 + 3000)
+        #expect(b.seriesCount == 1 && b.fleet["cpu"]?.series == 1 && b.fleet["cpu"]?.max == 1)
+        #expect(try Self.first(b, []).rowKeys == ["a/cpu"])
+    }
 }
