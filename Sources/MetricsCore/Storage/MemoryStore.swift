@@ -47,8 +47,11 @@ public actor MemoryStore: MetricStore {
     public private(set) var droppedSeries = 0
     /// Series whose history was removed: past retention, or quiet when room was needed.
     public private(set) var evictedSeries = 0
-    /// The newest minute written: the store's clock (data time, so replays and tests behave).
+    /// The newest minute written, at most a minute past the wall clock: the store's clock (data
+    /// time, so replays and tests behave).
     private var newestMinute: Int64 = .min
+    /// The latest minute `newestMinute` may reach in this write (see ``write(_:)``).
+    private var clockCeiling: Int64 = .max
     private var lastSweep: Int64 = .min
     /// No quiet series existed at this minute: do not scan again for room until it advances.
     private var noQuietSeriesAt: Int64 = .min
@@ -74,6 +77,10 @@ public actor MemoryStore: MetricStore {
             }
         }
         samplesWritten += batch.samples.count
+        // The store's "now" (retention, quiet series) follows the rollups but never passes the
+        // wall clock by more than a minute: one agent with a fast clock (samples up to
+        // --max-future ahead are accepted) must not age every other series out.
+        clockCeiling = MinuteRollup.minute(of: ProcessInfoLite.nowMilliseconds()) + 60_000
         for r in batch.rollups { merge(r) }
         if newestMinute != .min && newestMinute >= lastSweep &+ 60_000 { sweep() }
     }
@@ -119,7 +126,7 @@ public actor MemoryStore: MetricStore {
     }
 
     private func merge(_ r: MinuteRollup) {
-        newestMinute = max(newestMinute, r.minute)
+        newestMinute = max(newestMinute, min(r.minute, clockCeiling))
         if rollups[r.key] == nil {
             if rollups.count >= configuration.maxSeries { evictQuiet() }
             if rollups.count >= configuration.maxSeries {

@@ -217,4 +217,20 @@ struct MemoryStoreTests {
         #expect(T.withinRelative(p.p99, T.exactQuantile(values, 0.99), 0.01))
         #expect(p.count == 1_000 && p.min == 1 && p.max == 1_000 && p.avg == 500.5)
     }
+
+    @Test("a rollup from a clock far ahead neither ages out the others' history nor makes them look quiet")
+    func futureRollupDoesNotMoveTheClock() async throws {
+        let now = MinuteRollup.minute(of: ProcessInfoLite.nowMilliseconds())
+        let store = MemoryStore(configuration: .init(retentionMinutes: 60, maxSeries: 3))
+        try await store.write(StoreBatch(rollups: [Self.rollup("a", "m", minute: now, values: [1]),
+                                                   Self.rollup("b", "m", minute: now, values: [2])]))
+        // One agent's clock is a day ahead.
+        try await store.write(StoreBatch(rollups: [Self.rollup("fast", "m", minute: now + 86_400_000, values: [3])]))
+        try await store.write(StoreBatch(rollups: [Self.rollup("a", "m", minute: now + 60_000, values: [4])]))
+        // At the cap, a new series finds no quiet one to make room for: a and b are current.
+        try await store.write(StoreBatch(rollups: [Self.rollup("new", "m", minute: now + 60_000, values: [5])]))
+        let kept = Set(try await store.recentRollups(since: 0).map(\.key.serverID))
+        #expect(kept == ["a", "b", "fast"])
+        #expect(await store.evictedSeries == 0)
+    }
 }
