@@ -458,8 +458,6 @@ final class Agent: H2StreamDelegate {
     static let errorKey: [UInt8] = Array("\"error\":{".utf8)
     static let codeKey: [UInt8] = Array("\"code\":\"".utf8)
 
-    /// The offset just after the first occurrence of `key`. Viewers scan every byte of 500 event
-    /// streams, so candidates are found with libc `memchr` (vectorised) and checked with `memcmp`.
     /// The offset just past the first `key` in `line`. Candidates are found with `memchr` on the
     /// key's byte at `anchor`: pass the position of a byte that is rare in the text searched (in
     /// JSON the first byte is often `"`, which would stop the search every few bytes).

@@ -414,9 +414,17 @@ final class HTTP2Connection {
         nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), id, UInt32(NGHTTP2_NO_ERROR.rawValue))
     }
 
+    /// Resets a stream this side gave up on (``HTTP2Stream/cancel()``).
+    func cancelStream(_ id: Int32) {
+        guard let session else { return }
+        nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), id, UInt32(NGHTTP2_CANCEL.rawValue))
+        scheduleFlush()
+    }
+
     func readBody(stream id: Int32, into buf: UnsafeMutableRawBufferPointer, flags: UnsafeMutablePointer<UInt32>) -> Int {
         guard let s = stream(id) else { return Int(NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE.rawValue) }
         let n = min(buf.count, s.out.readableBytes)
+        s.bytesTaken &+= n
         if n > 0 {
             s.out.withUnsafeReadableBytes { src in
                 buf.baseAddress!.copyMemory(from: src.baseAddress!, byteCount: n)
@@ -457,7 +465,7 @@ enum HeaderName {
     /// Whether `a` equals `b` (lower-case ASCII) ignoring ASCII case.
     static func equalsIgnoringCase(_ a: UnsafeBufferPointer<UInt8>, _ b: [UInt8]) -> Bool {
         guard a.count == b.count else { return false }
-        for i in 0..<a.count where a[i] | 0x20 != b[i] | 0x20 { return false }
+        for i in 0..<a.count where (a[i] >= 0x41 && a[i] <= 0x5A ? a[i] | 0x20 : a[i]) != b[i] { return false }
         return true
     }
     static let kept: [([UInt8], String)] = RequestHead.keptHeaders.map { (Array($0.utf8), $0) }

@@ -22,6 +22,8 @@ final class HTTP2Stream: ResponseWriter, FlushingWriter {
     @exclusivity(unchecked) var handler: (any RequestHandler)?
     /// The request asked for `100 Continue` (`expect: 100-continue`).
     @exclusivity(unchecked) var expectsContinue = false
+    /// Response body bytes nghttp2 has taken so far (progress, for a stalled-reader check).
+    @exclusivity(unchecked) var bytesTaken = 0
 
     /// Response body bytes not yet taken by nghttp2.
     @exclusivity(unchecked) var out = ByteBuffer()
@@ -49,6 +51,15 @@ final class HTTP2Stream: ResponseWriter, FlushingWriter {
         headSubmitted = true
         guard let connection else { return }
         connection.submitResponse(self, status: status, headers: headers)
+    }
+
+    /// Resets the stream (`RST_STREAM` CANCEL) and drops its pending body: for a response that
+    /// can never finish, e.g. a client keeping the stream's flow-control window shut.
+    func cancel() {
+        guard !closed, let connection else { return }
+        responseEnded = true
+        out = ByteBuffer()
+        connection.cancelStream(id)
     }
 
     func writeBody(_ bytes: ByteBuffer) {

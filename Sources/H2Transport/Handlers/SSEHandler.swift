@@ -6,7 +6,8 @@ import NIOCore
 /// Events are pulled from the subscription only while the connection keeps up (fewer than
 /// ``highWater`` response bytes pending); otherwise they wait in the subscription's bounded queue,
 /// where a client that falls too far behind is coalesced into a fresh snapshot.
-/// A `: heartbeat` comment goes out every ``heartbeatInterval`` of silence.
+/// A `: heartbeat` comment goes out after ``heartbeatInterval`` of silence (checked every
+/// ``heartbeatCheck``).
 final class SSEHandler: RequestHandler {
     static let highWater = 256 << 10
     static let heartbeatInterval = TimeAmount.seconds(15)
@@ -28,7 +29,7 @@ final class SSEHandler: RequestHandler {
     /// HTTP/2 stream's flow-control window shut keeps its socket writable, so the connection's
     /// ``IdleGuard`` never sees it stall. `nil`: never (`--idle-timeout 0`).
     private let stallTimeout: TimeAmount?
-    private var pendingAtLastCheck = 0
+    private var takenAtLastCheck = 0
     private var lastProgress = NIODeadline.now()
 
     init(head: RequestHead, writer: any ResponseWriter, context: ConnectionContext, broadcaster: Broadcaster,
@@ -75,16 +76,18 @@ final class SSEHandler: RequestHandler {
         // interval let it last almost twice as long: output just after one check hid the next).
         heartbeat = loop.scheduleRepeatedTask(initialDelay: Self.heartbeatCheck, delay: Self.heartbeatCheck) { _ in
             guard let me = bound.value.value, !me.ended else { return }
-            let pending = me.writer.pendingResponseBytes
-            let now = NIODeadline.now()
-            if pending == 0 || pending < me.pendingAtLastCheck { me.lastProgress = now }
-            me.pendingAtLastCheck = pending
-            if pending > 0, let limit = me.stallTimeout, now - me.lastProgress >= limit {
-                me.onStalled()
-                me.stop()
-                me.writer.end(abortingRequest: true)
-                me.context.flush()
-                return
+            // HTTP/2 only: an HTTP/1.1 reader that stops reading leaves its socket unwritable,
+            // which the connection's guard sees (and a slow one that still reads is kept).
+            if let h2 = me.writer as? HTTP2Stream, let limit = me.stallTimeout {
+                let now = NIODeadline.now()
+                if h2.out.readableBytes == 0 || h2.bytesTaken != me.takenAtLastCheck { me.lastProgress = now }
+                me.takenAtLastCheck = h2.bytesTaken
+                if now - me.lastProgress >= limit {
+                    me.onStalled()
+                    me.stop()
+                    h2.cancel()
+                    return
+                }
             }
             if me.wroteSinceHeartbeat {
                 me.wroteSinceHeartbeat = false
@@ -92,7 +95,7 @@ final class SSEHandler: RequestHandler {
                 return
             }
             me.silentChecks += 1
-            if me.silentChecks >= 3 {
+            if me.silentChecks >= Self.heartbeatInterval.nanoseconds / Self.heartbeatCheck.nanoseconds {
                 me.silentChecks = 0
                 me.writer.writeBody(ByteBuffer(string: ": heartbeat\n\n"))
                 me.context.flush()

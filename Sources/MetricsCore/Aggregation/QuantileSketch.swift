@@ -20,7 +20,7 @@ import Darwin
 ///
 /// Storage is a dense count array per sign with an index offset, each count as narrow as it fits
 /// (``DenseBuckets``), so a minute of a series whose values stay within ±20 % uses about 20
-/// buckets in one 48-byte block.
+/// buckets in one block of ~52 bytes (a 64-byte allocation).
 public struct QuantileSketch: Sendable, Equatable {
     /// The bucket mapping: α, γ and the bucket bound, shared by every sketch with the same
     /// parameters (one reference instead of 32 bytes of constants in each of a series' sketches).

@@ -139,11 +139,13 @@ public final class Subscription: Sendable {
             if filter.series {
                 if let top = filter.top {
                     if due {
-                        topSelection = broadcaster.topKeys(filter: filter, top: top, state: b)
-                        for key in topSelection {
+                        // Only the top rows sent count as selected: a drill-down (`focus`) still
+                        // sends those `limit` cut, as the snapshot does.
+                        for key in broadcaster.topKeys(filter: filter, top: top, state: b) {
                             guard let e = b.entries[key], !filter.localOnly || e.origin == 0 else { continue }
                             if selected.count >= filter.limit { truncated = true; break }
                             selected.append(cache.row(key, e))
+                            topSelection.append(key)
                         }
                     }
                 } else if filter.every == 1 {

@@ -20,9 +20,10 @@ protocol LineHandler {
 /// Complete lines inside a chunk are handed to the handler straight from the chunk's memory; only
 /// a trailing partial line is copied, into ``carry`` (whose capacity is reused). Over-long lines
 /// are reported once and then skipped up to the next `\n` without buffering, so ``carry`` never
-/// holds more than `maxLineLength` bytes.
+/// holds more than `maxLineLength` bytes plus what does not count toward it (a trailing `\r`, and
+/// on the first line a byte order mark).
 struct LineSplitter {
-    /// Longest accepted line, not counting `\n`.
+    /// Longest accepted line, not counting `\n`, a trailing `\r` or a leading byte order mark.
     var maxLineLength: Int
     /// Lines completed so far.
     private(set) var lineCount = 0
@@ -115,8 +116,9 @@ struct LineSplitter {
     private mutating func appendToCarry(
         _ chunk: UnsafeRawBufferPointer, from: Int, to: Int, output: inout ParseOutput
     ) {
-        // One byte of slack: a line of exactly the limit may still have its `\r` to come.
-        if carry.count + (to - from) > maxLineLength + 1 {
+        // Slack for what does not count: a line of exactly the limit may still have its `\r` to
+        // come, and the first line may open with a byte order mark.
+        if carry.count + (to - from) > maxLineLength + (lineCount == 0 ? 4 : 1) {
             output.rejections.append(LineRejection(line: lineCount + 1, error: tooLong()))
             carry.removeAll(keepingCapacity: true)
             discarding = true

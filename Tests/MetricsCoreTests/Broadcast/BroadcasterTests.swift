@@ -128,6 +128,17 @@ struct BroadcasterTests {
         let update = try T.parseSSE(try #require(sub.next()))
         #expect(update.event == "update" && update.rowKeys.count == 3 && update.truncated)
         sub.cancel()
+        // A drill-down server's series cut from the top rows by limit still comes as a drill-down
+        // row, in the snapshot and in updates (mem: web-1 ranks first, db-1 second).
+        let focused = try Self.filter([("metrics", "mem"), ("top", "2"), ("limit", "1"), ("focus", "db-1")])
+        #expect(try Self.firstEvent(b, focused).rowKeys.contains("db-1/mem"))
+        let drill = try b.subscribe(filter: focused, lastEventID: nil, onReady: {})
+        _ = drill.next()
+        b.publish(changed: [T.snapshot("db-1", "mem", last: 60, seq: 3), T.snapshot("web-1", "mem", last: 1e9, seq: 3)],
+                  seq: 3, timestamp: Self.t0 + 2_000)
+        let drilled = try T.parseSSE(try #require(drill.next()))
+        #expect(drilled.rowKeys.first == "web-1/mem" && drilled.rowKeys.contains("db-1/mem"), "\(drilled.rowKeys)")
+        drill.cancel()
     }
 
     // MARK: - updates
