@@ -48,12 +48,11 @@ struct RequestHead {
     static func asciiContains(_ haystack: String, _ needle: StaticString) -> Bool {
         let n = UnsafeRawBufferPointer(start: needle.utf8Start, count: needle.utf8CodeUnitCount)
         guard !n.isEmpty else { return true }
-        @inline(__always) func lower(_ b: UInt8) -> UInt8 { b >= 0x41 && b <= 0x5A ? b | 0x20 : b }
         var haystack = haystack
         return haystack.withUTF8 { h in
             guard h.count >= n.count else { return false }
             outer: for start in 0...(h.count - n.count) {
-                for k in 0..<n.count where lower(h[start + k]) != lower(n[k]) { continue outer }
+                for k in 0..<n.count where asciiLowercased(h[start + k]) != asciiLowercased(n[k]) { continue outer }
                 return true
             }
             return false
@@ -204,3 +203,7 @@ extension Router {
         return cc
     }
 }
+
+/// `b` lowered if it is an ASCII capital letter (header names and tokens compare without case).
+@inline(__always)
+func asciiLowercased(_ b: UInt8) -> UInt8 { b >= 0x41 && b <= 0x5A ? b | 0x20 : b }

@@ -200,15 +200,15 @@ final class HTTP1Exchange: ResponseWriter, FlushingWriter {
         guard !headWritten, !ended else { return }
         headWritten = true
         var h = HTTPHeaders(headers)
-        let old = version.major == 1 && version.minor == 0
-        if old && !h.contains(name: "content-length") { keepAlive = false }
+        let http10 = version.major == 1 && version.minor == 0
+        if http10 && !h.contains(name: "content-length") { keepAlive = false }
         if !keepAlive {
             h.replaceOrAdd(name: "connection", value: "close")
-        } else if old {
+        } else if http10 {
             h.replaceOrAdd(name: "connection", value: "keep-alive")  // HTTP/1.0 closes unless told
         }
         if connection?.secure == true { h.add(name: ConnectionContext.hsts.0, value: ConnectionContext.hsts.1) }
-        let head = HTTPResponseHead(version: old ? .http1_0 : .http1_1, status: HTTPResponseStatus(statusCode: status), headers: h)
+        let head = HTTPResponseHead(version: http10 ? .http1_0 : .http1_1, status: HTTPResponseStatus(statusCode: status), headers: h)
         context.write(NIOAny(HTTPServerResponsePart.head(head)), promise: nil)
     }
 

@@ -465,7 +465,7 @@ enum HeaderName {
     /// Whether `a` equals `b` (lower-case ASCII) ignoring ASCII case.
     static func equalsIgnoringCase(_ a: UnsafeBufferPointer<UInt8>, _ b: [UInt8]) -> Bool {
         guard a.count == b.count else { return false }
-        for i in 0..<a.count where (a[i] >= 0x41 && a[i] <= 0x5A ? a[i] | 0x20 : a[i]) != b[i] { return false }
+        for i in 0..<a.count where asciiLowercased(a[i]) != b[i] { return false }
         return true
     }
     static let kept: [([UInt8], String)] = RequestHead.keptHeaders.map { (Array($0.utf8), $0) }

@@ -200,7 +200,7 @@ final class Router: Sendable {
             return Self.parseTime(v, now: now)
         }
         guard let from = time("from", now - 3_600_000), let to = time("to", now), from < to,
-              HistoryQuery.validTimes.contains(from), HistoryQuery.validTimes.contains(to) else {
+              MetricSample.validTimestamps.contains(from), MetricSample.validTimestamps.contains(to) else {
             return FixedResponseHandler(.error(400, "from/to must be epoch milliseconds (magnitude under 10^15) or relative like -1h, with from < to"), writer: writer)
         }
         let maxPoints = Int(value("max_points") ?? "") ?? 1_440

@@ -182,9 +182,9 @@ public struct QuantileSketch: Sendable, Equatable {
             return pending < 3 && qs[pending] < 1
         }
         var going = pending < 3 && qs[pending] < 1
-        // Plain loops over the two count views rather than `DenseBuckets.forEachUnion` with a
-        // closure: a closure capturing these counters, passed to a function not inlined, puts
-        // them in boxes checked for exclusive access on every bucket (3× the tick's collect).
+        // Plain loops over the two count views rather than a union walk taking a closure: a
+        // closure capturing these counters, passed to a function not inlined, puts them in boxes
+        // checked for exclusive access on every bucket (it tripled the tick's collect).
         if going {
             let x = a.negative.counts, y = b?.negative.counts ?? .empty
             let range = DenseBuckets.Counts.union(x, y)

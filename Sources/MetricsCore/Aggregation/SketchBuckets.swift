@@ -24,9 +24,7 @@ struct DenseBuckets: @unchecked Sendable, Equatable {
     init(offset: Int32, counts: [UInt32]) {
         guard !counts.isEmpty else { return }
         let widest = counts.max() ?? 0
-        let s = BucketStorage.make(capacity: counts.count, width: BucketStorage.width(for: widest))
-        s.head.pointee.offset = offset
-        s.head.pointee.count = Int32(counts.count)
+        let s = BucketStorage.make(capacity: counts.count, width: BucketStorage.width(for: widest), offset: offset, count: counts.count)
         for (k, c) in counts.enumerated() { s.set(k, c) }
         storage = s
     }
@@ -38,7 +36,7 @@ struct DenseBuckets: @unchecked Sendable, Equatable {
     var isEmpty: Bool { count == 0 }
 
     /// The count of the `k`-th bucket of the range (`0 ..< count`).
-    subscript(k: Int) -> UInt32 { storage!.get(k) }
+    subscript(k: Int) -> UInt32 { storage!.counts[k] }
 
     /// Bytes of heap held (the block's allocation, header included).
     var allocatedBytes: Int { storage?.allocatedBytes ?? 0 }
@@ -65,9 +63,7 @@ struct DenseBuckets: @unchecked Sendable, Equatable {
         if isKnownUniquelyReferenced(&storage), storage.unsafelyUnwrapped.addInRange(index, n) { return }
         let count = self.count
         guard count > 0 else {
-            let s = BucketStorage.make(capacity: 1, width: BucketStorage.width(for: n))
-            s.head.pointee.offset = index
-            s.head.pointee.count = 1
+            let s = BucketStorage.make(capacity: 1, width: BucketStorage.width(for: n), offset: index, count: 1)
             s.set(0, n)
             storage = s
             return
@@ -118,16 +114,12 @@ struct DenseBuckets: @unchecked Sendable, Equatable {
     /// at 2³², as the 4-byte counts always did.
     private mutating func add(_ k: Int, _ n: UInt32) {
         let s = unique(capacity: count)
-        let sum = s.get(k) &+ n
+        let sum = s.counts[k] &+ n
         guard sum > s.maxValue else {
             s.set(k, sum)
             return
         }
-        let count = Int(s.head.pointee.count)
-        let wider = BucketStorage.make(capacity: count, width: BucketStorage.width(for: sum))
-        wider.head.pointee.offset = s.head.pointee.offset
-        wider.head.pointee.count = Int32(count)
-        wider.copy(from: s, range: 0..<count, to: 0)
+        let wider = s.copy(capacity: count, width: BucketStorage.width(for: sum))
         wider.set(k, sum)
         storage = wider
     }
@@ -144,9 +136,7 @@ struct DenseBuckets: @unchecked Sendable, Equatable {
             old.head.pointee.count = Int32(n)
             return
         }
-        let s = BucketStorage.make(capacity: Self.grown(n), width: old.head.pointee.width)
-        s.head.pointee.offset = index
-        s.head.pointee.count = Int32(n)
+        let s = BucketStorage.make(capacity: Self.grown(n), width: old.head.pointee.width, offset: index, count: n)
         s.copy(from: old, range: 0..<count, to: shift)
         storage = s
     }
@@ -164,10 +154,9 @@ struct DenseBuckets: @unchecked Sendable, Equatable {
     private mutating func dropLow(_ drop: Int) {
         let old = storage!, count = Int(old.head.pointee.count)
         let kept = Swift.max(count - drop, 0)
-        let s = BucketStorage.make(capacity: Swift.max(kept, 1), width: old.head.pointee.width)
-        s.head.pointee.offset = old.head.pointee.offset + Int32(drop)
-        s.head.pointee.count = Int32(Swift.max(kept, 1))
-        if kept > 0 { s.copy(from: old, range: drop..<count, to: 0) } else { s.set(0, 0) }
+        let s = BucketStorage.make(capacity: Swift.max(kept, 1), width: old.head.pointee.width,
+                                   offset: old.head.pointee.offset + Int32(drop), count: Swift.max(kept, 1))
+        if kept > 0 { s.copy(from: old, range: drop..<count, to: 0) }
         storage = s
     }
 
@@ -177,12 +166,7 @@ struct DenseBuckets: @unchecked Sendable, Equatable {
         let isUnique = isKnownUniquelyReferenced(&storage)
         let old = storage!
         if isUnique && old.countCapacity >= capacity { return old }
-        let count = Int(old.head.pointee.count)
-        let s = BucketStorage.make(capacity: old.countCapacity >= capacity ? Swift.max(capacity, count) : Self.grown(capacity),
-                                   width: old.head.pointee.width)
-        s.head.pointee.offset = old.head.pointee.offset
-        s.head.pointee.count = Int32(count)
-        s.copy(from: old, range: 0..<count, to: 0)
+        let s = old.copy(capacity: old.countCapacity >= capacity ? capacity : Self.grown(capacity), width: old.head.pointee.width)
         storage = s
         return s
     }
@@ -201,8 +185,8 @@ struct DenseBuckets: @unchecked Sendable, Equatable {
         return hi - lo <= maxBuckets
     }
 
-    /// The counts as a read-only view: a raw pointer, the width and the range, valid in `body`.
-    /// (Reading through the block's accessor per count cost the tick's quantile walk 3×.)
+    /// The counts as a read-only view: a raw pointer, the width and the range (see ``counts``).
+    /// The one place counts are read; the block's own accessors cost the quantile walk 3×.
     struct Counts {
         let base: UnsafeRawPointer?
         let width: UInt8
@@ -241,11 +225,7 @@ struct DenseBuckets: @unchecked Sendable, Equatable {
     /// parameter or local, and change nothing meanwhile. (Not `withUnsafeMutablePointers`
     /// closures: nested in the quantile walk's closures they left its captured counters to
     /// dynamic exclusivity checks, and the tick's collect took 3× as long.)
-    var counts: Counts {
-        guard let s = storage else { return .empty }
-        let (h, e) = s.withUnsafeMutablePointers { ($0, $1) }
-        return Counts(base: UnsafeRawPointer(e), width: h.pointee.width, offset: Int(h.pointee.offset), count: Int(h.pointee.count))
-    }
+    var counts: Counts { storage?.counts ?? .empty }
 
     /// Calls `body` with each index holding a count and its count, ascending, until it returns false.
     func forEachAscending(_ body: (Int32, UInt32) -> Bool) {
@@ -288,11 +268,32 @@ final class BucketStorage: ManagedBuffer<BucketStorage.Header, UInt32> {
     @inline(__always)
     var head: UnsafeMutablePointer<Header> { withUnsafeMutablePointerToHeader { $0 } }
 
-    /// A block with room for `capacity` counts of `width` bytes (range empty).
-    static func make(capacity: Int, width: UInt8) -> BucketStorage {
-        let words = Swift.max((capacity * Int(width) + 3) / 4, 1)
-        let b = BucketStorage.create(minimumCapacity: words) { _ in Header(offset: 0, count: 0, words: Int32(words), width: width) }
-        return unsafeDowncast(b, to: BucketStorage.self)
+    /// A block with room for `capacity` counts of `width` bytes, its range `offset ..<
+    /// offset + count` holding zeros.
+    static func make(capacity: Int, width: UInt8, offset: Int32, count: Int) -> BucketStorage {
+        let words = Swift.max((Swift.max(capacity, count) * Int(width) + 3) / 4, 1)
+        let b = BucketStorage.create(minimumCapacity: words) { _ in
+            Header(offset: offset, count: Int32(count), words: Int32(words), width: width)
+        }
+        let s = unsafeDowncast(b, to: BucketStorage.self)
+        s.zero(from: 0, to: count)
+        return s
+    }
+
+    /// A new block with this one's range and counts, room for `capacity` counts of `width`
+    /// bytes (at least this one's width, so the counts fit).
+    func copy(capacity: Int, width: UInt8) -> BucketStorage {
+        let count = Int(head.pointee.count)
+        let s = BucketStorage.make(capacity: capacity, width: width, offset: head.pointee.offset, count: count)
+        s.copy(from: self, range: 0..<count, to: 0)
+        return s
+    }
+
+    /// The counts' view (``DenseBuckets/Counts``), valid while this block is alive and unchanged.
+    var counts: DenseBuckets.Counts {
+        let (h, e) = withUnsafeMutablePointers { ($0, $1) }
+        return DenseBuckets.Counts(base: UnsafeRawPointer(e), width: h.pointee.width, offset: Int(h.pointee.offset),
+                                   count: Int(h.pointee.count))
     }
 
     /// Adds `n` to bucket `index` if it is in the range and the sum fits the width; false
@@ -336,18 +337,6 @@ final class BucketStorage: ManagedBuffer<BucketStorage.Header, UInt32> {
     /// Bytes of the allocation: object header, range header, counts.
     var allocatedBytes: Int { 16 + MemoryLayout<Header>.stride + Int(head.pointee.words) * 4 }
 
-    @inline(__always)
-    func get(_ k: Int) -> UInt32 {
-        withUnsafeMutablePointers { h, e in
-            let raw = UnsafeRawPointer(e)
-            switch h.pointee.width {
-            case 1: return UInt32(raw.load(fromByteOffset: k, as: UInt8.self))
-            case 2: return UInt32(raw.load(fromByteOffset: 2 * k, as: UInt16.self))
-            default: return raw.load(fromByteOffset: 4 * k, as: UInt32.self)
-            }
-        }
-    }
-
     /// Stores `value` at `k`; the caller made sure the width holds it.
     @inline(__always)
     func set(_ k: Int, _ value: UInt32) {
@@ -380,11 +369,9 @@ final class BucketStorage: ManagedBuffer<BucketStorage.Header, UInt32> {
         zero(from: 0, to: shift)
     }
 
-    /// Copies `other`'s counts in `range` to places `at ..<` (any widths, as long as the counts
-    /// fit this one's), zeroing the rest of this block's range.
+    /// Copies `other`'s counts in `range` to places `at ..<` of this block's (zeroed) range, of
+    /// any width as long as the counts fit this one's.
     func copy(from other: BucketStorage, range: Range<Int>, to at: Int) {
-        let n = Int(head.pointee.count)
-        zero(from: 0, to: n)
         if other.head.pointee.width == head.pointee.width {
             let w = Int(head.pointee.width)
             other.withUnsafeMutablePointers { _, src in
@@ -394,7 +381,8 @@ final class BucketStorage: ManagedBuffer<BucketStorage.Header, UInt32> {
                 }
             }
         } else {
-            for k in range { set(at + k - range.lowerBound, other.get(k)) }
+            let source = other.counts
+            for k in range { set(at + k - range.lowerBound, source[k]) }
         }
     }
 }

@@ -50,9 +50,10 @@ public actor MemoryStore: MetricStore {
     /// The newest minute written, at most a minute past the wall clock: the store's clock (data
     /// time, so replays and tests behave).
     private var newestMinute: Int64 = .min
-    /// The latest minute `newestMinute` may reach in this write (see ``write(_:)``).
-    private var clockCeiling: Int64 = .max
     private var lastSweep: Int64 = .min
+    /// Rollup history kept behind the newest minute, ms (at least a minute, whatever the
+    /// configuration says: the minute just stored must stay).
+    private var retention: Int64 { Int64(max(1, configuration.retentionMinutes)) * 60_000 }
     /// No quiet series existed at this minute: do not scan again for room until it advances.
     private var noQuietSeriesAt: Int64 = .min
 
@@ -80,15 +81,15 @@ public actor MemoryStore: MetricStore {
         // The store's "now" (retention, quiet series) follows the rollups but never passes the
         // wall clock by more than a minute: one agent with a fast clock (samples up to
         // --max-future ahead are accepted) must not age every other series out.
-        clockCeiling = MinuteRollup.minute(of: ProcessInfoLite.nowMilliseconds()) + 60_000
-        for r in batch.rollups { merge(r) }
+        let ceiling = MinuteRollup.minute(of: ProcessInfoLite.nowMilliseconds()) + 60_000
+        for r in batch.rollups { merge(r, clockCeiling: ceiling) }
         if newestMinute != .min && newestMinute >= lastSweep &+ 60_000 { sweep() }
     }
 
     /// Drops minutes past retention from every series, and series left without any (once a minute).
     private func sweep() {
         lastSweep = newestMinute
-        let horizon = newestMinute - Int64(max(1, configuration.retentionMinutes)) * 60_000
+        let horizon = newestMinute - retention
         var emptied: [SeriesKey] = []
         for key in Array(rollups.keys) where rollups[key]!.first!.minute <= horizon {
             var list = rollups.removeValue(forKey: key)!
@@ -125,7 +126,7 @@ public actor MemoryStore: MetricStore {
         evictedSeries += keys.count
     }
 
-    private func merge(_ r: MinuteRollup) {
+    private func merge(_ r: MinuteRollup, clockCeiling: Int64) {
         newestMinute = max(newestMinute, min(r.minute, clockCeiling))
         if rollups[r.key] == nil {
             if rollups.count >= configuration.maxSeries { evictQuiet() }
@@ -146,7 +147,7 @@ public actor MemoryStore: MetricStore {
             list.insert(r, at: i)
             rollupCount += 1
         }
-        let horizon = (list.last?.minute ?? r.minute) - Int64(max(1, configuration.retentionMinutes)) * 60_000
+        let horizon = (list.last?.minute ?? r.minute) - retention
         while let first = list.first, first.minute <= horizon {
             list.removeFirst()
             rollupCount -= 1

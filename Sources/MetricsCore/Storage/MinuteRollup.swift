@@ -127,12 +127,8 @@ public struct HistoryQuery: Sendable, Equatable {
         }
     }
 
-    /// The times a query can span, epoch ms (``MetricSample/validTimestamps``). Stores compute with
-    /// `from` and `to` (minute numbers, widths, the range's length), so ``init(serverID:metricName:labels:from:to:maxPoints:raw:)``
-    /// clamps to this range rather than let a query near `Int64.max` overflow.
-    public static let validTimes: ClosedRange<Int64> = MetricSample.validTimestamps
-
-    /// Creates a query; `from` and `to` are clamped to ``validTimes``.
+    /// Creates a query; `from` and `to` are clamped to ``MetricSample/validTimestamps`` (stores
+    /// compute with them: minute numbers, widths, the range's length).
     public init(serverID: String, metricName: String, labels: String? = nil, from: Int64, to: Int64, maxPoints: Int = 1_440,
                 raw: RawPolicy = .auto) {
         self.serverID = serverID
