@@ -146,14 +146,14 @@ public final class Broadcaster: Sendable {
     static func rank(metric: String, _ ms: MetricServers, topN: Int) -> ([RankedSeries], FleetRollup) {
         var ranked: [RankedSeries] = []
         ranked.reserveCapacity(ms.seriesCount)
-        for (slot, list) in ms.series.enumerated() {
-            for (j, series) in list.enumerated() { ranked.append(RankedSeries(server: Int32(slot), index: Int32(j), value: series.last)) }
+        for (j, series) in ms.series.enumerated() {
+            ranked.append(RankedSeries(server: series.server, index: Int32(j), value: series.last))
         }
         ranked.sort { a, b in
             if a.value != b.value { return a.value > b.value }
             let ia = ms.ids[Int(a.server)], ib = ms.ids[Int(b.server)]
             if ia != ib { return ia < ib }
-            return ms.series[Int(a.server)][Int(a.index)].labels < ms.series[Int(b.server)][Int(b.index)].labels
+            return ms.series[Int(a.index)].labels < ms.series[Int(b.index)].labels
         }
         let n = ranked.count
         func ascending(_ i: Int) -> Double { ranked[n - 1 - i].value }
@@ -164,7 +164,7 @@ public final class Broadcaster: Sendable {
         var sum = 0.0
         for i in 0..<n { sum += ascending(i) }  // ascending, as FleetRollup.compute adds them
         let top = ranked.prefix(Swift.max(0, topN)).map { r in
-            (key: SeriesKey(serverID: ms.ids[Int(r.server)], metricName: metric, labels: ms.series[Int(r.server)][Int(r.index)].labels),
+            (key: SeriesKey(serverID: ms.ids[Int(r.server)], metricName: metric, labels: ms.series[Int(r.index)].labels),
              value: r.value)
         }
         let f = FleetRollup(metricName: metric, series: n, servers: ms.ids.count, mean: n == 0 ? 0 : sum / Double(n),
@@ -415,9 +415,9 @@ public final class Broadcaster: Sendable {
             for k in 0..<applied where changed[k].changedSeq != seq {
                 changed[k].changedSeq = seq
                 let id = staged.ids[k]
-                s.entries[id].snapshot.changedSeq = seq
+                s.entries[id].changedSeq = seq
                 let slot = s.entries[id].slot
-                s.metricServers[changed[k].key.metricName]?.series[Int(slot.server)][Int(slot.index)].changedSeq = seq
+                s.metricServers[changed[k].key.metricName]?.series[Int(slot.index)].changedSeq = seq
             }
             // Known series: one hash lookup each, updated in place; new ones get a slot below. A
             // series staged for this tick and changed since takes the staged one's place.
@@ -606,9 +606,9 @@ public final class Broadcaster: Sendable {
         let idleMs = configuration.idleRemoteSeriesMilliseconds
         if idleMs > 0 && s.remoteSeries > 0 && seq % 16 == 0 {
             let idleTicks = UInt64(max(1, idleMs / configuration.tickMilliseconds))
-            for e in s.entries.entries where e.live && e.origin != 0 && seq > e.snapshot.changedSeq &+ idleTicks
-                && !arriving.contains(e.snapshot.key) {
-                candidates.append((e.snapshot.key, nil))  // nil: whichever peer it came from
+            for e in s.entries.entries where e.live && e.origin != 0 && seq > e.changedSeq &+ idleTicks
+                && !arriving.contains(e.key) {
+                candidates.append((e.key, nil))  // nil: whichever peer it came from
             }
         }
         guard !candidates.isEmpty else { return ([], []) }
@@ -624,7 +624,7 @@ public final class Broadcaster: Sendable {
             if e.origin != 0 { s.remoteSeries -= 1 }
         }
         var metrics = Set<String>()
-        for e in s.entries.remove(keys) { metrics.insert(e.snapshot.key.metricName) }
+        for e in s.entries.remove(keys) { metrics.insert(e.key.metricName) }
         for m in metrics { rebuildFleetLayout(metric: m, state: &s) }
         s.removedTotal += out.count
         s.removals.append(contentsOf: out)
@@ -743,7 +743,7 @@ public final class Broadcaster: Sendable {
             if let from = resumeFrom {
                 let removed = Array(s.removals.filter { $0.seq > from })
                 (event, members) = buildEvent(type: "update", seq: s.seq, timestamp: s.lastTickTimestamp, filter: filter,
-                                              state: s, retry: true, removed: removed) { $0.snapshot.changedSeq > from }
+                                              state: s, retry: true, removed: removed) { $0.changedSeq > from }
             } else {
                 (event, members) = buildEvent(type: "init", seq: s.seq, timestamp: s.lastTickTimestamp, filter: filter,
                                               state: s, retry: true) { _ in true }
@@ -861,7 +861,7 @@ public final class Broadcaster: Sendable {
                 if n >= top { return false }
                 let id = ms.ids[Int(r.server)]
                 guard filter.matchesServer(id) else { return true }
-                let key = SeriesKey(serverID: id, metricName: m, labels: ms.series[Int(r.server)][Int(r.index)].labels)
+                let key = SeriesKey(serverID: id, metricName: m, labels: ms.series[Int(r.index)].labels)
                 if filter.matches(key) { out.append(key); n += 1 }
                 return true
             }

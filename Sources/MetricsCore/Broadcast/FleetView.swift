@@ -8,13 +8,22 @@ struct MetricServers {
         var labels: String
         var last: Double
         var changedSeq: UInt64
+        /// The server's slot.
+        var server: Int32
+        /// The server's next series of this metric (an index into ``MetricServers/series``; -1 ends it).
+        var next: Int32
     }
 
-    var slotByServer: [String: Int] = [:]
+    var slotByServer: [String: Int32] = [:]
     var ids: [String] = []
-    var series: [[Series]] = []
+    /// Every series of the metric in one array (arrival order); a server's series are a list
+    /// through ``Series/next`` from `heads[slot]`. One array, not an array per server: with one
+    /// series per server and metric, a block of its own cost each series ~80 bytes of heap.
+    var series: [Series] = []
+    var heads: [Int32] = []
+    var tails: [Int32] = []
     /// Slots in natural order of their ids; rebuilt by ``sortIfNeeded()`` after servers arrive.
-    var order: [Int] = []
+    var order: [Int32] = []
     /// Changes whenever the member list changes (so clients know when to refetch it). Assigned
     /// by the broadcaster from one clock for all metrics, so a metric that disappears and comes
     /// back never repeats a version a client already holds.
@@ -22,38 +31,43 @@ struct MetricServers {
     /// A server joined since the broadcaster last assigned ``version``.
     var membersChanged = false
     var dirty = false
-    var seriesCount = 0
+    var seriesCount: Int { series.count }
 
-    /// Records a series' latest value; returns its (slot, index) for later updates.
+    /// Records a series' latest value; returns its (slot, index into ``series``) for later updates.
     mutating func insert(_ snap: SeriesSnapshot) -> (Int, Int) {
         let id = snap.key.serverID
-        let slot: Int
+        let slot: Int32
+        let index = Int32(series.count)
         if let s = slotByServer[id] {
             slot = s
+            series[Int(tails[Int(s)])].next = index
+            tails[Int(s)] = index
         } else {
-            slot = ids.count
+            slot = Int32(ids.count)
             slotByServer[id] = slot
             ids.append(id)
-            series.append([])
+            heads.append(index)
+            tails.append(index)
             membersChanged = true
             dirty = true
         }
-        series[slot].append(Series(labels: snap.key.labels, last: snap.last, changedSeq: snap.changedSeq))
-        seriesCount += 1
-        return (slot, series[slot].count - 1)
+        // Grow by a quarter, not the doubling of `append` (as the broadcaster's series table).
+        if series.count == series.capacity { series.reserveCapacity(series.count + series.count / 4 + 16) }
+        series.append(Series(labels: snap.key.labels, last: snap.last, changedSeq: snap.changedSeq, server: slot, next: -1))
+        return (Int(slot), Int(index))
     }
 
     /// Records a known series' latest value at the place ``insert(_:)`` returned.
     mutating func update(_ snap: SeriesSnapshot, at slot: (server: Int, index: Int)) {
-        series[slot.server][slot.index].last = snap.last
-        series[slot.server][slot.index].changedSeq = snap.changedSeq
+        series[slot.index].last = snap.last
+        series[slot.index].changedSeq = snap.changedSeq
     }
 
     mutating func sortIfNeeded() {
         guard dirty else { return }
         dirty = false
-        order = Array(ids.indices)
-        order.sort { naturalLess(ids[$0], ids[$1]) }
+        order = Array(0..<Int32(ids.count))
+        order.sort { naturalLess(ids[Int($0)], ids[Int($1)]) }
     }
 }
 
@@ -170,11 +184,14 @@ public struct FleetView: Sendable, Equatable {
         filter.serverPrefixes = key.prefixes
         filter.labelPairs = key.labelPairs
         for slot in m.order {
-            let id = m.ids[slot]
+            let id = m.ids[Int(slot)]
             guard filter.matchesServer(id) else { continue }
             var w = Double.nan
             var any = false
-            for s in m.series[slot] {
+            var j = m.heads[Int(slot)]
+            while j >= 0 {
+                let s = m.series[Int(j)]
+                j = s.next
                 guard filter.matchesLabels(s.labels) else { continue }
                 any = true
                 guard seq &- s.changedSeq <= key.staleTicks || s.changedSeq > seq else { continue }

@@ -16,7 +16,7 @@ struct SeriesStateLayoutTests {
         #expect(MemoryLayout<MinuteRing>.stride == 4 * 32)
         #expect(MemoryLayout<QuantileSketch>.stride <= 64)
         #expect(MemoryLayout<SeriesState>.stride <= 592)
-        #expect(MemoryLayout<SeriesTable.Entry>.stride <= 240)
+        #expect(MemoryLayout<SeriesTable.Entry>.stride <= 208)
     }
 
     @Test("sketches share one mapping per parameter set")
