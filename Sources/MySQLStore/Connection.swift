@@ -168,6 +168,13 @@ final class Connection {
     /// Time spent waiting for the server (execute/fetch/query), for the store's statistics.
     let clock = DatabaseClock()
     private var statements: [String: PreparedStatement] = [:]
+    /// Use counter for evicting the least recently used statement.
+    private var uses: UInt64 = 0
+    /// Most statements kept prepared on one connection. The multi-row statements have one text
+    /// per row count (a batch's last, shorter chunk), and `max_prepared_stmt_count` (default
+    /// 16,382) counts every connection of every instance: unbounded, a few instances used it up
+    /// and every later prepare failed (1461), stopping all writes.
+    static let maxCachedStatements = 64
     /// Whether the server is MariaDB (array binding available) rather than MySQL.
     private(set) var isMariaDB = false
     /// The server's version string.
@@ -266,8 +273,18 @@ final class Connection {
 
     /// A prepared statement for `sql`, prepared once per connection and cached.
     func prepare(_ sql: String) throws -> PreparedStatement {
-        if let s = statements[sql] { return s }
+        uses &+= 1
+        if let s = statements[sql] {
+            s.lastUse = uses
+            return s
+        }
+        if statements.count >= Self.maxCachedStatements,
+           let oldest = statements.min(by: { $0.value.lastUse < $1.value.lastUse }) {
+            oldest.value.close()
+            statements[oldest.key] = nil
+        }
         let s = try PreparedStatement(connection: try live(), sql: sql, clock: clock)
+        s.lastUse = uses
         statements[sql] = s
         return s
     }

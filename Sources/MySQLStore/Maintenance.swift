@@ -7,11 +7,21 @@
 ///   deletes row by row and holds the table's metadata lock only briefly (the session's
 ///   `lock_wait_timeout` is 5 s, so it gives up rather than queue in front of inserts for long).
 /// - Rollups and the write log: deleted in batches of 5,000 rows, each its own short transaction.
+/// - One instance at a time (`GET_LOCK('rtd_maintenance.<database>')`; a run that finds it taken is skipped):
+///   two instances changing partitions at the day's turn read the same list and the second's
+///   ALTER failed on a partition the first had just made or dropped.
 enum Maintenance {
     static let deleteBatch = 5_000
 
+    /// - Parameter recoveryWindow: how far before a live writer's `rollups_through` its write-log
+    ///   rows can still be read by ``RollupRepair/recoverDead(_:mine:timeout:settle:maxFuture:)``
+    ///   (2 × settle + the future-timestamp bound).
     /// - Returns: day partitions dropped and rollup rows deleted.
-    static func run(_ c: Connection, now: Int64, rawRetentionDays: Int, rollupRetentionDays: Int, aheadDays: Int) throws -> (Int, Int) {
+    static func run(_ c: Connection, now: Int64, rawRetentionDays: Int, rollupRetentionDays: Int, aheadDays: Int,
+                    recoveryWindow: Int64) throws -> (Int, Int) {
+        // Named per database: locks are server-wide, and other deployments may share the server.
+        guard try c.query("SELECT GET_LOCK(CONCAT('rtd_maintenance.', DATABASE()), 0)").first?.first??.hasPrefix("1") == true else { return (0, 0) }
+        defer { _ = try? c.query("SELECT RELEASE_LOCK(CONCAT('rtd_maintenance.', DATABASE()))") }
         let day = Schema.dayMilliseconds
         let rawCutoff = now - Int64(rawRetentionDays) * day
         var dropped = 0
@@ -25,7 +35,7 @@ enum Maintenance {
         }
         if named.isEmpty {
             // Not partitioned (e.g. converted by an operator): delete in batches instead.
-            try deleteInBatches(c, "DELETE FROM rtd_samples WHERE ts < ? LIMIT \(deleteBatch)", rawCutoff)
+            try deleteInBatches(c, "DELETE FROM rtd_samples WHERE ts < ? LIMIT \(deleteBatch)", [.int(rawCutoff)])
         } else {
             // 1. Day partitions ahead.
             let highest = named.compactMap { $0.0 == "p_future" ? nil : Int64($0.1) }.max() ?? Schema.dayStart(now)
@@ -53,19 +63,25 @@ enum Maintenance {
             }
         }
         let rollupCutoff = now - Int64(rollupRetentionDays) * day
-        let expiredRollups = try deleteInBatches(c, "DELETE FROM rtd_rollups WHERE minute < ? LIMIT \(deleteBatch)", rollupCutoff)
+        let expiredRollups = try deleteInBatches(c, "DELETE FROM rtd_rollups WHERE minute < ? LIMIT \(deleteBatch)", [.int(rollupCutoff)])
         // The write log only has to outlive any retry of a batch: a day is plenty.
         // Not the rows of writers still registered: a dead instance's rows tell which minutes to
         // repair, however long it stayed unclaimed (e.g. the whole deployment was down for days).
-        try deleteInBatches(c, "DELETE FROM rtd_write_log WHERE written_at < ? AND writer NOT IN (SELECT writer FROM rtd_instances) LIMIT \(deleteBatch)", now - day)
+        try deleteInBatches(c, "DELETE FROM rtd_write_log WHERE written_at < ? AND writer NOT IN (SELECT writer FROM rtd_instances) LIMIT \(deleteBatch)", [.int(now - day)])
+        // A running writer's rows once no recovery can read them (older than its committed
+        // rollups by the recovery window): it writes one a flush, for as long as it runs.
+        try deleteInBatches(c, """
+            DELETE FROM rtd_write_log WHERE written_at < ? AND EXISTS (SELECT 1 FROM rtd_instances i
+            WHERE i.writer = rtd_write_log.writer AND rtd_write_log.written_at < i.rollups_through - ?) LIMIT \(deleteBatch)
+            """, [.int(now - day), .int(recoveryWindow)])
         return (dropped, expiredRollups)
     }
 
     @discardableResult
-    static func deleteInBatches(_ c: Connection, _ sql: String, _ cutoff: Int64) throws -> Int {
+    static func deleteInBatches(_ c: Connection, _ sql: String, _ parameters: [SQLValue]) throws -> Int {
         var total = 0
         for _ in 0..<10_000 {
-            let n = Int(try c.prepare(sql).execute([.int(cutoff)]))
+            let n = Int(try c.prepare(sql).execute(parameters))
             total += n
             if n < deleteBatch { break }
         }

@@ -235,10 +235,23 @@ public final class MySQLStore: MetricStore {
             "schema": "\(Schema.latestVersion)", "migrated": "\(applied)",
             "bulk": "\(useArrayBinding ? "array binding" : "multi-row")",
         ])
-        try await runMaintenance(now: now)
-        let task = periodically(every: configuration.maintenanceInterval, failure: "store maintenance failed") { try await $0.runMaintenance(now: $1) }
-        maintenanceTask.withLock { $0 = task }
-        try await startHousekeeping(now: now)
+        do {
+            try await runMaintenance(now: now)
+            let task = periodically(every: configuration.maintenanceInterval, failure: "store maintenance failed") { try await $0.runMaintenance(now: $1) }
+            maintenanceTask.withLock { $0 = task }
+            try await startHousekeeping(now: now)
+        } catch {
+            // The database went away during start: stop what started (the caller may retry, and
+            // each attempt would otherwise leave its worker threads and connections behind).
+            let task = maintenanceTask.withLock { t -> Task<Void, Never>? in
+                defer { t = nil }
+                return t
+            }
+            task?.cancel()
+            await task?.value
+            await Self.stopAll(Self.workers(of: lanes) + readers + [heartbeatWorker], maintenance)
+            throw error
+        }
     }
 
     /// A task that runs `body` (with the store and the time) every `interval` until cancelled,
@@ -498,7 +511,8 @@ public final class MySQLStore: MetricStore {
         let c = configuration
         let (dropped, expired) = try await maintenance.run { conn in
             try Maintenance.run(conn, now: now, rawRetentionDays: c.rawRetentionDays,
-                                rollupRetentionDays: c.rollupRetentionDays, aheadDays: c.partitionsAheadDays)
+                                rollupRetentionDays: c.rollupRetentionDays, aheadDays: c.partitionsAheadDays,
+                                recoveryWindow: 2 * Self.milliseconds(c.rollupSettle) + c.maxFutureMilliseconds)
         }
         stats.withLock { s in
             s.maintenanceRuns += 1
@@ -798,7 +812,7 @@ private final class WriterState: @unchecked Sendable {
         let ids = rollups.map { seriesIDs[$0.key]!.id }
         let columns = "(series_id, minute, sample_count, value_sum, value_min, value_max, sketch)"
         let onDuplicate = """
-             ON DUPLICATE KEY UPDATE sample_count = sample_count + VALUES(sample_count), value_sum = value_sum + VALUES(value_sum),
+             ON DUPLICATE KEY UPDATE sample_count = sample_count + VALUES(sample_count), value_sum = \(MySQLStore.saturatingSumSQL),
             value_min = LEAST(value_min, VALUES(value_min)), value_max = GREATEST(value_max, VALUES(value_max)),
             incoming = VALUES(sketch), merge_pending = 1
             """
@@ -812,7 +826,7 @@ private final class WriterState: @unchecked Sendable {
             if store.arrayBinding {
                 try c.prepare("INSERT INTO rtd_rollups \(columns) VALUES (?, ?, ?, ?, ?, ?, ?)" + onDuplicate).executeBulk([
                     .uint64(Array(partIDs)), .int64(part.map(\.minute)), .uint64(part.map(\.count)),
-                    .double(part.map(\.sum)), .double(part.map(\.min)), .double(part.map(\.max)),
+                    .double(part.map { MySQLStore.storableSum($0.sum) }), .double(part.map(\.min)), .double(part.map(\.max)),
                     .blob(part.map { $0.sketch.serialized() }),
                 ])
             } else {
@@ -821,7 +835,7 @@ private final class WriterState: @unchecked Sendable {
                 var values: [SQLValue] = []
                 values.reserveCapacity(part.count * 7)
                 for (id, r) in zip(partIDs, part) {
-                    values += [.uint(id), .int(r.minute), .uint(r.count), .double(r.sum), .double(r.min), .double(r.max), .blob(r.sketch.serialized())]
+                    values += [.uint(id), .int(r.minute), .uint(r.count), .double(MySQLStore.storableSum(r.sum)), .double(r.min), .double(r.max), .blob(r.sketch.serialized())]
                 }
                 try c.prepare(sql).execute(values)
             }
@@ -895,6 +909,22 @@ func valueRows(_ rows: Int, columns: Int) -> String {
 }
 
 /// A mutex in a class, so closures can share it.
+extension MySQLStore {
+    /// A sum as a `DOUBLE` column takes it: finite values of +-1e308 add up to infinity, which
+    /// MariaDB refuses ("Out of range value", 1264), and a batch the database always refuses
+    /// blocked every batch after it. Sums saturate at the largest finite double (the JSON API
+    /// already shows a non-finite sum as null); a NaN (+inf and -inf merged) becomes 0.
+    static func storableSum(_ sum: Double) -> Double {
+        sum.isNaN ? 0 : Swift.min(Swift.max(sum, -.greatestFiniteMagnitude), .greatestFiniteMagnitude)
+    }
+
+    /// `value_sum + VALUES(value_sum)`, saturating like ``storableSum(_:)``: the halves are added
+    /// (which cannot overflow), clamped to half the largest double and doubled, which is exact
+    /// for any sum that does not overflow (a subnormal sum may lose its last bit). A plain
+    /// addition past the largest double fails the statement ("DOUBLE value is out of range", 1690).
+    static let saturatingSumSQL = "LEAST(GREATEST(value_sum / 2 + VALUES(value_sum) / 2, -8.988465674311579e307), 8.988465674311579e307) * 2"
+}
+
 final class Locked<Value: Sendable>: Sendable {
     private let mutex: Mutex<Value>
     init(_ value: Value) { mutex = Mutex(value) }

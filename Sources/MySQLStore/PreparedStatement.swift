@@ -129,6 +129,8 @@ private final class BindArena {
 /// - ``select(_:)``: parameters in, rows out (typed: integers, doubles, text/blobs of any length).
 final class PreparedStatement {
     private var stmt: UnsafeMutablePointer<MYSQL_STMT>?
+    /// When the connection's statement cache last handed it out (for eviction).
+    var lastUse: UInt64 = 0
     /// Nanoseconds spent waiting in Connector/C execute/fetch calls, shared with the connection.
     let clock: DatabaseClock
     let parameterCount: Int

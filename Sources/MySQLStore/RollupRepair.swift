@@ -243,7 +243,7 @@ enum RollupRepair {
             guard !sketches.isEmpty else { continue }
             var rows: [SQLValue] = []
             for (id, sketch) in sketches.sorted(by: { $0.key < $1.key }) {
-                rows += [.uint(id), .int(minute), .uint(sketch.count), .double(sketch.sum), .double(sketch.min), .double(sketch.max),
+                rows += [.uint(id), .int(minute), .uint(sketch.count), .double(MySQLStore.storableSum(sketch.sum)), .double(sketch.min), .double(sketch.max),
                          .blob(sketch.serialized())]
             }
             try c.prepare("""

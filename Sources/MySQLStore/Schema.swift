@@ -36,6 +36,13 @@ enum Schema {
         let statements: [String]
         /// Statements for MySQL where they differ from MariaDB's (`nil`: the same).
         var mysqlStatements: [String]? = nil
+
+        /// This migration with MySQL statements derived from MariaDB's by `rewrite`.
+        func withMySQL(_ rewrite: (String) -> String) -> Migration {
+            var m = self
+            m.mysqlStatements = statements.map(rewrite)
+            return m
+        }
     }
 
     static let migrations: [Migration] = [
@@ -114,8 +121,12 @@ enum Schema {
         // Each batch's write-log row lists the minutes its raw samples fell into; running instances
         // keep a heartbeat row, so a dead one's recent minutes can be found; repair requests wait
         // in rtd_rollup_repairs until they settle.
+        // DDL commits on its own, so a start that dies between this ALTER and the version row
+        // runs the migration again: `IF NOT EXISTS` makes that a no-op on MariaDB (it failed with
+        // "duplicate column", 1060, and the server would not start). MySQL 8 has no such clause:
+        // there the column must be dropped by hand in that case.
         Migration(version: 3, description: "rollup repair: write-log minutes, instance heartbeats, repair requests", statements: [
-            "ALTER TABLE rtd_write_log ADD COLUMN minutes VARBINARY(12000) NULL",
+            "ALTER TABLE rtd_write_log ADD COLUMN IF NOT EXISTS minutes VARBINARY(12000) NULL",
             """
             CREATE TABLE IF NOT EXISTS rtd_instances (
               writer BINARY(16) NOT NULL PRIMARY KEY,
@@ -134,7 +145,7 @@ enum Schema {
               KEY requested_at (requested_at)
             ) ENGINE=InnoDB
             """,
-        ]),
+        ]).withMySQL { $0.replacingOccurrences(of: "ADD COLUMN IF NOT EXISTS", with: "ADD COLUMN") },
     ]
 
     /// The newest schema version this build knows.

@@ -471,3 +471,54 @@ def test_a_resend_folded_twice_is_repaired_from_raw_rows(server_factory, mariadb
     h.wait_until(lambda: srv.stats()["store"]["rollups_merged"] > 0 and srv.stats()["series"]["rollups_held_from_minute"] is None, timeout=90, what="held rollups flushed")
     assert same_rollups(stored_rollups(mariadb, mysql_db, sid), naive_rollups(mariadb, mysql_db, sid))
     assert int(mariadb.scalar("SELECT COUNT(*) FROM rtd_rollup_repairs", mysql_db)) == 0
+
+
+def _rollup(mariadb, db, sid) -> list:
+    """(sample_count, value_sum) of server `sid`'s stored rollups, by minute."""
+    return mariadb.sql("SELECT r.sample_count, r.value_sum FROM rtd_rollups r JOIN rtd_series s ON s.id = r.series_id "
+                       f"WHERE s.server_id = '{sid}' ORDER BY r.minute", db)
+
+
+def test_sums_beyond_the_largest_double_saturate_and_never_block_writes(server_factory, mariadb, mysql_db, ids):
+    """Finite values of 1e308 add up past the largest double. The rollup's sum used to go to the
+    database as infinity (refused: 'Out of range value', 1264) and a merge of two large sums
+    overflowed in SQL (1690); either way the batch failed forever, every later batch waited behind
+    it and SIGTERM hung. Sums now saturate at the largest double, in Swift and in the SQL merge."""
+    ts = h.now_ms() - 1_000
+    big, other = f"{ids}-big", f"{ids}-other"
+    lines = [{"server_id": big, "metric_name": "m", "value": 1e308, "ts": ts},
+             {"server_id": big, "metric_name": "m", "value": 1e308, "ts": ts + 1},
+             {"server_id": other, "metric_name": "m", "value": 1.5, "ts": ts}]
+    srv = start(server_factory, mariadb, mysql_db, name="ovf-a")
+    assert h.ingest(srv, h.ndjson(lines)).status == 200
+    srv.signal(signal.SIGTERM)  # seals the open minute: its rollup is written before exit
+    assert srv.wait(timeout=60) == 0
+    assert [[int(c), float(s)] for c, s in _rollup(mariadb, mysql_db, big)] == [[2, 1.7976931348623157e308]]
+    # A second instance adds to the same minute: the stored sum and the new one merge in SQL.
+    srv = start(server_factory, mariadb, mysql_db, name="ovf-b")
+    assert h.ingest(srv, h.ndjson([{"server_id": big, "metric_name": "m", "value": 1e308, "ts": ts + 2},
+                                   {"server_id": other, "metric_name": "m", "value": 2.5, "ts": ts + 2}])).status == 200
+    srv.signal(signal.SIGTERM)
+    assert srv.wait(timeout=60) == 0
+    assert [[int(c), float(s)] for c, s in _rollup(mariadb, mysql_db, big)] == [[3, 1.7976931348623157e308]]
+    assert [[int(c), float(s)] for c, s in _rollup(mariadb, mysql_db, other)] == [[2, 4.0]]
+    assert series_count(mariadb, mysql_db, big)[0] == 3
+
+
+def test_prepared_statements_stay_bounded_with_varied_batch_sizes(server_factory, mariadb, mysql_db, ids):
+    """Multi-row statements have one SQL text per row count; each connection kept every one it
+    ever prepared, and `max_prepared_stmt_count` (16,382) is shared by every instance on the
+    database. 200 batches of 1...200 rows used to leave 150+ statements prepared on the writer's
+    connection; the cache now keeps at most 64 per connection."""
+    srv = start(server_factory, mariadb, mysql_db, "--store-bulk", "multirow", name="stmts")
+    sid = f"{ids}-stmts"
+    ts = h.now_ms() - 5_000
+    before = int(mariadb.sql("SHOW GLOBAL STATUS LIKE 'Prepared_stmt_count'")[0][1])
+    n = 0
+    for size in range(1, 201):
+        body = h.ndjson({"server_id": sid, "metric_name": "m", "value": n + k, "ts": ts + n + k} for k in range(size))
+        assert h.ingest(srv, body).status == 200
+        n += size
+    prepared = int(mariadb.sql("SHOW GLOBAL STATUS LIKE 'Prepared_stmt_count'")[0][1]) - before
+    assert prepared <= 100, f"{prepared} statements prepared"
+    assert series_count(mariadb, mysql_db, sid)[0] == n

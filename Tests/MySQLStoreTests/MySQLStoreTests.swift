@@ -314,6 +314,30 @@ struct MySQLStoreTests {
         }
     }
 
+    @Test("maintenance trims a running writer's write log past the recovery window, and skips a run while another instance holds its lock")
+    func writeLogTrimAndLock() async throws {
+        try await S.withStore { store, e in
+            let now = ProcessInfoLite.nowMilliseconds()
+            let day = Schema.dayMilliseconds
+            try await store.write(StoreBatch(samples: Self.samples(10, from: now - 60_000), sequence: 1))
+            let writer = try #require(try S.query(e, "SELECT HEX(writer) FROM rtd_instances LIMIT 1").first?.first ?? nil)
+            let c = try Connection(e)
+            defer { c.close() }
+            try c.execute("UPDATE rtd_instances SET rollups_through = \(now)")
+            // A row from three days ago (no recovery reads it) and one from a minute ago.
+            try c.execute("INSERT INTO rtd_write_log (writer, sequence, written_at, samples, rollups) VALUES (UNHEX('\(writer)'), 1001, \(now - 3 * day), 0, 0), (UNHEX('\(writer)'), 1002, \(now - 60_000), 0, 0)")
+            #expect(try S.scalar(e, "SELECT COUNT(*) FROM rtd_write_log WHERE sequence IN (1001, 1002)") == 2)
+            // Another instance is running maintenance: this run is skipped.
+            #expect(try c.query("SELECT GET_LOCK(CONCAT('rtd_maintenance.', DATABASE()), 0)").first?.first ?? nil == "1")
+            try await store.runMaintenance(now: now)
+            #expect(try S.scalar(e, "SELECT COUNT(*) FROM rtd_write_log WHERE sequence IN (1001, 1002)") == 2)
+            _ = try c.query("SELECT RELEASE_LOCK(CONCAT('rtd_maintenance.', DATABASE()))")
+            try await store.runMaintenance(now: now)
+            #expect(try S.scalar(e, "SELECT COUNT(*) FROM rtd_write_log WHERE sequence = 1001") == 0, "past the recovery window: trimmed")
+            #expect(try S.scalar(e, "SELECT COUNT(*) FROM rtd_write_log WHERE sequence = 1002") == 1, "recent: kept")
+        }
+    }
+
     @Test("a killed connection fails the write; the retry reconnects and applies the batch once")
     func killedConnection() async throws {
         try await S.withStore { store, e in

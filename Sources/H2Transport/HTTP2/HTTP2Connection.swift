@@ -33,6 +33,12 @@ final class HTTP2Connection {
     @exclusivity(unchecked) private var inRead = false
     @exclusivity(unchecked) private var flushScheduled = false
     @exclusivity(unchecked) private var closed = false
+    /// `flush()` is running; a nested call (from a writability change the channel fires inside
+    /// `channelContext.flush()`) only asks it to go round again.
+    @exclusivity(unchecked) private var inFlush = false
+    @exclusivity(unchecked) private var flushAgain = false
+    /// The channel is to close once the bytes written so far are on the socket.
+    @exclusivity(unchecked) private var closing = false
     private var shuttingDown = false
     /// Streams whose handlers may want to write more once their pending bytes drop.
     @exclusivity(unchecked) private var writableWaiters: Set<Int32> = []
@@ -67,7 +73,7 @@ final class HTTP2Connection {
         var settings = [
             nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS.rawValue), value: UInt32(cfg.maxConcurrentStreams)),
             nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE.rawValue), value: UInt32(cfg.streamWindow)),
-            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE.rawValue), value: 64 << 10),
+            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE.rawValue), value: UInt32(Self.maxHeaderListSize)),
         ]
         nghttp2_submit_settings(s, UInt8(NGHTTP2_FLAG_NONE.rawValue), &settings, settings.count)
         nghttp2_session_set_local_window_size(s, UInt8(NGHTTP2_FLAG_NONE.rawValue), 0, Int32(cfg.connectionWindow))
@@ -89,16 +95,16 @@ final class HTTP2Connection {
     func read(_ buffer: ByteBuffer) {
         guard let session, !closed else { return }
         inRead = true
-        defer { inRead = false }
         let rv = buffer.withUnsafeReadableBytes { bytes in
             nghttp2_session_mem_recv(session, bytes.baseAddress?.assumingMemoryBound(to: UInt8.self), bytes.count)
         }
+        inRead = false
         if rv < 0 {
             let error = NGHTTP2Error(rv)
             router.statistics.protocolErrors.wrappingAdd(1, ordering: .relaxed)
             logger.debug("HTTP/2 session error, closing", metadata: ["error": "\(error)"])
             flush()  // GOAWAY, if nghttp2 queued one
-            closeChannel()
+            closeAfterWrites()
         }
     }
 
@@ -149,12 +155,50 @@ final class HTTP2Connection {
         channelContext.close(promise: nil)
     }
 
+    /// Ends the connection without losing what was written: a plain `close` failed the writes still
+    /// queued in the channel (the tail of the replies and the GOAWAY, when the peer read slowly),
+    /// and closing while the peer's last frames (WINDOW_UPDATEs for those replies) sit unread makes
+    /// the kernel reset the connection, which throws away replies the peer had not read yet. So:
+    /// close the output once the queued bytes are written (FIN, or TLS close_notify), keep reading
+    /// until the peer closes, and give it ``lingerSeconds`` to do so.
+    private func closeAfterWrites() {
+        guard !closing, !closed else { return }
+        closing = true
+        let channel = self.channel
+        let halfClosed = channel.eventLoop.makePromise(of: Void.self)
+        channel.close(mode: .output, promise: halfClosed)
+        halfClosed.futureResult.whenFailure { _ in channel.close(promise: nil) }
+        channel.eventLoop.scheduleTask(in: .seconds(Self.lingerSeconds)) { channel.close(promise: nil) }
+    }
+
+    /// How long a connection this side ended waits for the peer to close its side.
+    static let lingerSeconds: Int64 = 5
+
     // MARK: - Output
 
     /// Drains nghttp2's output into the channel (only while it is writable).
+    ///
+    /// `channelContext.flush()` can re-enter (a writability change runs `flush()` again) and can
+    /// close the channel synchronously (a write error), which frees the session: a nested call only
+    /// marks another round, and the session is looked up again after every call out.
     func flush() {
-        guard let session, !closed else { return }
+        guard !closed, session != nil else { return }
         if inRead { return }  // readComplete flushes
+        if inFlush {
+            flushAgain = true
+            return
+        }
+        inFlush = true
+        defer { inFlush = false }
+        repeat {
+            flushAgain = false
+            guard flushOnce() else { return }
+        } while flushAgain
+    }
+
+    /// One round of ``flush()``; `false` when the connection closed or is closing.
+    private func flushOnce() -> Bool {
+        guard let session, !closed else { return false }
         var wrote = false
         while channel.isWritable {
             var ptr: UnsafePointer<UInt8>? = nil
@@ -162,7 +206,7 @@ final class HTTP2Connection {
             if n < 0 {
                 logger.debug("nghttp2_session_mem_send failed", metadata: ["error": "\(NGHTTP2Error(n))"])
                 closeChannel()
-                return
+                return false
             }
             if n == 0 { break }
             if outbound.capacity == 0 { outbound.reserveCapacity(Swift.max(n, 4096)) }
@@ -179,10 +223,14 @@ final class HTTP2Connection {
             wrote = true
         }
         if wrote { channelContext.flush() }
+        guard !closed, self.session != nil else { return false }
         notifyWritable()
+        guard !closed, let session = self.session else { return false }
         if nghttp2_session_want_read(session) == 0 && nghttp2_session_want_write(session) == 0 {
-            closeChannel()
+            closeAfterWrites()
+            return false
         }
+        return true
     }
 
     private func notifyWritable() {
@@ -314,8 +362,21 @@ final class HTTP2Connection {
         return s
     }
 
+    /// The largest request header list accepted (advertised in SETTINGS; nghttp2 leaves the check
+    /// to the application). HPACK makes a large list cheap to send: one indexed 4 KB field repeated
+    /// by a one-byte reference. Beyond it the request gets 431 and its headers are not kept.
+    static let maxHeaderListSize = 64 << 10
+    /// Request body bytes read and dropped after the response ended before the stream is reset
+    /// (the HTTP/1.1 side closes the connection at the same bound).
+    static let maxDiscardedBody = 1 << 20
+
     func header(stream id: Int32, name: UnsafeBufferPointer<UInt8>, value: UnsafeBufferPointer<UInt8>) {
         guard let s = stream(id) else { return }
+        s.headerListSize += name.count + value.count + 32
+        if s.headerListSize > Self.maxHeaderListSize {
+            s.headers = []
+            return
+        }
         if name.first == UInt8(ascii: ":") {
             if HeaderName.equals(name, HeaderName.method) {
                 s.method = String(decoding: value, as: UTF8.self)
@@ -335,6 +396,10 @@ final class HTTP2Connection {
         guard let s = stream(id), s.handler == nil else { return }
         if shuttingDown {
             if let session { nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), id, UInt32(NGHTTP2_REFUSED_STREAM.rawValue)) }
+            return
+        }
+        if s.headerListSize > Self.maxHeaderListSize {
+            s.handler = FixedResponseHandler(.error(431, "request header list over \(Self.maxHeaderListSize) bytes"), writer: s)
             return
         }
         let head = RequestHead(method: s.method, target: s.path, headers: s.headers)
@@ -391,6 +456,18 @@ final class HTTP2Connection {
             return
         }
         s.unreleased += bytes.count
+        if s.responseEnded && !s.abortRequestOnEnd {
+            // Answered already (a refusal, an error): the rest of the body is read and dropped,
+            // within a bound; past it the peer is told to stop (RST_STREAM NO_ERROR once the
+            // response is out, RFC 9113 §8.1).
+            s.discarded += bytes.count
+            if s.discarded > Self.maxDiscardedBody {
+                s.abortRequestOnEnd = true
+                if s.responseSent, let session {
+                    nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), id, UInt32(NGHTTP2_NO_ERROR.rawValue))
+                }
+            }
+        }
         handler.requestBody(bytes)
     }
 
@@ -410,7 +487,9 @@ final class HTTP2Connection {
     func responseSent(_ id: Int32) {
         // The handler stopped early while the peer is still sending: tell it to stop (RFC 9113 §8.1).
         // Otherwise the rest of the body is received and discarded.
-        guard let session, let s = stream(id), !s.requestEnded, s.abortRequestOnEnd else { return }
+        guard let session, let s = stream(id) else { return }
+        s.responseSent = true
+        guard !s.requestEnded, s.abortRequestOnEnd else { return }
         nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), id, UInt32(NGHTTP2_NO_ERROR.rawValue))
     }
 

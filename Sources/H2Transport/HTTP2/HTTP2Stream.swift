@@ -22,6 +22,13 @@ final class HTTP2Stream: ResponseWriter, FlushingWriter {
     @exclusivity(unchecked) var handler: (any RequestHandler)?
     /// The request asked for `100 Continue` (`expect: 100-continue`).
     @exclusivity(unchecked) var expectsContinue = false
+    /// The request's header list size so far (RFC 9113 §6.5.2: name + value + 32 per field),
+    /// checked against the SETTINGS_MAX_HEADER_LIST_SIZE this server advertises.
+    @exclusivity(unchecked) var headerListSize = 0
+    /// Request body bytes received after the response ended (read and dropped, within a bound).
+    @exclusivity(unchecked) var discarded = 0
+    /// The response's last frame (END_STREAM) went out.
+    @exclusivity(unchecked) var responseSent = false
     /// Response body bytes nghttp2 has taken so far (progress, for a stalled-reader check).
     @exclusivity(unchecked) var bytesTaken = 0
 

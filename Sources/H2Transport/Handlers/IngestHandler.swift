@@ -354,9 +354,29 @@ final class IngestHandler: RequestHandler {
         var buf = ByteBufferAllocator().buffer(capacity: w.bytes.count)
         buf.writeBytes(w.bytes)
         writer.writeHead(status: status, headers: [("content-type", "application/json"), ("content-length", String(buf.readableBytes)),
-                                                   ("x-influxdb-error", error.count > 200 ? String(error.prefix(200)) : error)])
+                                                   ("x-influxdb-error", Self.headerValue(error))])
         writer.writeBody(buf)
         writer.end(abortingRequest: !requestEnded)
+    }
+
+    /// An error message as a header value: printable ASCII only (a control character, which may
+    /// come from the rejected line itself, made HTTP/2 peers reset the stream and HTTP/1.1 ones
+    /// drop the reply, so Telegraf retried the batch forever), each other character as `?`, at
+    /// most `limit` bytes, no spaces at either end (RFC 9113 §8.2.1). The JSON body has the full text.
+    static func headerValue(_ message: String, limit: Int = 200) -> String {
+        var out: [UInt8] = []
+        out.reserveCapacity(min(limit, message.utf8.count))
+        for b in message.utf8 {
+            if out.count >= limit { break }
+            if b >= 0x20 && b < 0x7F {
+                out.append(b)
+            } else if b < 0x80 || b >= 0xC0 {
+                out.append(UInt8(ascii: "?"))  // a control character, or the first byte of a multi-byte one
+            }
+        }
+        while out.last == UInt8(ascii: " ") { out.removeLast() }
+        let start = out.firstIndex { $0 != UInt8(ascii: " ") } ?? out.endIndex
+        return String(decoding: out[start...], as: UTF8.self)
     }
 
     private func writeLine(_ s: String) {
