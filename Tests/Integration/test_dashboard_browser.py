@@ -258,3 +258,67 @@ def test_the_page_works_behind_http_basic_credentials(server_factory, browser, t
     stats = h.http_get(srv.url("/api/stats"), headers={"authorization": "Bearer alice-secret-0123456789"})
     assert stats[0] == 200
     browser.screenshot("dashboard-basic-auth")
+
+
+def test_filter_url_and_drill_down_state_survive_as_shared(server_factory, browser):
+    """A shared link with a filter, a drill-down server the filter excludes and a chart metric:
+    the excluded server does not rank in "worst servers" (its rows still come, for the drill-down),
+    and the chart metric and label set of the link are kept (both were replaced before)."""
+    srv = server_factory(name="dash-share", tick_ms=250)
+    prefix = h.uid("sh") + "-"
+    feed = feeder_for(srv, 12, prefix, labels=True)
+    try:
+        feed.wait_rounds(2)
+        outside = prefix + "00005"
+        feed.set_value(outside, "cpu_usage", 99.9)  # would top the table if it ranked
+        browser.open(srv.url(f"/#metric=cpu_usage&q={prefix}0001&server={outside}&dmetric=memory_usage&dlabels=dc%3Deu"))
+        matching = [i for i in feed.ids if i.startswith(prefix + "0001")]
+        assert len(matching) >= 2 and outside not in matching
+        browser.wait(f"return document.getElementById('c-servers').textContent === '{len(matching)}'", what="the servers the filter matches")
+        browser.wait("return document.querySelectorAll('#d-metrics .mcard').length === 5", what="drill-down cards")
+        servers = [r["server"] for r in top_rows(browser)]
+        assert servers and all(s.startswith(prefix + "0001") for s in servers), servers
+        assert "dmetric=memory_usage" in browser.js("return location.hash")
+        assert "dlabels=dc%3Deu" in browser.js("return location.hash")
+        browser.wait("return document.getElementById('d-hmetric').textContent === 'memory_usage {dc=eu}'", what="chart metric kept")
+        assert not [m for m in browser.console() if "SEVERE" in m or "Uncaught" in m], browser.console()
+    finally:
+        feed.stop()
+
+
+def test_a_refused_subscription_is_shown_not_retried_forever(server_factory, browser):
+    """A filter the server rejects (400) used to leave the page 'reconnecting…' every 15 s over
+    the old numbers; the page now shows the server's reason."""
+    srv = server_factory(name="dash-bad", tick_ms=250)
+    prefix = h.uid("bad") + "-"
+    feed = feeder_for(srv, 3, prefix)
+    try:
+        feed.wait_rounds(1)
+        browser.open(srv.url("/#metric=cpu_usage&q=%3Dx"))
+        browser.wait("return document.getElementById('state').className === 'error'", timeout=20, what="error state")
+        assert "refused" in browser.text("#state")
+        # Fixing the filter connects again.
+        browser.js("location.hash = '#metric=cpu_usage'; return 1")
+        browser.wait("return document.getElementById('state').className === 'live'", what="live after the fix")
+    finally:
+        feed.stop()
+
+
+def test_a_metric_whose_last_series_expires_shows_no_servers(server_factory, browser):
+    """The selected metric's last series leaves (idle timeout): the counts and heatmap empty
+    instead of showing the last servers 'live' forever."""
+    srv = server_factory("--series-idle-timeout", "3", name="dash-gone", tick_ms=250)
+    prefix = h.uid("gone") + "-"
+    feed = feeder_for(srv, 3, prefix)
+    try:
+        feed.wait_rounds(1)
+        once = h.ingest(srv, h.ndjson([{"server_id": prefix + "x", "metric_name": "gpu_temp", "value": 61},
+                                       {"server_id": prefix + "y", "metric_name": "gpu_temp", "value": 62}]), "curl-h2c")
+        assert h.split_ingest_reply(once.ndjson())[2]["acked_samples"] == 2
+        browser.open(srv.url("/#metric=gpu_temp"))
+        browser.wait("return document.getElementById('c-servers').textContent === '2'", what="2 servers")
+        browser.wait("return document.getElementById('c-servers').textContent === '–'", timeout=20, what="counts emptied")
+        assert browser.text("#heat-note") == "no servers report this metric"
+        assert browser.js("return document.getElementById('state').className") == "live"
+    finally:
+        feed.stop()

@@ -11,7 +11,8 @@ const DIST_POINTS = 900;        // fleet distribution history kept in the page
 // ---------------------------------------------------------------------------------------------
 // View state (URL fragment)
 
-const defaults = { metric: "", q: "", warn: "", crit: "", worst: "high", server: "", dmetric: "", range: "1h", theme: "" };
+const defaults = { metric: "", q: "", warn: "", crit: "", worst: "high", server: "", dmetric: "", dlabels: "", range: "1h", theme: "" };
+const RANGES = { "15m": ["-15m", 900e3], "1h": ["-1h", 3600e3], "6h": ["-6h", 21600e3], "24h": ["-24h", 86400e3], "7d": ["-7d", 604800e3] };
 const view = { ...defaults };
 
 function readHash() {
@@ -56,14 +57,27 @@ let source = null;
 let retryTimer = null;
 let retryDelay = 1000;
 
+/** The filter box's terms: `k=v` label pairs and server id prefixes. */
+function filterTerms() {
+  const terms = view.q.trim().split(/\s+/).filter(Boolean);
+  return { labels: terms.filter(t => t.includes("=")), prefixes: terms.filter(t => !t.includes("=")) };
+}
+
+/** Whether a row passes the filter box, as the server filters (any prefix; every label pair). */
+function matchesFilter(r) {
+  const { labels, prefixes } = filterTerms();
+  if (prefixes.length && !prefixes.some(p => r.server_id.startsWith(p))) return false;
+  const have = (r.labels || "").split(",");
+  return labels.every(l => have.includes(l));
+}
+
 function streamURL() {
   const q = new URLSearchParams();
   if (view.metric) q.set("metrics", view.metric);
   q.set("heatmap", "1");
   q.set("fleet", "0");
   q.set("top", String(TOP_N));
-  const terms = view.q.trim().split(/\s+/).filter(Boolean);
-  const labels = terms.filter(t => t.includes("=")), prefixes = terms.filter(t => !t.includes("="));
+  const { labels, prefixes } = filterTerms();
   if (labels.length) q.set("labels", labels.join(","));
   if (prefixes.length) q.set("server_prefix", prefixes.join(","));
   if (num(view.warn) != null) q.set("warn", view.warn);
@@ -92,14 +106,35 @@ function connect() {
   es.onerror = () => {
     if (source !== es) return;
     // CONNECTING: the browser retries by itself and resumes with Last-Event-ID.
-    // CLOSED (e.g. an HTTP error while the server restarts): retry ourselves with backoff.
+    // CLOSED (an HTTP error, or the server restarting): find out which. A request the server
+    // refuses (a filter it rejects, an unknown server id in the URL) is shown, not retried: it
+    // would be refused again. Anything else is retried with backoff.
     setState("reconnecting", "reconnecting…");
     updateAge();
     if (es.readyState === EventSource.CLOSED) {
-      retryTimer = setTimeout(connect, retryDelay);
-      retryDelay = Math.min(15000, retryDelay * 2);
+      refusal().then(message => {
+        if (source !== es) return;
+        if (message) { setState("error", message); return; }
+        retryTimer = setTimeout(connect, retryDelay);
+        retryDelay = Math.min(15000, retryDelay * 2);
+      });
     }
   };
+}
+
+/** The server's reason when it refuses the stream request itself (4xx but 408/429), else null. */
+async function refusal() {
+  const ctl = new AbortController();
+  try {
+    const r = await fetch(streamURL(), { signal: ctl.signal, headers: { accept: "text/event-stream" } });
+    if (r.status >= 400 && r.status < 500 && r.status !== 408 && r.status !== 429) {
+      let message = "refused (" + r.status + ")";
+      try { const j = await r.json(); if (j && j.error) message = "refused: " + j.error; } catch { /* not JSON */ }
+      return message;
+    }
+    ctl.abort();   // it answered: the stream works again, connect() reopens it
+  } catch { /* unreachable: retry */ }
+  return null;
 }
 
 function onEvent(e, isInit) {
@@ -129,13 +164,18 @@ function onEvent(e, isInit) {
   const metric = view.metric;
   const top = [];
   for (const r of msg.data) {
-    if (view.server && r.server_id === view.server) {
+    const focus = view.server && r.server_id === view.server;
+    if (focus) {
       const k = r.metric_name + "\u0000" + (r.labels || "");
       live.rows.set(k, r);
       appendLive(k, r);
     }
-    if (r.metric_name === metric) top.push(r);
+    // The drill-down server's rows come whether or not the filter selects it: they rank only
+    // when the filter would have selected them.
+    if (r.metric_name === metric && (!focus || matchesFilter(r))) top.push(r);
   }
+  // A fresh snapshot lists every series of the drill-down server: forget the points of the others.
+  if (isInit) for (const k of [...live.series.keys()]) if (!live.rows.has(k)) live.series.delete(k);
   if (view.server && live.seededFor !== view.server && live.rows.size) {
     live.seededFor = view.server;
     seedLive(view.server, [...live.rows.values()]);
@@ -144,7 +184,10 @@ function onEvent(e, isInit) {
   top.sort((a, b) => worstLow ? a.last - b.last : b.last - a.last);
   live.top = top.slice(0, TOP_N);
   const v = (msg.views || []).find(x => x.metric_name === metric);
-  if (v) {
+  if (!v) {
+    // Every event carries a view of the selected metric while some server reports it.
+    live.fleet = null; live.heat = new Uint8Array(0); live.members = [];
+  } else {
     live.fleet = v;
     if (v.members) live.members = v.members;
     live.heat = decodeBase64(v.heat);
@@ -265,6 +308,12 @@ function render() {
     legend.append(a, bar, b, s);
     if (warn != null) { const w = document.createElement("span"); w.innerHTML = `<i style="--c:${col.warn}"></i> ≥ ${fmt(warn, unit)}`; legend.append(w); }
     if (crit != null) { const c = document.createElement("span"); c.innerHTML = `<i style="--c:${col.crit}"></i> ≥ ${fmt(crit, unit)}`; legend.append(c); }
+  } else if (live.lastEventAt) {
+    // The metric's last series left (or none matches the filter): nothing to draw.
+    heatmap.canvas.dataset.servers = "0";
+    heatmap.set(live.heat, new Uint32Array(256));
+    text("heat-note", "no servers report this metric");
+    $("legend").replaceChildren();
   }
   // Distribution over time.
   const d = live.dist;
@@ -294,7 +343,7 @@ function renderTop(unit) {
   const body = $("toptable").tBodies[0];
   const warn = num(view.warn), crit = num(view.crit);
   const now = live.serverTime || Date.now();
-  const staleMs = 30000;
+  const staleMs = (catalogCache && catalogCache.stale_after_ms) || 30000;
   while (body.rows.length > live.top.length) body.deleteRow(-1);
   live.top.forEach((r, i) => {
     const tr = body.rows[i] || body.insertRow();
@@ -351,10 +400,11 @@ function hoverCell(i, e) {
 // ---------------------------------------------------------------------------------------------
 // Drill-down
 
-function openServer(id) {
+/** Opens the drill-down of server `id`; `fromURL`: keep the URL's chart metric and label set. */
+function openServer(id, fromURL = false) {
   if (!id || id === view.server) { if (id) $("drill").hidden = false; return; }
   view.server = id;
-  view.dmetric = view.metric;
+  if (!fromURL || !view.dmetric) { view.dmetric = view.metric; view.dlabels = ""; }
   live.rows.clear(); live.series.clear();
   for (const s of sparks.values()) s.canvas.parentElement.remove();
   sparks.clear();
@@ -367,7 +417,7 @@ function openServer(id) {
 }
 
 function closeServer() {
-  view.server = ""; view.dmetric = "";
+  view.server = ""; view.dmetric = ""; view.dlabels = "";
   $("drill").hidden = true;
   live.rows.clear(); live.series.clear();
   writeHash();
@@ -393,23 +443,27 @@ async function seedLive(id, rows) {
   schedule();
 }
 
-let historyToken = 0;
+let historyToken = 0, historyAt = 0, historyKey = "";
 async function loadHistory() {
   const id = view.server, metric = view.dmetric || view.metric, token = ++historyToken;
   if (!id || !metric) return;
-  text("d-hmetric", metric);
-  text("d-hnote", "loading…");
+  historyAt = Date.now();
+  text("d-hmetric", metric + (view.dlabels ? " {" + view.dlabels + "}" : ""));
+  const key = [id, metric, view.dlabels, view.range].join("\u0000");
+  if (key !== historyKey) { historyKey = key; text("d-hnote", "loading…"); }  // not on the periodic reload
   for (const b of document.querySelectorAll(".ranges button")) b.classList.toggle("on", b.dataset.range === view.range);
-  const range = { "15m": "-15m", "1h": "-1h", "6h": "-6h", "24h": "-24h", "7d": "-7d" }[view.range] || "-1h";
-  const spanMs = { "15m": 900e3, "1h": 3600e3, "6h": 21600e3, "24h": 86400e3, "7d": 604800e3 }[view.range] || 3600e3;
+  const [range, spanMs] = Object.hasOwn(RANGES, view.range) ? RANGES[view.range] : RANGES["1h"];
   const width = Math.max(200, $("d-history").clientWidth || 600);
+  // One series: the chosen card's label set (without it, every label set of the metric blended).
+  const labels = view.dlabels ? "&labels=" + encodeURIComponent(view.dlabels) : "";
   try {
-    const r = await fetch(`/api/history?server_id=${encodeURIComponent(id)}&metric_name=${encodeURIComponent(metric)}&from=${range}&max_points=${Math.round(width / 2)}&raw=auto`);
+    const r = await fetch(`/api/history?server_id=${encodeURIComponent(id)}&metric_name=${encodeURIComponent(metric)}${labels}&from=${range}&max_points=${Math.round(width / 2)}&raw=auto`);
     if (token !== historyToken) return;
     if (!r.ok) { text("d-hnote", "history unavailable (" + r.status + ")"); historyChart.set({ series: [], unit: unitFor(metric), empty: "no history" }); return; }
     const h = await r.json();
     const unit = unitFor(metric), col = colors();
-    const now = Date.now();
+    // The window ends at the server's clock when known (a browser clock behind it cut the newest points off).
+    const now = Math.max(Date.now(), live.serverTime || 0);
     if (h.kind === "raw") {
       historyChart.set({ unit, window: [now - spanMs, now], series: [{ name: "value", color: col.s1, points: h.points.map(p => [p.ts, p.value]) }],
         thresholds: [{ value: num(view.warn), color: col.warnFg }, { value: num(view.crit), color: col.critFg }] });
@@ -450,7 +504,7 @@ function renderDrill() {
       card.className = "mcard"; card.tabIndex = 0; card.dataset.metric = r.metric_name;
       card.innerHTML = `<span class="name"></span><span class="last"></span><span class="stats"></span><canvas></canvas>`;
       card.querySelector(".name").textContent = r.metric_name + (r.labels ? " {" + r.labels + "}" : "");
-      const pick = () => { view.dmetric = r.metric_name; writeHash(); loadHistory(); schedule(); };
+      const pick = () => { view.dmetric = r.metric_name; view.dlabels = r.labels || ""; writeHash(); loadHistory(); schedule(); };
       card.addEventListener("click", pick);
       card.addEventListener("keydown", e => { if (e.key === "Enter") pick(); });
       grid.append(card);
@@ -458,7 +512,7 @@ function renderDrill() {
       sparks.set(k, chart);
     }
     const card = chart.canvas.parentElement, unit = unitFor(r.metric_name);
-    card.classList.toggle("selected", r.metric_name === (view.dmetric || view.metric));
+    card.classList.toggle("selected", r.metric_name === (view.dmetric || view.metric) && (!view.dlabels || view.dlabels === (r.labels || "")));
     card.querySelector(".last").textContent = fmt(r.last, unit);
     card.querySelector(".stats").textContent =
       `1m min ${fmt(r.min, unit)} · avg ${fmt(r.avg, unit)} · max ${fmt(r.max, unit)} · p95 ${fmt(r.p95, unit)}`;
@@ -541,10 +595,11 @@ $("d-close").addEventListener("click", closeServer);
 document.addEventListener("keydown", e => { if (e.key === "Escape" && view.server) closeServer(); });
 for (const b of document.querySelectorAll(".ranges button")) b.addEventListener("click", () => { view.range = b.dataset.range; writeHash(); loadHistory(); });
 window.addEventListener("hashchange", () => {
-  const before = streamURL(), server = view.server;
+  const before = streamURL(), server = view.server, chart = [view.dmetric, view.dlabels, view.range].join("\u0000");
   readHash(); applyControls(); applyTheme();
   if (streamURL() !== before) connect();
-  if (view.server !== server) { if (view.server) { const s = view.server; view.server = ""; openServer(s); } else closeServer(); }
+  if (view.server !== server) { if (view.server) { const s = view.server; view.server = ""; openServer(s, true); } else closeServer(); }
+  else if (view.server && [view.dmetric, view.dlabels, view.range].join("\u0000") !== chart) loadHistory();
   schedule();
 });
 window.addEventListener("resize", () => schedule());
@@ -561,8 +616,12 @@ function updateAge() {
   if (el.className === "live" && age > Math.max(5000, 3 * live.tickMs)) setState("stale", "stale");
 }
 
-// Data age and staleness, once a second (independent of events arriving).
-setInterval(() => { updateAge(); if (view.server) schedule(); }, 1000);
+// Data age and staleness, once a second (independent of events arriving); the open history chart
+// is reloaded every 30 s so its window keeps up.
+setInterval(() => {
+  updateAge();
+  if (view.server) { schedule(); if (Date.now() - historyAt > 30e3) loadHistory(); }
+}, 1000);
 setInterval(refreshMetrics, 15000);
 
 readHash();
@@ -570,7 +629,7 @@ applyTheme();
 applyControls();
 // One subscription at start: openServer() subscribes with the drill-down server; otherwise connect()
 // now if the URL names a metric, or refreshMetrics() once the catalog has picked one.
-if (view.server) { const s = view.server; view.server = ""; refreshMetrics().then(() => openServer(s)); }
+if (view.server) { const s = view.server; view.server = ""; refreshMetrics().then(() => openServer(s, true)); }
 else {
   connect();
   refreshMetrics().then(() => { if (!view.metric) { text("age", "no metrics yet"); setTimeout(function retry() { refreshMetrics().then(() => { if (!view.metric) setTimeout(retry, 2000); }); }, 2000); } });

@@ -18,12 +18,15 @@ export function unitFor(name) {
   return "";
 }
 
-const SI = [[1e12, "T"], [1e9, "G"], [1e6, "M"], [1e3, "k"]];
-const IEC = [[2 ** 40, "TiB"], [2 ** 30, "GiB"], [2 ** 20, "MiB"], [2 ** 10, "KiB"]];
+const SI = [[1e18, "E"], [1e15, "P"], [1e12, "T"], [1e9, "G"], [1e6, "M"], [1e3, "k"]];
+const IEC = [[2 ** 60, "EiB"], [2 ** 50, "PiB"], [2 ** 40, "TiB"], [2 ** 30, "GiB"], [2 ** 20, "MiB"], [2 ** 10, "KiB"]];
 
 function sig(v, digits = 3) {
   if (v === 0) return "0";
   const a = Math.abs(v);
+  // Below a thousandth (or beyond the largest prefix): three significant digits with an exponent
+  // ("8.7e-6"), where fixed decimals showed "0.000009" or "0".
+  if (a < 1e-3 || a >= 1e21) return v.toExponential(digits - 1).replace(/\.?0+e/, "e").replace("e+", "e");
   const d = a >= 100 ? 0 : a >= 10 ? 1 : a >= 1 ? 2 : Math.min(6, digits - 1 - Math.floor(Math.log10(a)));
   return v.toFixed(Math.max(0, d)).replace(/(\.\d*?)0+$/, "$1").replace(/\.$/, "");
 }
@@ -32,17 +35,19 @@ function sig(v, digits = 3) {
 export function fmt(v, unit = "") {
   if (v == null || Number.isNaN(v)) return "–";
   if (!Number.isFinite(v)) return v > 0 ? "∞" : "-∞";
+  // Rounded to three significant digits before the prefix is chosen: 999,700 is "1M", not "1000k".
+  v = Number(v.toPrecision(3));
   const a = Math.abs(v);
   switch (unit) {
     case "%": return sig(v) + " %";
-    case "B": for (const [f, s] of IEC) if (a >= f) return sig(v / f) + " " + s; return sig(v) + " B";
+    case "B": for (const [f, s] of IEC) if (a >= f && a < f * 1024) return sig(v / f) + " " + s; return sig(v) + " B";
     case "s":
       if (a !== 0 && a < 1e-3) return sig(v * 1e6) + " µs";
       if (a !== 0 && a < 1) return sig(v * 1e3) + " ms";
       return sig(v) + " s";
     case "ms": return a >= 1000 ? sig(v / 1000) + " s" : sig(v) + " ms";
-    case "b/s": for (const [f, s] of SI) if (a >= f) return sig(v / f) + " " + s + "b/s"; return sig(v) + " b/s";
-    default: for (const [f, s] of SI) if (a >= f) return sig(v / f) + s; return sig(v);
+    case "b/s": for (const [f, s] of SI) if (a >= f && a < f * 1000) return sig(v / f) + " " + s + "b/s"; return sig(v) + " b/s";
+    default: for (const [f, s] of SI) if (a >= f && a < f * 1000) return sig(v / f) + s; return sig(v);
   }
 }
 
@@ -82,7 +87,10 @@ function fit(canvas) {
 
 function timeLabel(t, span) {
   const d = new Date(t);
-  if (span > 2 * 86400e3) return (d.getMonth() + 1) + "/" + d.getDate() + " " + String(d.getHours()).padStart(2, "0") + "h";
+  if (span > 2 * 86400e3) {
+    const m = d.getMinutes();
+    return (d.getMonth() + 1) + "/" + d.getDate() + " " + String(d.getHours()).padStart(2, "0") + (m ? ":" + String(m).padStart(2, "0") : "h");
+  }
   const hm = String(d.getHours()).padStart(2, "0") + ":" + String(d.getMinutes()).padStart(2, "0");
   return span <= 600e3 ? hm + ":" + String(d.getSeconds()).padStart(2, "0") : hm;
 }
@@ -161,7 +169,9 @@ export class LineChart {
     const span = t1 - t0, nx = Math.max(2, Math.floor(pw / (this.compact ? 90 : 110)));
     const step = [1e3, 5e3, 10e3, 15e3, 30e3, 60e3, 120e3, 300e3, 600e3, 900e3, 1800e3, 3600e3, 7200e3, 10800e3, 21600e3, 43200e3, 86400e3, 172800e3]
       .find(s => span / s <= nx) || 604800e3;
-    for (let t = Math.ceil(t0 / step) * step; t <= t1; t += step) {
+    // Ticks fall on round local times (a day step at local midnight, also in half-hour zones).
+    const off = -new Date(t0).getTimezoneOffset() * 60e3;
+    for (let t = Math.ceil((t0 + off) / step) * step - off; t <= t1; t += step) {
       const x = Math.round(X(t)) + 0.5;
       ctx.beginPath(); ctx.moveTo(x, top); ctx.lineTo(x, top + ph); ctx.stroke();
       const label = timeLabel(t, span), half = ctx.measureText(label).width / 2;
