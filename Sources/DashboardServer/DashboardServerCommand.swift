@@ -275,6 +275,7 @@ struct DashboardServerCommand: AsyncParsableCommand {
 
         let feeds = try peers.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
             .map { try PeerFeed(peer: $0, broadcaster: engine.broadcaster, group: group, logger: logger, token: env("RTD_PEER_TOKEN")) }
+        server.reportPeers(feeds)
         let serviceGroup = ServiceGroup(
             services: [EngineService(engine: engine), HTTPService(server: server, logger: logger, host: host), PeerService(feeds: feeds)],
             gracefulShutdownSignals: [.sigterm, .sigint],

@@ -54,6 +54,9 @@ public final class HTTPServer: Sendable {
     /// Server-wide counters.
     public var statistics: ServerStatistics { router.statistics }
 
+    /// The peers this instance follows, listed in `/api/stats` (`peers`).
+    public func reportPeers(_ feeds: [PeerFeed]) { router.peerFeeds.withLock { $0 = feeds } }
+
     /// Binds the listeners.
     public func start() async throws -> BoundPorts {
         let router = self.router, registry = self.registry, logger = self.logger

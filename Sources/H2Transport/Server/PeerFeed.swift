@@ -12,9 +12,12 @@ import Synchronization
 /// It holds `GET /api/dashboard/stream?origin=local&fleet=0` on the peer over HTTP/1.1 (the peer's
 /// cleartext port, on loopback or a private network), turns every row of every event into a
 /// ``SeriesSnapshot``, and hands them to ``Broadcaster/submitRemote(_:origin:)``. `origin=local`
-/// keeps a peer from echoing what it merged itself. After a lost connection it reconnects every
-/// second; the peer's fresh `init` restores everything. Series of a peer that is gone stop
-/// changing and show as stale after the stale threshold.
+/// keeps a peer from echoing what it merged itself. After a lost connection it reconnects (after
+/// 1 s, doubling to 30 s while the peer stays unreachable or refuses, with jitter); the peer's
+/// fresh `init` restores everything and removes what the peer no longer has. A stream silent for
+/// ``idleTimeout`` (the peer sends a heartbeat at least every 20 s) is taken for dead and
+/// reconnected, so a peer lost without a reset (power, network split) is noticed. Series of a peer
+/// that is gone stop changing and show as stale after the stale threshold.
 ///
 /// Hand-written on NIOHTTP1's client codec because it is one GET and a line scanner: a general
 /// HTTP client would bring its own event loops and pools for no gain.
@@ -34,7 +37,14 @@ public final class PeerFeed: Sendable {
         var connected = false
         var events = 0
         var rows = 0
+        /// The next reconnect delay (doubles while failing, back to 1 s once an event arrives).
+        var retryDelay: Int64 = 1_000
     }
+
+    /// A stream with no byte for this long is closed and reconnected.
+    static let idleTimeout: TimeAmount = .seconds(45)
+    /// The longest `data:` line kept while it arrives (a 100,000-row `init` is ~35 MB).
+    static let maxLineBytes = 256 << 20
 
     private let token: String?
 
@@ -86,9 +96,11 @@ public final class PeerFeed: Sendable {
         let host = self.host
         ClientBootstrap(group: group)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelOption(.socketOption(.so_keepalive), value: 1)
             .connectTimeout(.seconds(3))
             .channelInitializer { [self] channel in
                 channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: Self.idleTimeout))
                     try channel.pipeline.syncOperations.addHTTPClientHandlers()
                     try channel.pipeline.syncOperations.addHandler(SSEReader(feed: self))
                 }
@@ -127,8 +139,16 @@ public final class PeerFeed: Sendable {
     }
 
     private func retry() {
-        guard !state.withLock({ $0.stopped }) else { return }
-        group.next().scheduleTask(in: .seconds(1)) { [self] in connect() }
+        let delay: Int64? = state.withLock { s in
+            guard !s.stopped else { return nil }
+            let d = s.retryDelay
+            s.retryDelay = min(30_000, d * 2)
+            return d
+        }
+        guard let delay else { return }
+        // Jitter: instances following one restarted peer do not all ask for its `init` at once.
+        let jittered = delay / 2 + Int64.random(in: 0...(delay / 2))
+        group.next().scheduleTask(in: .milliseconds(jittered)) { [self] in connect() }
     }
 
     fileprivate func opened(status: UInt) {
@@ -140,8 +160,8 @@ public final class PeerFeed: Sendable {
         }
     }
 
-    /// One complete SSE `data:` payload.
-    fileprivate func event(_ data: Data) {
+    /// One complete SSE `data:` payload; `isInit`: of an `init` event (the peer's whole list).
+    fileprivate func event(_ data: Data, isInit: Bool) {
         guard let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
               let rows = obj["data"] as? [[String: Any]] else { return }
         var snapshots: [SeriesSnapshot] = []
@@ -150,8 +170,15 @@ public final class PeerFeed: Sendable {
         state.withLock { s in
             s.events += 1
             s.rows += snapshots.count
+            s.retryDelay = 1_000
         }
-        if !snapshots.isEmpty { broadcaster.submitRemote(snapshots, origin: peer) }
+        if isInit && obj["truncated"] as? Bool != true {
+            // The peer's complete list: what this instance still holds from it and the list lacks
+            // left while the stream was down (or the peer restarted), and leaves now.
+            broadcaster.replaceRemote(snapshots, origin: peer)
+        } else if !snapshots.isEmpty {
+            broadcaster.submitRemote(snapshots, origin: peer)
+        }
         // Series the peer no longer has (idle expiry there) leave this fleet view too.
         if let removed = obj["removed"] as? [[String: Any]] {
             let keys = removed.compactMap { r -> SeriesKey? in
@@ -165,7 +192,7 @@ public final class PeerFeed: Sendable {
     /// A series row of the SSE contract (Docs/wire-protocol.md) back into a snapshot.
     static func snapshot(_ r: [String: Any]) -> SeriesSnapshot? {
         func d(_ k: String) -> Double? { (r[k] as? NSNumber)?.doubleValue }
-        func u(_ k: String) -> UInt64 { UInt64(max(0, d(k) ?? 0)) }
+        func u(_ k: String) -> UInt64 { UInt64(exactly: (max(0, min(d(k) ?? 0, 1e18))).rounded(.down)) ?? 0 }
         guard let server = r["server_id"] as? String, let metric = r["metric_name"] as? String,
               let last = d("last"), let ts = d("lastUpdate") else { return nil }
         let key = SeriesKey(serverID: server, metricName: metric, labels: r["labels"] as? String ?? "")
@@ -185,6 +212,8 @@ private final class SSEReader: ChannelInboundHandler {
     private let feed: PeerFeed
     private var pending: [UInt8] = []
     private var ok = false
+    /// The current event's type (`event:` line), `message` until one is given.
+    private var eventType = "message"
 
     init(feed: PeerFeed) { self.feed = feed }
 
@@ -198,6 +227,7 @@ private final class SSEReader: ChannelInboundHandler {
             guard ok else { return }
             pending.append(contentsOf: buf.readBytes(length: buf.readableBytes) ?? [])
             scan()
+            if pending.count > PeerFeed.maxLineBytes { context.close(promise: nil) }  // no newline in sight: not our contract
         case .end:
             context.close(promise: nil)
         }
@@ -207,8 +237,9 @@ private final class SSEReader: ChannelInboundHandler {
     /// long and arrive in many reads: each byte is looked at once).
     private var scanned = 0
     private static let prefix: [UInt8] = Array("data: ".utf8)
+    private static let eventPrefix: [UInt8] = Array("event: ".utf8)
 
-    /// Only `data:` lines matter here (one per event in our contract).
+    /// `event:` and `data:` lines (one data line per event in our contract); a blank line ends an event.
     private func scan() {
         var start = 0
         var i = scanned
@@ -216,7 +247,11 @@ private final class SSEReader: ChannelInboundHandler {
             if pending[i] == 0x0A {
                 let line = pending[start..<i]
                 if line.starts(with: Self.prefix) {
-                    feed.event(Data(line.dropFirst(Self.prefix.count)))
+                    feed.event(Data(line.dropFirst(Self.prefix.count)), isInit: eventType == "init")
+                } else if line.starts(with: Self.eventPrefix) {
+                    eventType = String(decoding: line.dropFirst(Self.eventPrefix.count), as: UTF8.self)
+                } else if line.isEmpty {
+                    eventType = "message"
                 }
                 start = i + 1
             }
@@ -224,6 +259,14 @@ private final class SSEReader: ChannelInboundHandler {
         }
         if start > 0 { pending.removeFirst(start) }
         scanned = pending.count
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is IdleStateHandler.IdleStateEvent {
+            context.close(promise: nil)  // silent past the heartbeat interval: a dead peer or path
+        } else {
+            context.fireUserInboundEventTriggered(event)
+        }
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {

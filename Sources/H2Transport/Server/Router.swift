@@ -1,5 +1,6 @@
 import MetricsCore
 import NIOCore
+import Synchronization
 
 /// Maps requests to handlers. Hand-written: a dozen fixed routes need a `switch`, not a framework.
 ///
@@ -24,6 +25,8 @@ final class Router: Sendable {
     let staticFiles: StaticFiles
     let prometheusText: @Sendable () -> String
     let startedAt = ProcessInfoLite.nowMilliseconds()
+    /// The peers this instance follows (`--peers`), for `/api/stats`.
+    let peerFeeds = Mutex<[PeerFeed]>([])
 
     init(engine: MetricsEngine, configuration: HTTPServerConfiguration, prometheusText: @escaping @Sendable () -> String) {
         self.engine = engine
@@ -314,6 +317,15 @@ final class Router: Sendable {
         j.raw(",\"expired_total\":\(expiredSeries),\"idle_timeout_ms\":\(engine.aggregator.configuration.idleSeriesTimeout)")
         j.raw(",\"rollups_held_from_minute\":\(heldMinute.map(String.init) ?? "null")}")
         j.raw(",\"sse\":{\"clients\":\(engine.broadcaster.subscriberCount),\"events_total\":\(events),\"coalesced_total\":\(coalesced),\"refused_total\":\(engine.broadcaster.refusedSubscriptions),\"seq\":\(engine.broadcaster.currentSequence),\"last_tick\":{\"collect_us\":\(tick.collectMicroseconds),\"publish_us\":\(tick.publishMicroseconds),\"events_ready_us\":\(tick.eventsReadyMicroseconds),\"last_event_taken_us\":\(tick.lastEventTakenMicroseconds.map(String.init) ?? "null"),\"changed_series\":\(tick.changedSeries),\"staged_series\":\(tick.stagedSeries)},\"peer_series\":\(remote.series),\"peer_rows_total\":\(remote.received)}")
+        // Each followed peer: whether its stream is open, and what came from it since start.
+        j.raw(",\"peers\":[")
+        for (i, feed) in peerFeeds.withLock({ $0 }).enumerated() {
+            let st = feed.status
+            if i > 0 { j.byte(UInt8(ascii: ",")) }
+            j.raw("{\"url\":"); j.string(feed.peer)
+            j.raw(",\"connected\":\(st.connected),\"events_total\":\(st.events),\"rows_total\":\(st.rows)}")
+        }
+        j.raw("]")
         j.raw(",\"connections\":{\"http1\":\(statistics.http1Connections),\"http2\":\(statistics.http2Connections),\"requests_total\":\(statistics.requestCount),\"protocol_errors_total\":\(statistics.protocolErrorCount),\"refused_per_address_total\":\(statistics.refusedConnectionCount)")
         let idle = statistics.idleClosures
         j.raw(",\"closed_idle\":{\"no_request\":\(idle["no_request"] ?? 0),\"idle\":\(idle["idle"] ?? 0),\"stalled_reader\":\(idle["stalled_reader"] ?? 0)}}")

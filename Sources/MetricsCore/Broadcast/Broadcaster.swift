@@ -426,8 +426,18 @@ public final class Broadcaster: Sendable {
             func origin(_ i: Int) -> Int32 { i < localCount ? 0 : origins[i - localCount] }
             var superseded: [Int] = []
             var restaged: [Int] = []
+            var shadowed: [Int] = []
+            // A peer's row for a series this instance's own agents feed takes over only with a newer
+            // sample (the series' value is its latest by timestamp, whichever instance received
+            // it): an agent that moved to the peer takes over at once, while one agent writing the
+            // same samples to both no longer put two rows per tick on the wire and flipped the
+            // series' origin back and forth.
             for i in applied..<changed.count {
                 guard let id = s.entries.id(of: changed[i].key) else { continue }
+                if i >= localCount, s.entries[id].origin == 0, changed[i].lastTimestamp <= s.entries[id].lastTimestamp {
+                    shadowed.append(i)
+                    continue
+                }
                 let slot = s.entries[id].slot
                 if i < localCount, let k = staged.at[id] {
                     changed[k] = changed[i]
@@ -442,6 +452,11 @@ public final class Broadcaster: Sendable {
                 if (s.entries[id].origin != 0) != (o != 0) { s.remoteSeries += o != 0 ? 1 : -1 }
                 s.entries[id].origin = o
                 slots[i] = (Int(slot.server), Int(slot.index))
+            }
+            for i in shadowed.reversed() {  // all in the peers' part, which nothing below has indexed yet
+                changed.remove(at: i)
+                slots.remove(at: i)
+                origins.remove(at: i - localCount)
             }
             if !superseded.isEmpty {
                 // Compact (all in the local part, ascending).
@@ -679,6 +694,25 @@ public final class Broadcaster: Sendable {
     public func submitRemote(_ snapshots: [SeriesSnapshot], origin: String) {
         state.withLock { s in
             let o = Self.originNumber(origin, &s)
+            for snap in snapshots { s.remotePending[snap.key] = (snap, o) }
+            s.remoteReceived += snapshots.count
+        }
+    }
+
+    /// A peer's complete list of its series (its `init`, not cut by `limit`): merged as
+    /// ``submitRemote(_:origin:)`` does, and the series held from that peer that the list lacks
+    /// (gone while the stream was down, or the peer restarted without them) are removed at the
+    /// next tick, unless this instance or another peer holds them by then.
+    public func replaceRemote(_ snapshots: [SeriesSnapshot], origin: String) {
+        state.withLock { s in
+            let o = Self.originNumber(origin, &s)
+            let present = Set(snapshots.lazy.map(\.key))
+            for e in s.entries.entries where e.live && e.origin == o && !present.contains(e.key) {
+                s.remoteRemovedPending.append((e.key, o))
+            }
+            for (key, pending) in s.remotePending where pending.origin == o && !present.contains(key) {
+                s.remotePending[key] = nil
+            }
             for snap in snapshots { s.remotePending[snap.key] = (snap, o) }
             s.remoteReceived += snapshots.count
         }

@@ -186,7 +186,7 @@ public final class Subscription: Sendable {
                 let selectedKeys = Set(topSelection)
                 for srv in filter.focus {
                     for key in b.entries.keys(server: srv).sorted() {
-                        guard let e = b.entries[key], e.changedSeq > s.lastSeq else { continue }
+                        guard let e = b.entries[key], e.changedSeq > s.lastSeq, !filter.localOnly || e.origin == 0 else { continue }
                         if selectedKeys.contains(key) || (filter.top == nil && filter.matches(key)) { continue }
                         selected.append(cache.row(key, e))
                     }
