@@ -839,8 +839,10 @@ public final class Broadcaster: Sendable {
         var selectedKeys = Set<SeriesKey>()
         if filter.series {
             if let top = filter.top {
+                // Whole, also in a resume (as every tick sends them): a client replaces its top
+                // list with each event's, and only the changed ones made it shrink for a tick.
                 for key in topKeys(filter: filter, top: top, state: s) {
-                    guard let e = s.entries[key], include(e) else { continue }
+                    guard let e = s.entries[key], !localOnly || e.origin == 0 else { continue }
                     if rows.count >= filter.limit { truncated = true; break }  // top is per metric; limit caps the event
                     rows.append(Self.encodeRow(e.snapshot))
                     if !filter.focus.isEmpty { selectedKeys.insert(key) }

@@ -212,6 +212,18 @@ struct BroadcasterTests {
         }
     }
 
+    @Test("a resume of a top=N subscription sends its top rows whole, as every tick does, not only those changed since")
+    func resumeSendsTopRowsWhole() throws {
+        let b = Self.populated()
+        b.publish(changed: [T.snapshot("web-2", "cpu", last: 51, seq: 2)], seq: 2, timestamp: Self.t0 + 1_000)
+        let filter = try Self.filter([("metrics", "cpu"), ("top", "3")])
+        let fresh = try Self.firstEvent(b, filter)
+        let resumed = try Self.firstEvent(b, filter, lastEventID: "\(b.epoch)-2")
+        #expect(resumed.event == "update")
+        #expect(fresh.rowKeys.count >= 2)
+        #expect(resumed.rowKeys == fresh.rowKeys)
+    }
+
     @Test("a subscriber that never reads is coalesced at the queue bound; its next read is an init with current values; others are unaffected")
     func slowSubscriberIsCoalesced() throws {
         let b = Self.populated(.init(subscriberQueueEvents: 2))
