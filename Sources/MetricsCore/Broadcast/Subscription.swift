@@ -124,7 +124,7 @@ public final class Subscription: Sendable {
             // An event that depends only on the filter, this tick and the member lists this client
             // holds: subscribers asking the same question share one build (and one byte array).
             let memoizable = filter.every == 1 && filter.focus.isEmpty && !s.needsSnapshot
-                && s.removedPending.count == removed.count
+                && s.removedPending.count == removed.count && s.pending.isEmpty
             let membersBefore = s.membersSent
             if memoizable, let hit = memo.find(filter, membersBefore) {
                 s.lastSeq = seq
@@ -149,15 +149,26 @@ public final class Subscription: Sendable {
                         }
                     }
                 } else if filter.every == 1 {
+                    // Rows an earlier update cut at `limit` (in `pending`) follow this tick's changes
+                    // as room allows, with their current values: a cut row comes late, never not at all.
+                    let carried = s.pending
+                    s.pending.removeAll()
+                    var takenNow: Set<SeriesKey> = []
                     func take(_ i: Int) {
                         guard filter.matches(changed[i].key), !filter.localOnly || i < cache.localCount else { return }
-                        if selected.count >= filter.limit { truncated = true; return }
+                        if selected.count >= filter.limit { truncated = true; s.pending.insert(changed[i].key); return }
                         selected.append(cache.changedRow(i))
+                        if !carried.isEmpty { takenNow.insert(changed[i].key) }
                     }
                     if !filter.metrics.isEmpty {
                         for m in filter.metrics { for i in changedByMetric[m] ?? [] { take(i) } }
                     } else {
                         for i in changed.indices { take(i) }
+                    }
+                    for key in carried.sorted() where !takenNow.contains(key) {
+                        guard let e = b.entries[key], !filter.localOnly || e.origin == 0 else { continue }
+                        if selected.count >= filter.limit { truncated = true; s.pending.insert(key); continue }
+                        selected.append(cache.row(key, e))
                     }
                 } else {
                     if !filter.metrics.isEmpty {
@@ -211,7 +222,8 @@ public final class Subscription: Sendable {
                                           truncated: truncated,
                                           tickMilliseconds: broadcaster.configuration.tickMilliseconds, retry: nil)
             s.removedPending.removeAll()
-            if memoizable { memo.add(filter, membersBefore: membersBefore, event: event, membersAfter: s.membersSent) }
+            // (Not a truncated event: a subscriber reusing it would not know which rows to carry.)
+            if memoizable && !truncated { memo.add(filter, membersBefore: membersBefore, event: event, membersAfter: s.membersSent) }
             enqueue(event)
             return true
         }

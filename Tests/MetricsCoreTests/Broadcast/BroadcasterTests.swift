@@ -212,6 +212,27 @@ struct BroadcasterTests {
         }
     }
 
+    @Test("rows an update cut at limit come in the next updates with their current values; a cut row is late, never lost")
+    func rowsCutByLimitAreCarried() throws {
+        let b = Self.populated()
+        let sub = try b.subscribe(filter: try Self.filter([("limit", "2")]), lastEventID: nil, onReady: {})
+        defer { sub.cancel() }
+        _ = sub.next()
+        b.publish(changed: [T.snapshot("new-1", "cpu", last: 1, seq: 2), T.snapshot("new-2", "cpu", last: 2, seq: 2),
+                            T.snapshot("new-3", "cpu", last: 3, seq: 2)], seq: 2, timestamp: Self.t0 + 1_000)
+        let first = try T.parseSSE(try #require(sub.next()))
+        #expect(first.rowKeys.count == 2 && first.truncated)
+        // The next tick changes another series: it comes, and the cut row after it.
+        let cut = try #require(["new-1/cpu", "new-2/cpu", "new-3/cpu"].first { !first.rowKeys.contains($0) })
+        b.publish(changed: [T.snapshot("web-1", "mem", last: 7, seq: 3)], seq: 3, timestamp: Self.t0 + 2_000)
+        let second = try T.parseSSE(try #require(sub.next()))
+        #expect(second.rowKeys == ["web-1/mem", cut] && !second.truncated)
+        #expect(Self.num(second.row(cut), "last") == Double(cut.dropFirst(4).prefix(1))!)
+        b.publish(changed: [], seq: 4, timestamp: Self.t0 + 3_000)
+        let third = try T.parseSSE(try #require(sub.next()))
+        #expect(third.rows.isEmpty, "carried once")
+    }
+
     @Test("a resume of a top=N subscription sends its top rows whole, as every tick does, not only those changed since")
     func resumeSendsTopRowsWhole() throws {
         let b = Self.populated()
