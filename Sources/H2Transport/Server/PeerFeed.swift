@@ -47,6 +47,9 @@ public final class PeerFeed: Sendable {
     static let maxLineBytes = 256 << 20
 
     private let token: String?
+    /// Events are decoded here, in order, off the event loop: a peer's `init` of 100,000 rows is
+    /// ~35 MB of JSON, and decoding it on the loop stalled the agents whose connections share it.
+    private let decoding = DispatchQueue(label: "rtd.peer-feed")
 
     /// Creates a feed; ``start()`` connects.
     /// - Parameters:
@@ -160,8 +163,13 @@ public final class PeerFeed: Sendable {
         }
     }
 
-    /// One complete SSE `data:` payload; `isInit`: of an `init` event (the peer's whole list).
-    fileprivate func event(_ data: Data, isInit: Bool) {
+    /// One complete SSE `data:` payload, handed to the decoding queue.
+    fileprivate func received(_ data: Data, isInit: Bool) {
+        decoding.async { [self] in event(data, isInit: isInit) }
+    }
+
+    /// Decodes and merges one event; `isInit`: an `init` event (the peer's whole list).
+    private func event(_ data: Data, isInit: Bool) {
         guard let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
               let rows = obj["data"] as? [[String: Any]] else { return }
         var snapshots: [SeriesSnapshot] = []
@@ -247,7 +255,7 @@ private final class SSEReader: ChannelInboundHandler {
             if pending[i] == 0x0A {
                 let line = pending[start..<i]
                 if line.starts(with: Self.prefix) {
-                    feed.event(Data(line.dropFirst(Self.prefix.count)), isInit: eventType == "init")
+                    feed.received(Data(line.dropFirst(Self.prefix.count)), isInit: eventType == "init")
                 } else if line.starts(with: Self.eventPrefix) {
                     eventType = String(decoding: line.dropFirst(Self.eventPrefix.count), as: UTF8.self)
                 } else if line.isEmpty {
