@@ -145,6 +145,9 @@ struct DashboardServerCommand: AsyncParsableCommand {
     @Option(help: "Memory store: minutes of rollups kept per series (RTD_RETENTION_MINUTES).")
     var retentionMinutes: Int = env("RTD_RETENTION_MINUTES").flatMap(Int.init) ?? 1_440
 
+    @Option(help: "Memory store: minute rollups kept in all, ~140 bytes each; past it the oldest minutes go first (RTD_MEMORY_ROLLUPS).")
+    var memoryRollups: Int = env("RTD_MEMORY_ROLLUPS").flatMap(Int.init) ?? 10_000_000
+
     @Option(help: "Seconds shutdown waits for open streams before closing them (RTD_DRAIN_TIMEOUT).")
     var drainTimeout: Int = env("RTD_DRAIN_TIMEOUT").flatMap(Int.init) ?? 10
 
@@ -180,6 +183,7 @@ struct DashboardServerCommand: AsyncParsableCommand {
         guard MySQLStore.BulkMode(rawValue: storeBulk) != nil else { throw ValidationError("--store-bulk must be auto, array or multirow") }
         guard rawRetentionDays >= 1, rollupRetentionDays >= 1 else { throw ValidationError("retention must be at least one day") }
         guard retentionMinutes >= 1 else { throw ValidationError("--retention-minutes must be at least 1") }
+        guard memoryRollups >= 1_000 else { throw ValidationError("--memory-rollups must be at least 1000") }
         guard (1...8).contains(storeWriteLanes) else { throw ValidationError("--store-write-lanes must be 1...8") }
         guard storeMaintenanceInterval >= 1 else { throw ValidationError("--store-maintenance-interval must be at least 1 second") }
         guard storeRepairInterval >= 1 else { throw ValidationError("--store-repair-interval must be at least 1 second") }
@@ -290,7 +294,7 @@ extension DashboardServerCommand {
     /// The configured store; a MySQL store is retried for `--store-connect-wait` seconds at start.
     func makeStore(logger: Logger) async throws -> any MetricStore {
         if store == "memory" {
-            return MemoryStore(configuration: .init(maxSamples: memorySamples, retentionMinutes: retentionMinutes))
+            return MemoryStore(configuration: .init(maxSamples: memorySamples, retentionMinutes: retentionMinutes, maxRollups: memoryRollups))
         }
         var endpoint = try MySQLEndpoint(url: store)
         if endpoint.password.isEmpty, let pw = env("RTD_STORE_PASSWORD") { endpoint.password = pw }

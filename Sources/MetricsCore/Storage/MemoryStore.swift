@@ -24,12 +24,19 @@ public actor MemoryStore: MetricStore {
         public var retentionMinutes: Int
         /// Series with rollups kept. Default 200,000.
         public var maxSeries: Int
+        /// Minute rollups kept in all, ~140 bytes each. Default 10,000,000 (about 1.4 GB). Past it
+        /// the oldest minutes go first, for every series alike: the history kept shortens to what
+        /// fits (a day for ~7,000 series, three hours for 50,000) instead of growing without a
+        /// bound (a day of 200,000 series was ~50 GB). At least ``maxSeries``.
+        public var maxRollups: Int
         /// Creates a configuration; a retention under one minute counts as one (the minute just
         /// stored must stay).
-        public init(maxSamples: Int = 1_000_000, retentionMinutes: Int = 1_440, maxSeries: Int = 200_000) {
+        public init(maxSamples: Int = 1_000_000, retentionMinutes: Int = 1_440, maxSeries: Int = 200_000,
+                    maxRollups: Int = 10_000_000) {
             self.maxSamples = maxSamples
             self.retentionMinutes = max(1, retentionMinutes)
             self.maxSeries = maxSeries
+            self.maxRollups = max(maxSeries, maxRollups)
         }
     }
 
@@ -38,7 +45,20 @@ public actor MemoryStore: MetricStore {
     /// write O(1) instead of a copy per sample. Trimmed from the front to `maxSamples`.
     private var raw = Deque<ArraySlice<MetricSample>>()
     private var rawCount = 0
-    private var rollups: [SeriesKey: Deque<MinuteRollup>] = [:]
+    /// One stored minute of a series (its key is the dictionary's: a rollup repeating it cost 48
+    /// bytes more per minute).
+    private struct StoredMinute {
+        var minute: Int64
+        var sketch: QuantileSketch
+    }
+    private var rollups: [SeriesKey: Deque<StoredMinute>] = [:]
+    /// Minutes up to this one were dropped to stay within ``Configuration/maxRollups``.
+    private var capHorizon: Int64 = .min
+    /// Minutes of history kept now, when the rollup cap shortened it below the retention.
+    public var historyMinutesKept: Int? {
+        guard capHorizon != .min, newestMinute != .min, newestMinute - capHorizon < retention else { return nil }
+        return Int((newestMinute - capHorizon) / 60_000)
+    }
     private var byServerMetric: [String: Set<String>] = [:]  // "server\u{0}metric" -> label sets
     private var rollupCount = 0
     /// Samples written since start.
@@ -89,7 +109,7 @@ public actor MemoryStore: MetricStore {
     /// Drops minutes past retention from every series, and series left without any (once a minute).
     private func sweep() {
         lastSweep = newestMinute
-        let horizon = newestMinute - retention
+        let horizon = max(newestMinute - retention, capHorizon)
         var emptied: [SeriesKey] = []
         for key in Array(rollups.keys) where rollups[key]!.first!.minute <= horizon {
             var list = rollups.removeValue(forKey: key)!
@@ -144,15 +164,48 @@ public actor MemoryStore: MetricStore {
         if i > 0 && list[i - 1].minute == r.minute {
             list[i - 1].sketch.merge(r.sketch)
         } else {
-            list.insert(r, at: i)
+            list.insert(StoredMinute(minute: r.minute, sketch: r.sketch), at: i)
             rollupCount += 1
         }
-        let horizon = (list.last?.minute ?? r.minute) - retention
+        let horizon = max((list.last?.minute ?? r.minute) - retention, capHorizon)
         while let first = list.first, first.minute <= horizon {
             list.removeFirst()
             rollupCount -= 1
         }
         rollups[r.key] = list
+        if rollupCount > configuration.maxRollups { trimToCap() }
+    }
+
+    /// Drops the oldest stored minute of every series, a minute at a time, until the store holds
+    /// at most 95 % of ``Configuration/maxRollups`` (the margin keeps this to one pass over the
+    /// series every few minutes in the steady state, not one per rollup). The newest minute stays.
+    private func trimToCap() {
+        let target = configuration.maxRollups / 100 * 95
+        var oldest = rollups.values.lazy.compactMap { $0.first?.minute }.min() ?? .max
+        while rollupCount > target && oldest < newestMinute {
+            capHorizon = max(capHorizon, oldest)
+            var next = Int64.max
+            var emptied: [SeriesKey] = []
+            for key in Array(rollups.keys) {
+                guard rollups[key]!.first!.minute <= capHorizon else {
+                    next = min(next, rollups[key]!.first!.minute)
+                    continue
+                }
+                var list = rollups.removeValue(forKey: key)!
+                while let first = list.first, first.minute <= capHorizon {
+                    list.removeFirst()
+                    rollupCount -= 1
+                }
+                if let first = list.first {
+                    next = min(next, first.minute)
+                    rollups[key] = list
+                } else {
+                    emptied.append(key)
+                }
+            }
+            forget(emptied)
+            oldest = next
+        }
     }
 
     public func history(_ query: HistoryQuery) async throws -> HistoryResult {
@@ -164,9 +217,10 @@ public actor MemoryStore: MetricStore {
             labelSets = Array(byServerMetric[query.serverID + "\u{0}" + query.metricName] ?? [])
         }
         for labels in labelSets {
-            guard let list = rollups[SeriesKey(serverID: query.serverID, metricName: query.metricName, labels: labels)] else { continue }
+            let key = SeriesKey(serverID: query.serverID, metricName: query.metricName, labels: labels)
+            guard let list = rollups[key] else { continue }
             for r in list where r.minute >= MinuteRollup.minute(of: query.from) && r.minute < query.to {
-                selected.append(r)
+                selected.append(MinuteRollup(key: key, minute: r.minute, sketch: r.sketch))
             }
         }
         selected.append(contentsOf: query.openRollups)
@@ -175,10 +229,10 @@ public actor MemoryStore: MetricStore {
 
     public func recentRollups(since: Int64) async throws -> [MinuteRollup] {
         var out: [MinuteRollup] = []
-        for (_, list) in rollups {
+        for (key, list) in rollups {
             for r in list.reversed() {
                 if r.minute < since { break }
-                out.append(r)
+                out.append(MinuteRollup(key: key, minute: r.minute, sketch: r.sketch))
             }
         }
         return out
@@ -187,7 +241,9 @@ public actor MemoryStore: MetricStore {
     public func health() async -> StoreHealth {
         StoreHealth(
             healthy: true, backend: "memory",
-            detail: "ring \(rawCount)/\(configuration.maxSamples) samples, \(rollups.count)/\(configuration.maxSeries) series"
+            detail: "ring \(rawCount)/\(configuration.maxSamples) samples, \(rollups.count)/\(configuration.maxSeries) series, "
+                + "\(rollupCount)/\(configuration.maxRollups) rollups"
+                + (historyMinutesKept.map { ", history shortened to \($0) min to fit the rollup cap" } ?? "")
                 + (droppedSeries > 0 ? ", rollups of \(droppedSeries) new series not kept (cap)" : ""),
             storedSamples: rawCount, storedRollups: rollupCount)
     }

@@ -218,6 +218,28 @@ struct MemoryStoreTests {
         #expect(p.count == 1_000 && p.min == 1 && p.max == 1_000 && p.avg == 500.5)
     }
 
+    @Test("past the rollup cap the oldest minutes go first, for every series alike; the newest stay and history answers from them")
+    func rollupCapDropsOldestMinutes() async throws {
+        let store = MemoryStore(configuration: .init(retentionMinutes: 1_440, maxSeries: 10, maxRollups: 100))
+        let t0 = MinuteRollup.minute(of: ProcessInfoLite.nowMilliseconds()) - 60 * 60_000
+        for m in 0..<30 {
+            let rollups = (0..<10).map { Self.rollup("srv-\($0)", "cpu", minute: t0 + Int64(m) * 60_000, values: [Double(m)]) }
+            try await store.write(StoreBatch(rollups: rollups))
+            let h = await store.health()
+            #expect((h.storedRollups ?? .max) <= 100, "minute \(m): \(h.storedRollups ?? -1) rollups")
+        }
+        let kept = try #require(await store.historyMinutesKept)
+        #expect(kept >= 9 && kept < 30)
+        for s in 0..<10 {
+            let h = try await store.history(HistoryQuery(serverID: "srv-\(s)", metricName: "cpu", from: t0, to: t0 + 31 * 60_000, maxPoints: 100))
+            let minutes = h.points.map(\.timestamp)
+            #expect(minutes.last == t0 + 29 * 60_000, "the newest minute stays")
+            #expect(minutes.count == minutes.last.map { Int(($0 - minutes[0]) / 60_000) + 1 }, "a contiguous recent run")
+            #expect(minutes.count >= 9 && minutes.count <= 10, "series \(s): \(minutes.count) minutes")
+        }
+        #expect(await store.health().detail.contains("history shortened"))
+    }
+
     @Test("a rollup from a clock far ahead neither ages out the others' history nor makes them look quiet")
     func futureRollupDoesNotMoveTheClock() async throws {
         let now = MinuteRollup.minute(of: ProcessInfoLite.nowMilliseconds())
