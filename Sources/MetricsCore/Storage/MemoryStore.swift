@@ -59,7 +59,13 @@ public actor MemoryStore: MetricStore {
         guard capHorizon != .min, newestMinute != .min, newestMinute - capHorizon < retention else { return nil }
         return Int((newestMinute - capHorizon) / 60_000)
     }
-    private var byServerMetric: [String: Set<String>] = [:]  // "server\u{0}metric" -> label sets
+    /// A server's metric (its strings shared with the series keys: no concatenated copy per pair).
+    private struct ServerMetric: Hashable {
+        var serverID: String
+        var metricName: String
+    }
+    /// The label sets stored for each server and metric (usually one: an array, not a set).
+    private var byServerMetric: [ServerMetric: [String]] = [:]
     private var rollupCount = 0
     /// Samples written since start.
     public private(set) var samplesWritten = 0
@@ -139,8 +145,8 @@ public actor MemoryStore: MetricStore {
     /// Removes emptied series from the label-set index and counts them.
     private func forget(_ keys: [SeriesKey]) {
         for key in keys {
-            let k = key.serverID + "\u{0}" + key.metricName
-            byServerMetric[k]?.remove(key.labels)
+            let k = ServerMetric(serverID: key.serverID, metricName: key.metricName)
+            byServerMetric[k]?.removeAll { $0 == key.labels }
             if byServerMetric[k]?.isEmpty == true { byServerMetric[k] = nil }
         }
         evictedSeries += keys.count
@@ -155,7 +161,7 @@ public actor MemoryStore: MetricStore {
                 return
             }
             rollups[r.key] = Deque()
-            byServerMetric[r.key.serverID + "\u{0}" + r.key.metricName, default: []].insert(r.key.labels)
+            byServerMetric[ServerMetric(serverID: r.key.serverID, metricName: r.key.metricName), default: []].append(r.key.labels)
         }
         var list = rollups.removeValue(forKey: r.key)!
         // Minutes arrive mostly in order: search from the back.
@@ -214,7 +220,7 @@ public actor MemoryStore: MetricStore {
         if let labels = query.labels {
             labelSets = [labels]
         } else {
-            labelSets = Array(byServerMetric[query.serverID + "\u{0}" + query.metricName] ?? [])
+            labelSets = byServerMetric[ServerMetric(serverID: query.serverID, metricName: query.metricName)] ?? []
         }
         for labels in labelSets {
             let key = SeriesKey(serverID: query.serverID, metricName: query.metricName, labels: labels)
