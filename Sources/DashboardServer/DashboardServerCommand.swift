@@ -238,10 +238,17 @@ struct DashboardServerCommand: AsyncParsableCommand {
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
 
         var tls: HTTPServerConfiguration.TLSFiles? = nil
+        var devCertDirectory: String? = nil
+        defer { if let devCertDirectory { try? FileManager.default.removeItem(atPath: devCertDirectory) } }
         if let certPath, let keyPath {
             tls = .init(certificatePath: certPath, keyPath: keyPath)
         } else if tlsSelfSigned {
-            let dir = NSTemporaryDirectory() + "rtd-devcert-\(getpid())"
+            // A fresh private directory (mkdtemp, mode 0700), removed at exit: a predictable name
+            // let another local user create it first and plant the key.
+            var template = Array((NSTemporaryDirectory() + "rtd-devcert-XXXXXX").utf8CString)
+            guard let made = mkdtemp(&template) else { throw ValidationError("cannot create a directory for the development certificate") }
+            let dir = String(cString: made)
+            devCertDirectory = dir
             tls = try DevelopmentCertificate.generate(in: dir)
             logger.warning("TLS uses a self-signed development certificate", metadata: ["cert": "\(tls!.certificatePath)"])
         }

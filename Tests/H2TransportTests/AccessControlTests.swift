@@ -29,6 +29,14 @@ import Testing
         #expect(ac.credentials.first { $0.name == "telegraf" }?.servers == nil, "'*' is no restriction")
     }
 
+    @Test func aHashInsideASecretIsPartOfIt() throws {
+        let ac = try AccessControl(fileContents: "ingest web 0123456789abcdef#Zq9 web-*\n  # a comment line\nview v 0123456789abcdefgh #note")
+        let web = try #require(ac.credentials.first { $0.name == "web" })
+        #expect(web.secret == Array("0123456789abcdef#Zq9".utf8))
+        #expect(web.servers?.allows("db-99") == false, "the server-id restriction stays")
+        #expect(ac.credentials.first { $0.name == "v" }?.secret == Array("0123456789abcdefgh".utf8))
+    }
+
     @Test(arguments: [
         ("ingest short tooshort", "line 1: the secret of 'short' is shorter than 16 characters"),
         ("admin x 0123456789abcdef0", "line 1: expected"),

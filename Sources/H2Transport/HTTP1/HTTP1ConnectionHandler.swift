@@ -22,6 +22,12 @@ final class HTTP1ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
     fileprivate var unreleased = 0
     private var readPending = false
     private var shuttingDown = false
+    /// After an `Upgrade` or `CONNECT` request NIOHTTP1's decoder parses nothing more, and bytes
+    /// read would pile up in its buffer without a bound: the connection reads no more and closes
+    /// after the response.
+    private var haltReads = false
+    /// How long the rest of a request body is read and dropped after its response.
+    static let discardTimeout: TimeAmount = .seconds(10)
 
     let secure: Bool
 
@@ -37,6 +43,7 @@ final class HTTP1ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
         let cc = router.makeConnectionContext(for: context, secure: secure)
         cc.flush = { [weak context] in context?.flush() }
         connectionContext = cc
+        cc.activity?.betweenRequests = true
         router.statistics.h1Connections.wrappingAdd(1, ordering: .relaxed)
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
         let channel = context.channel
@@ -73,10 +80,19 @@ final class HTTP1ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
                 if RequestHead.keptHeaders.contains(lower) { headers.append((lower, value)) }
             }
             let request = RequestHead(method: head.method.rawValue, target: head.uri, headers: headers)
-            let ex = HTTP1Exchange(connection: self, context: context, keepAlive: head.isKeepAlive && !shuttingDown,
+            // An upgrade is not offered (h2c takes the prior-knowledge preface): the request is
+            // answered as if the header were absent, and the connection ends after it.
+            let upgrade = head.method == .CONNECT || head.headers.contains(name: "upgrade")
+            let ex = HTTP1Exchange(connection: self, context: context, keepAlive: head.isKeepAlive && !shuttingDown && !upgrade,
                                    isHead: head.method == .HEAD, version: head.version)
+            ex.isUpgrade = upgrade
+            connectionContext?.activity?.betweenRequests = false
+            connectionContext?.activity?.headStartedAt = nil
             exchange = ex
-            ex.handler = router.makeHandler(for: request, writer: ex, connection: connectionContext!)
+            let handler = router.makeHandler(for: request, writer: ex, connection: connectionContext!)
+            // A handler that answered at once (a refusal, a fixed reply) is done: the rest of the
+            // body goes to the bounded discard below, and the exchange ends with the request.
+            if !ex.ended { ex.handler = handler }
             // A client that waits for `100 Continue` before its body (curl does for bodies over
             // 1 MiB) would otherwise wait out its own timeout (a second) on every request; not
             // when the handler already gave its final answer (a 401, a 413...).
@@ -87,9 +103,12 @@ final class HTTP1ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
         case .body(let buffer):
             guard let ex = exchange else { return }
             guard let handler = ex.handler else {
-                // The response already ended: discard the rest of the body, within a bound.
+                // The response already ended: discard the rest of the body, within a bound of
+                // bytes and of time (a body trickled after a refusal held the connection forever).
                 ex.discarded += buffer.readableBytes
-                if ex.discarded > Self.pauseThreshold { context.close(promise: nil) }
+                let since = ex.discardingSince ?? .now()
+                ex.discardingSince = since
+                if ex.discarded > Self.pauseThreshold || .now() - since > Self.discardTimeout { context.close(promise: nil) }
                 return
             }
             unreleased += buffer.readableBytes
@@ -97,6 +116,7 @@ final class HTTP1ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
         case .end:
             guard let ex = exchange else { return }
             ex.requestEnded = true
+            if ex.isUpgrade { haltReads = true }
             if let handler = ex.handler {
                 handler.requestEnd()
             } else {
@@ -112,15 +132,28 @@ final class HTTP1ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if context.channel.isWritable { exchange?.handler?.responseWritable() }
+        if context.channel.isWritable {
+            exchange?.handler?.responseWritable()
+            resumeReading()
+        }
         context.fireChannelWritabilityChanged()
     }
 
+    /// Reading pauses while request-body bytes wait to be processed, while responses wait for the
+    /// socket (a client pipelining requests and not reading the answers grew memory 35–40× the
+    /// bytes it sent), and for good after an upgrade request.
     func read(context: ChannelHandlerContext) {
-        if unreleased >= Self.pauseThreshold {
+        if haltReads { return }
+        if unreleased >= Self.pauseThreshold || !context.channel.isWritable {
             readPending = true
             return
         }
+        context.read()
+    }
+
+    private func resumeReading() {
+        guard readPending, !haltReads, unreleased < Self.pauseThreshold / 2, let context, context.channel.isWritable else { return }
+        readPending = false
         context.read()
     }
 
@@ -131,10 +164,7 @@ final class HTTP1ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
 
     fileprivate func released(_ n: Int) {
         unreleased -= n
-        if readPending && unreleased < Self.pauseThreshold / 2, let context {
-            readPending = false
-            context.read()
-        }
+        resumeReading()
     }
 
     /// Called when the response ended, and again when a request that outlived its response ends.
@@ -145,10 +175,8 @@ final class HTTP1ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
         }
         exchange = nil
         unreleased = 0
-        if readPending, let context {
-            readPending = false
-            context.read()
-        }
+        connectionContext?.activity?.betweenRequests = true
+        resumeReading()
         if !ex.keepAlive || !ex.requestEnded || shuttingDown, let context {
             context.close(promise: nil)
         }
@@ -175,10 +203,13 @@ final class HTTP1Exchange: ResponseWriter, FlushingWriter {
     let isHead: Bool
     var requestEnded = false
     var discarded = 0
+    var discardingSince: NIODeadline?
+    /// An `Upgrade` or `CONNECT` request: the connection ends after it.
+    var isUpgrade = false
     private var headWritten = false
     /// Whether the final response head went out.
     var hasWrittenHead: Bool { headWritten }
-    private var ended = false
+    private(set) var ended = false
 
     /// The request's version: an HTTP/1.0 client gets an HTTP/1.0 reply, which cannot be chunked
     /// (a streamed body then ends with the connection).

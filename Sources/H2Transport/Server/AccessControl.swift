@@ -114,14 +114,17 @@ public struct AccessControl: Sendable {
         self.isEnabled = isEnabled
     }
 
-    /// Parses a credentials file (format in the type's documentation). Blank lines and `#`
-    /// comments are skipped; names must be unique per role.
+    /// Parses a credentials file (format in the type's documentation). Blank lines and comments
+    /// (from a field starting with `#` to the end of the line) are skipped; names must be unique per role.
     public init(fileContents text: String) throws(ConfigurationError) {
         var out: [Credential] = []
         var seen: Set<String> = []
         for (i, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-            let line = raw.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
-            let fields = line.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\r" }).map(String.init)
+            // A comment starts with a field that starts with `#` (at the start of the line or after
+            // whitespace): a `#` inside a secret is part of it. (Cutting the line at any `#` loaded
+            // `0123456789abcdef#Zq9 web-*` as a 16-character secret allowed every server id.)
+            let fields = raw.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\r" })
+                .prefix { !$0.hasPrefix("#") }.map(String.init)
             if fields.isEmpty { continue }
             guard fields.count >= 3, fields.count <= 4, let role = Role(rawValue: fields[0]) else {
                 throw ConfigurationError(line: i + 1, message: "expected 'ingest|view NAME SECRET [SERVER-IDS]'")

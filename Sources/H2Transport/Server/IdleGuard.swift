@@ -7,13 +7,19 @@ final class ConnectionActivity {
     var sseStreams = 0
     /// Requests started on this connection.
     var requests = 0
+    /// HTTP/1.1 between two requests (set by its handler; HTTP/2 never is).
+    var betweenRequests = false
+    /// When the first byte after the previous request arrived, while ``betweenRequests``.
+    var headStartedAt: NIODeadline?
 }
 
 /// Closes connections that hold resources without using them, first in every child pipeline
 /// (before TLS, so it sees raw bytes):
 ///
 /// - no request started within ``firstRequestTimeout`` of accepting (a connection that never
-///   sends, or drips a request head byte by byte);
+///   sends, or drips a request head byte by byte), and on HTTP/1.1 no complete request head within
+///   as long of the first byte after the previous request (one byte a minute used to hold a
+///   connection forever once its first request was done);
 /// - nothing read for ``idleTimeout`` while no SSE stream is open (idle keep-alive connections,
 ///   agents whose streams went silent: live agents send data or `:` heartbeat lines);
 /// - with an SSE stream open, the socket not writable for ``idleTimeout`` in a row (a client that
@@ -59,6 +65,7 @@ final class IdleGuard: ChannelInboundHandler, RemovableChannelHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         lastRead = .now()
+        if activity.betweenRequests && activity.headStartedAt == nil { activity.headStartedAt = lastRead }
         context.fireChannelRead(data)
     }
 
@@ -78,6 +85,8 @@ final class IdleGuard: ChannelInboundHandler, RemovableChannelHandler {
         let now = NIODeadline.now()
         var reason: Reason? = nil
         if activity.requests == 0 && now - opened >= firstRequestTimeout {
+            reason = .noRequest
+        } else if activity.betweenRequests, let started = activity.headStartedAt, now - started >= firstRequestTimeout {
             reason = .noRequest
         } else if activity.sseStreams == 0 && now - lastRead >= idleTimeout {
             reason = .idle

@@ -117,8 +117,12 @@ final class Router: Sendable {
                                         headOnly: method == "HEAD")
         default:
             if method == "GET" || method == "HEAD", let file = staticFiles.files[head.path] {
+                // The page may not be framed by another site (clickjacking) and no type is sniffed.
                 return FixedResponseHandler(HTTPResponse(status: 200, contentType: file.contentType, body: file.body,
-                                                         headers: [("cache-control", "no-cache")]), writer: writer, headOnly: method == "HEAD")
+                                                         headers: [("cache-control", "no-cache"), ("x-content-type-options", "nosniff"),
+                                                                   ("x-frame-options", "DENY"),
+                                                                   ("content-security-policy", "frame-ancestors 'none'")]),
+                                            writer: writer, headOnly: method == "HEAD")
             }
             return FixedResponseHandler(.error(404, "no route for \(method) \(head.path)"), writer: writer)
         }
