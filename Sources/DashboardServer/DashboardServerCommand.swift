@@ -246,8 +246,9 @@ struct DashboardServerCommand: AsyncParsableCommand {
             // A fresh private directory (mkdtemp, mode 0700), removed at exit: a predictable name
             // let another local user create it first and plant the key.
             var template = Array((NSTemporaryDirectory() + "rtd-devcert-XXXXXX").utf8CString)
-            guard let made = mkdtemp(&template) else { throw ValidationError("cannot create a directory for the development certificate") }
-            let dir = String(cString: made)
+            let made = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) } != nil
+            guard made else { throw ValidationError("cannot create a directory for the development certificate") }
+            let dir = String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
             devCertDirectory = dir
             tls = try DevelopmentCertificate.generate(in: dir)
             logger.warning("TLS uses a self-signed development certificate", metadata: ["cert": "\(tls!.certificatePath)"])

@@ -7,11 +7,13 @@
 ///   deletes row by row and holds the table's metadata lock only briefly (the session's
 ///   `lock_wait_timeout` is 5 s, so it gives up rather than queue in front of inserts for long).
 /// - Rollups and the write log: deleted in batches of 5,000 rows, each its own short transaction.
-/// - One instance at a time (`GET_LOCK('rtd_maintenance.<database>')`; a run that finds it taken is skipped):
+/// - One instance at a time (`GET_LOCK('rtd_maint.<SHA-1 of the database name>')`; a run that finds it taken is skipped):
 ///   two instances changing partitions at the day's turn read the same list and the second's
 ///   ALTER failed on a partition the first had just made or dropped.
 enum Maintenance {
     static let deleteBatch = 5_000
+    /// The maintenance lock of this database: `rtd_maint.` and the SHA-1 of its name (50 characters).
+    static let lockName = "CONCAT('rtd_maint.', SHA1(DATABASE()))"
 
     /// - Parameter recoveryWindow: how far before a live writer's `rollups_through` its write-log
     ///   rows can still be read by ``RollupRepair/recoverDead(_:mine:timeout:settle:maxFuture:)``
@@ -19,9 +21,10 @@ enum Maintenance {
     /// - Returns: day partitions dropped and rollup rows deleted.
     static func run(_ c: Connection, now: Int64, rawRetentionDays: Int, rollupRetentionDays: Int, aheadDays: Int,
                     recoveryWindow: Int64) throws -> (Int, Int) {
-        // Named per database: locks are server-wide, and other deployments may share the server.
-        guard try c.query("SELECT GET_LOCK(CONCAT('rtd_maintenance.', DATABASE()), 0)").first?.first??.hasPrefix("1") == true else { return (0, 0) }
-        defer { _ = try? c.query("SELECT RELEASE_LOCK(CONCAT('rtd_maintenance.', DATABASE()))") }
+        // Named per database (locks are server-wide, and other deployments may share the server),
+        // by a hash: lock names are at most 64 characters, database names as long.
+        guard try c.query("SELECT GET_LOCK(\(Self.lockName), 0)").first?.first??.hasPrefix("1") == true else { return (0, 0) }
+        defer { _ = try? c.query("SELECT RELEASE_LOCK(\(Self.lockName))") }
         let day = Schema.dayMilliseconds
         let rawCutoff = now - Int64(rawRetentionDays) * day
         var dropped = 0

@@ -310,15 +310,17 @@ def test_a_metric_whose_last_series_expires_shows_no_servers(server_factory, bro
     srv = server_factory("--series-idle-timeout", "3", name="dash-gone", tick_ms=250)
     prefix = h.uid("gone") + "-"
     feed = feeder_for(srv, 3, prefix)
+    gpu = FleetFeeder(h.HOST, srv.port, 2, metrics=("gpu_temp",), prefix=prefix + "gpu-", interval=0.5, labels=False).start()
     try:
         feed.wait_rounds(1)
-        once = h.ingest(srv, h.ndjson([{"server_id": prefix + "x", "metric_name": "gpu_temp", "value": 61},
-                                       {"server_id": prefix + "y", "metric_name": "gpu_temp", "value": 62}]), "curl-h2c")
-        assert h.split_ingest_reply(once.ndjson())[2]["acked_samples"] == 2
+        gpu.wait_rounds(1)
         browser.open(srv.url("/#metric=gpu_temp"))
+        # Fed until the page shows them (a loaded machine may take a while to open the page).
         browser.wait("return document.getElementById('c-servers').textContent === '2'", what="2 servers")
+        gpu.stop()
         browser.wait("return document.getElementById('c-servers').textContent === '–'", timeout=20, what="counts emptied")
         assert browser.text("#heat-note") == "no servers report this metric"
         assert browser.js("return document.getElementById('state').className") == "live"
     finally:
+        gpu.stop()
         feed.stop()

@@ -328,10 +328,10 @@ struct MySQLStoreTests {
             try c.execute("INSERT INTO rtd_write_log (writer, sequence, written_at, samples, rollups) VALUES (UNHEX('\(writer)'), 1001, \(now - 3 * day), 0, 0), (UNHEX('\(writer)'), 1002, \(now - 60_000), 0, 0)")
             #expect(try S.scalar(e, "SELECT COUNT(*) FROM rtd_write_log WHERE sequence IN (1001, 1002)") == 2)
             // Another instance is running maintenance: this run is skipped.
-            #expect(try c.query("SELECT GET_LOCK(CONCAT('rtd_maintenance.', DATABASE()), 0)").first?.first ?? nil == "1")
+            #expect(try c.query("SELECT GET_LOCK(\(Maintenance.lockName), 0)").first?.first ?? nil == "1")
             try await store.runMaintenance(now: now)
             #expect(try S.scalar(e, "SELECT COUNT(*) FROM rtd_write_log WHERE sequence IN (1001, 1002)") == 2)
-            _ = try c.query("SELECT RELEASE_LOCK(CONCAT('rtd_maintenance.', DATABASE()))")
+            _ = try c.query("SELECT RELEASE_LOCK(\(Maintenance.lockName))")
             try await store.runMaintenance(now: now)
             #expect(try S.scalar(e, "SELECT COUNT(*) FROM rtd_write_log WHERE sequence = 1001") == 0, "past the recovery window: trimmed")
             #expect(try S.scalar(e, "SELECT COUNT(*) FROM rtd_write_log WHERE sequence = 1002") == 1, "recent: kept")

@@ -39,7 +39,14 @@ public final class PeerFeed: Sendable {
         var rows = 0
         /// The next reconnect delay (doubles while failing, back to 1 s once an event arrives).
         var retryDelay: Int64 = 1_000
+        /// Event bytes waiting on the decoding queue.
+        var queuedBytes = 0
     }
+
+    /// Event bytes that may wait to be decoded; past it the stream is dropped (the reconnect's
+    /// `init` brings the peer's current state): decoding slower than the peer sends must not
+    /// grow memory, as reading stopped doing once decoding left the event loop.
+    static let maxQueuedBytes = 128 << 20
 
     /// A stream with no byte for this long is closed and reconnected.
     static let idleTimeout: TimeAmount = .seconds(45)
@@ -165,7 +172,20 @@ public final class PeerFeed: Sendable {
 
     /// One complete SSE `data:` payload, handed to the decoding queue.
     fileprivate func received(_ data: Data, isInit: Bool) {
-        decoding.async { [self] in event(data, isInit: isInit) }
+        let overflow: (any Channel)? = state.withLock { s in
+            if s.queuedBytes + data.count > Self.maxQueuedBytes { return s.channel }
+            s.queuedBytes += data.count
+            return nil
+        }
+        if let overflow {
+            logger.warning("peer events arrive faster than they are decoded; reconnecting", metadata: ["peer": "\(peer)"])
+            overflow.close(promise: nil)
+            return
+        }
+        decoding.async { [self] in
+            event(data, isInit: isInit)
+            state.withLock { $0.queuedBytes -= data.count }
+        }
     }
 
     /// Decodes and merges one event; `isInit`: an `init` event (the peer's whole list).

@@ -179,11 +179,12 @@ public final class Subscription: Sendable {
                         for c in changed where filter.matches(c.key) { s.pending.insert(c.key) }
                     }
                     if due {
+                        var cut: Set<SeriesKey> = []  // past `limit`: kept for the next event
                         for key in s.pending.sorted() {
-                            if selected.count >= filter.limit { truncated = true; break }
+                            if selected.count >= filter.limit { truncated = true; cut.insert(key); continue }
                             if let e = b.entries[key], !filter.localOnly || e.origin == 0 { selected.append(cache.row(key, e)) }
                         }
-                        s.pending.removeAll(keepingCapacity: true)
+                        s.pending = cut
                     }
                 }
             }

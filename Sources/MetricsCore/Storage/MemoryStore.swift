@@ -71,6 +71,8 @@ public actor MemoryStore: MetricStore {
     public private(set) var samplesWritten = 0
     /// Rollups of series beyond ``Configuration/maxSeries`` that were not kept.
     public private(set) var droppedSeries = 0
+    /// Rollups of minutes the rollup cap had already dropped, not kept.
+    public private(set) var droppedBeforeCap = 0
     /// Series whose history was removed: past retention, or quiet when room was needed.
     public private(set) var evictedSeries = 0
     /// The newest minute written, at most a minute past the wall clock: the store's clock (data
@@ -154,6 +156,12 @@ public actor MemoryStore: MetricStore {
 
     private func merge(_ r: MinuteRollup, clockCeiling: Int64) {
         newestMinute = max(newestMinute, min(r.minute, clockCeiling))
+        // A minute the rollup cap already dropped for every series is not stored again (late
+        // samples, a resent backlog): it would leave a series with no minute at all.
+        if r.minute <= capHorizon {
+            droppedBeforeCap += 1
+            return
+        }
         if rollups[r.key] == nil {
             if rollups.count >= configuration.maxSeries { evictQuiet() }
             if rollups.count >= configuration.maxSeries {
@@ -178,7 +186,11 @@ public actor MemoryStore: MetricStore {
             list.removeFirst()
             rollupCount -= 1
         }
-        rollups[r.key] = list
+        if list.isEmpty {
+            forget([r.key])  // (a minute past retention for a new series: nothing to keep)
+        } else {
+            rollups[r.key] = list
+        }
         if rollupCount > configuration.maxRollups { trimToCap() }
     }
 

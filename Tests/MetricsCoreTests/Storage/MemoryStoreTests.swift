@@ -238,6 +238,15 @@ struct MemoryStoreTests {
             #expect(minutes.count >= 9 && minutes.count <= 10, "series \(s): \(minutes.count) minutes")
         }
         #expect(await store.health().detail.contains("history shortened"))
+        // Late rollups of a minute the cap dropped (a resent backlog), for known and new series:
+        // not kept, and every series still answers (an empty series made the next sweep trap).
+        try await store.write(StoreBatch(rollups: [Self.rollup("srv-1", "cpu", minute: t0, values: [1]),
+                                                   Self.rollup("late-new", "cpu", minute: t0, values: [1])]))
+        #expect(await store.droppedBeforeCap == 2)
+        let more = (0..<10).map { Self.rollup("srv-\($0)", "cpu", minute: t0 + 40 * 60_000, values: [1]) }
+        try await store.write(StoreBatch(rollups: more))  // a minute later: a sweep and a trim run
+        let h = try await store.history(HistoryQuery(serverID: "late-new", metricName: "cpu", from: t0, to: t0 + 60 * 60_000))
+        #expect(h.points.isEmpty)
     }
 
     @Test("a rollup from a clock far ahead neither ages out the others' history nor makes them look quiet")

@@ -100,6 +100,7 @@ function connect() {
   if (!view.metric) return;   // waiting for the catalog
   const es = new EventSource(streamURL());
   source = es;
+  live.answered = false;   // no event of this subscription yet
   es.addEventListener("init", e => { if (source === es) onEvent(e, true); });
   es.addEventListener("update", e => { if (source === es) onEvent(e, false); });
   es.onopen = () => { retryDelay = 1000; };
@@ -150,6 +151,7 @@ function onEvent(e, isInit) {
   live.seq = msg.seq;
   live.eventId = e.lastEventId;
   live.lastEventAt = Date.now();
+  live.answered = true;
   live.serverTime = msg.timestamp;
   setState("live", "live");
   if (isInit) live.rows.clear();
@@ -308,7 +310,7 @@ function render() {
     legend.append(a, bar, b, s);
     if (warn != null) { const w = document.createElement("span"); w.innerHTML = `<i style="--c:${col.warn}"></i> ≥ ${fmt(warn, unit)}`; legend.append(w); }
     if (crit != null) { const c = document.createElement("span"); c.innerHTML = `<i style="--c:${col.crit}"></i> ≥ ${fmt(crit, unit)}`; legend.append(c); }
-  } else if (live.lastEventAt) {
+  } else if (live.answered) {
     // The metric's last series left (or none matches the filter): nothing to draw.
     heatmap.canvas.dataset.servers = "0";
     heatmap.set(live.heat, new Uint32Array(256));
@@ -418,6 +420,7 @@ function openServer(id, fromURL = false) {
 
 function closeServer() {
   view.server = ""; view.dmetric = ""; view.dlabels = "";
+  historyKey = "";
   $("drill").hidden = true;
   live.rows.clear(); live.series.clear();
   writeHash();
