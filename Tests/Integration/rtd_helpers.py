@@ -96,6 +96,15 @@ def split_ingest_reply(lines: list[dict]) -> tuple[list[dict], list[dict], Optio
     return acks, errors, (summaries[0] if summaries else None)
 
 
+def free_port() -> int:
+    """A port nothing listens on now (for a server that must come back on the same port)."""
+    s = socket.socket()
+    s.bind((HOST, 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
 def port_refuses(port: int, host: str = HOST) -> bool:
     """True when a TCP connect to the port is refused."""
     try:

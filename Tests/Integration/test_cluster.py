@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -24,14 +23,6 @@ import haproxy_config  # noqa: E402  (the same rendering scripts/cluster.sh uses
 pytestmark = pytest.mark.own_server
 
 
-def free_port() -> int:
-    s = socket.socket()
-    s.bind((h.HOST, 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 class HAProxy:
     """HAProxy in the foreground with the shipped config, one `server` line per instance."""
 
@@ -45,7 +36,7 @@ class HAProxy:
                         "-subj", "/CN=localhost", "-keyout", str(workdir / "key.pem"), "-out", str(workdir / "cert.pem")],
                        check=True, capture_output=True)
         pem.write_text((workdir / "cert.pem").read_text() + (workdir / "key.pem").read_text())
-        self.port, self.tls_port, self.stats_port = free_port(), free_port(), free_port()
+        self.port, self.tls_port, self.stats_port = h.free_port(), h.free_port(), h.free_port()
         env = dict(os.environ, RTD_HAPROXY_BIND=f"{h.HOST}:{self.port}", RTD_HAPROXY_TLS_BIND=f"{h.HOST}:{self.tls_port}",
                    RTD_HAPROXY_STATS=f"{h.HOST}:{self.stats_port}", RTD_HAPROXY_CERT=str(pem))
         check = subprocess.run(["haproxy", "-c", "-q", "-f", str(cfg)], env=env, capture_output=True, text=True)
@@ -89,7 +80,7 @@ class HAProxy:
 @pytest.fixture
 def cluster(server_factory, mariadb, mysql_db, tmp_path):
     url = mariadb.url_for(mysql_db)
-    ports = [free_port() for _ in range(3)]
+    ports = [h.free_port() for _ in range(3)]
     peers = [",".join(f"http://{h.HOST}:{p}" for p in ports if p != mine) for mine in ports]
     instances = [server_factory("--store", url, "--peers", peers[i], name=f"node{i + 1}", tick_ms=250, port=ports[i])
                  for i in range(3)]

@@ -32,6 +32,16 @@ def _client(server, window: int = 2**31 - 1):
     return sock, conn
 
 
+def send_pending(sock, conn) -> None:
+    """Sends what the h2 state machine has queued (acks, window updates); a closed socket is fine."""
+    out = conn.data_to_send()
+    if out:
+        try:
+            sock.sendall(out)
+        except OSError:
+            pass
+
+
 def _pump(sock, conn, done, timeout=15):
     """Reads and answers until `done(events)` or EOF; returns (events, eof)."""
     sock.settimeout(timeout)
@@ -43,12 +53,7 @@ def _pump(sock, conn, done, timeout=15):
         if not data:
             return events, True
         events.extend(conn.receive_data(data))
-        out = conn.data_to_send()
-        if out:
-            try:
-                sock.sendall(out)
-            except OSError:
-                pass
+        send_pending(sock, conn)
     return events, False
 
 
@@ -87,12 +92,7 @@ def test_goaway_with_replies_queued_delivers_every_byte(server):
                 ended.add(e.stream_id)
             elif isinstance(e, h2.events.StreamReset):
                 pytest.fail(f"stream {e.stream_id} reset: {e.error_code}")
-        out = conn.data_to_send()
-        if out:
-            try:
-                sock.sendall(out)
-            except OSError:
-                pass
+        send_pending(sock, conn)
     sock.close()
     short = {sid: n for sid, n in got.items() if n != expected}
     assert len(ended) == len(ids) and not short, f"{len(ended)} of {len(ids)} ended; short replies: {list(short.items())[:5]}"

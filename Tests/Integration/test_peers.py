@@ -16,14 +16,6 @@ import rtd_helpers as h
 pytestmark = pytest.mark.own_server
 
 
-def free_port() -> int:
-    s = socket.socket()
-    s.bind((h.HOST, 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def rows_on(instance: h.ServerProcess, metric: str) -> list[dict]:
     """The rows of `metric` an instance shows (its own and its peers')."""
     with h.SSEClient(instance, f"metrics={metric}&fleet=0&limit=100000&origin=any") as sse:
@@ -39,7 +31,7 @@ def test_a_restarted_peer_leaves_no_ghost_series(server_factory, ids):
     """A follows B; B restarts without three of its series. B's fresh `init` is its whole list,
     so A drops what B no longer has (it used to keep them until its own idle timeout, 15 min by
     default, forever with --series-idle-timeout 0)."""
-    b_port = free_port()
+    b_port = h.free_port()
     b = server_factory(name="peer-b", tick_ms=250, port=b_port)
     a = server_factory("--peers", f"http://{h.HOST}:{b_port}", "--series-idle-timeout", "0", name="peer-a", tick_ms=250)
     old = [f"{ids}-old{i}" for i in range(3)]
@@ -60,7 +52,7 @@ def test_one_series_fed_to_two_instances_and_moved_between_them(server_factory, 
     """One agent writing the same samples to A and to B, which A follows: A shows one row per
     key per tick, its own (each tick used to carry both rows, and the series' origin flipped).
     Then the agent moves to B: B's newer samples take over on A at once, not after a timeout."""
-    b_port = free_port()
+    b_port = h.free_port()
     b = server_factory(name="dup-b", tick_ms=250, port=b_port)
     a = server_factory("--peers", f"http://{h.HOST}:{b_port}", name="dup-a", tick_ms=250)
     sid = f"{ids}-dup"

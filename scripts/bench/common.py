@@ -90,3 +90,12 @@ def ndjson_lines(n, servers=10_000, metrics=("cpu_usage", "memory_usage", "disk_
         out.append('{"server_id":"srv-%d","metric_name":"%s","value":%.2f,"ts":%d}\n'
                    % (i % servers, metrics[(i // servers) % len(metrics)], (i * 7919 % 10000) / 100, base + i // servers))
     return "".join(out)
+
+
+def ensure_victoria_metrics():
+    """Installs Debian's victoria-metrics when missing (as root), or exits saying how."""
+    import shutil
+    if shutil.which("victoria-metrics") is None:
+        if os.geteuid() != 0:
+            sys.exit("victoria-metrics is missing: apt-get install victoria-metrics")
+        subprocess.run(["apt-get", "install", "-y", "-q", "victoria-metrics"], check=True, stdout=subprocess.DEVNULL)

@@ -18,10 +18,7 @@ ap.add_argument("--hosts", type=int, default=40_000, help="hosts; each has 5 ser
 ap.add_argument("--rounds", type=int, default=6, help="samples per series (10 s apart)")
 a = ap.parse_args()
 
-if shutil.which("victoria-metrics") is None:
-    if os.geteuid() != 0:
-        sys.exit("victoria-metrics is missing: apt-get install victoria-metrics")
-    subprocess.run(["apt-get", "install", "-y", "-q", "victoria-metrics"], check=True, stdout=subprocess.DEVNULL)
+ensure_victoria_metrics()
 build_release()
 
 tmp = tempfile.mkdtemp(prefix="rtd-mem-vm-")

@@ -24,10 +24,7 @@ ap.add_argument("--hosts", type=int, default=10_000, help="lines per request bod
 ap.add_argument("--connections", type=int, default=4)
 a = ap.parse_args()
 
-if shutil.which("victoria-metrics") is None:
-    if os.geteuid() != 0:
-        sys.exit("victoria-metrics is missing: apt-get install victoria-metrics")
-    subprocess.run(["apt-get", "install", "-y", "-q", "victoria-metrics"], check=True, stdout=subprocess.DEVNULL)
+ensure_victoria_metrics()
 build_release()
 
 tmp = tempfile.mkdtemp(prefix="rtd-vs-vm-")
