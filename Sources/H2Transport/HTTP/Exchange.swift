@@ -102,6 +102,11 @@ struct RequestHead {
     }
 }
 
+/// Request-body bytes read and dropped after the response ended (a refusal, an early answer)
+/// before the peer is stopped: HTTP/2 resets the stream (`RST_STREAM(NO_ERROR)`), HTTP/1.1
+/// closes the connection.
+let maxDiscardedRequestBody = 1 << 20
+
 /// The transport side of one exchange, implemented by the HTTP/2 stream and the HTTP/1.1
 /// connection. Every method must be called on ``eventLoop``.
 protocol ResponseWriter: AnyObject {

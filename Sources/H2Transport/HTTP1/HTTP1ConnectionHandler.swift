@@ -108,7 +108,7 @@ final class HTTP1ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
                 ex.discarded += buffer.readableBytes
                 let since = ex.discardingSince ?? .now()
                 ex.discardingSince = since
-                if ex.discarded > Self.pauseThreshold || .now() - since > Self.discardTimeout { context.close(promise: nil) }
+                if ex.discarded > maxDiscardedRequestBody || .now() - since > Self.discardTimeout { context.close(promise: nil) }
                 return
             }
             unreleased += buffer.readableBytes

@@ -366,9 +366,6 @@ final class HTTP2Connection {
     /// to the application). HPACK makes a large list cheap to send: one indexed 4 KB field repeated
     /// by a one-byte reference. Beyond it the request gets 431 and its headers are not kept.
     static let maxHeaderListSize = 64 << 10
-    /// Request body bytes read and dropped after the response ended before the stream is reset
-    /// (the HTTP/1.1 side closes the connection at the same bound).
-    static let maxDiscardedBody = 1 << 20
 
     func header(stream id: Int32, name: UnsafeBufferPointer<UInt8>, value: UnsafeBufferPointer<UInt8>) {
         guard let s = stream(id) else { return }
@@ -461,7 +458,7 @@ final class HTTP2Connection {
             // within a bound; past it the peer is told to stop (RST_STREAM NO_ERROR once the
             // response is out, RFC 9113 §8.1).
             s.discarded += bytes.count
-            if s.discarded > Self.maxDiscardedBody {
+            if s.discarded > maxDiscardedRequestBody {
                 s.abortRequestOnEnd = true
                 if s.responseSent, let session {
                     nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), id, UInt32(NGHTTP2_NO_ERROR.rawValue))

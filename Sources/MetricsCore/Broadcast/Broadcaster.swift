@@ -453,11 +453,13 @@ public final class Broadcaster: Sendable {
                 s.entries[id].origin = o
                 slots[i] = (Int(slot.server), Int(slot.index))
             }
-            for i in shadowed.reversed() {  // all in the peers' part, which nothing below has indexed yet
+            /// Drops the peer row `i` (nothing below has indexed the peers' part yet).
+            func dropPeerRow(_ i: Int) {
                 changed.remove(at: i)
                 slots.remove(at: i)
                 origins.remove(at: i - localCount)
             }
+            for i in shadowed.reversed() { dropPeerRow(i) }
             if !superseded.isEmpty {
                 // Compact (all in the local part, ascending).
                 var drop = superseded.makeIterator()
@@ -481,9 +483,7 @@ public final class Broadcaster: Sendable {
                 for i in applied..<localCount where slots[i] == nil { newLocal.insert(changed[i].key) }
                 if !newLocal.isEmpty {
                     for i in (localCount..<changed.count).reversed() where slots[i] == nil && newLocal.contains(changed[i].key) {
-                        changed.remove(at: i)
-                        slots.remove(at: i)
-                        origins.remove(at: i - localCount)
+                        dropPeerRow(i)
                     }
                 }
             }

@@ -64,7 +64,7 @@ struct LineSplitter {
                 discarding = false
             } else {
                 let number = lineCount
-                carry.withUnsafeBytes { handleCarried($0, number: number, handler: &handler, now: now, into: &output) }
+                carry.withUnsafeBytes { handleComplete($0, number: number, handler: &handler, now: now, into: &output) }
             }
             carry.removeAll(keepingCapacity: true)
             start = nl + 1
@@ -74,12 +74,8 @@ struct LineSplitter {
         while start < end {
             guard let nl = Self.findNewline(base, from: start, end: end) else { break }
             lineCount += 1
-            let line = Self.trim(UnsafeRawBufferPointer(start: base + start, count: nl - start), number: lineCount)
-            if line.count > maxLineLength {
-                output.rejections.append(LineRejection(line: lineCount, error: tooLong()))
-            } else {
-                handler.handleLine(line, number: lineCount, now: now, into: &output)
-            }
+            handleComplete(UnsafeRawBufferPointer(start: base + start, count: nl - start), number: lineCount,
+                           handler: &handler, now: now, into: &output)
             start = nl + 1
         }
 
@@ -95,14 +91,16 @@ struct LineSplitter {
         } else if !carry.isEmpty {
             lineCount += 1
             let number = lineCount
-            carry.withUnsafeBytes { handleCarried($0, number: number, handler: &handler, now: now, into: &output) }
+            carry.withUnsafeBytes { handleComplete($0, number: number, handler: &handler, now: now, into: &output) }
         }
         carry.removeAll(keepingCapacity: true)
     }
 
-    /// A line completed from the carry: the carry may hold one byte over the limit (a `\r`
-    /// before the `\n`, which does not count), so the limit is checked again once trimmed.
-    private func handleCarried<H: LineHandler>(_ raw: UnsafeRawBufferPointer, number: Int, handler: inout H, now: Int64,
+    /// A complete line (without its `\n`), from the chunk or completed from the carry: trimmed,
+    /// then checked against the limit (the carry may hold a `\r` or a byte order mark over it,
+    /// which do not count).
+    @inline(__always)
+    private func handleComplete<H: LineHandler>(_ raw: UnsafeRawBufferPointer, number: Int, handler: inout H, now: Int64,
                                                into output: inout ParseOutput) {
         let line = Self.trim(raw, number: number)
         if line.count > maxLineLength {

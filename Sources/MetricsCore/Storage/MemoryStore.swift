@@ -117,17 +117,34 @@ public actor MemoryStore: MetricStore {
     /// Drops minutes past retention from every series, and series left without any (once a minute).
     private func sweep() {
         lastSweep = newestMinute
-        let horizon = max(newestMinute - retention, capHorizon)
+        dropMinutes(through: max(newestMinute - retention, capHorizon))
+    }
+
+    /// Drops every series' minutes up to `horizon`, and series left without any; returns the
+    /// oldest minute left (`Int64.max` when none).
+    @discardableResult
+    private func dropMinutes(through horizon: Int64) -> Int64 {
+        var oldest = Int64.max
         var emptied: [SeriesKey] = []
-        for key in Array(rollups.keys) where rollups[key]!.first!.minute <= horizon {
+        for key in Array(rollups.keys) {
+            guard rollups[key]!.first!.minute <= horizon else {
+                oldest = min(oldest, rollups[key]!.first!.minute)
+                continue
+            }
             var list = rollups.removeValue(forKey: key)!
             while let first = list.first, first.minute <= horizon {
                 list.removeFirst()
                 rollupCount -= 1
             }
-            if list.isEmpty { emptied.append(key) } else { rollups[key] = list }
+            if let first = list.first {
+                oldest = min(oldest, first.minute)
+                rollups[key] = list
+            } else {
+                emptied.append(key)
+            }
         }
         forget(emptied)
+        return oldest
     }
 
     /// Makes room at the cap: removes every series without a rollup for the last two minutes.
@@ -186,11 +203,7 @@ public actor MemoryStore: MetricStore {
             list.removeFirst()
             rollupCount -= 1
         }
-        if list.isEmpty {
-            forget([r.key])  // (a minute past retention for a new series: nothing to keep)
-        } else {
-            rollups[r.key] = list
-        }
+        rollups[r.key] = list  // never empty: `r` is newer than the cap horizon and the newest minute stays
         if rollupCount > configuration.maxRollups { trimToCap() }
     }
 
@@ -202,27 +215,7 @@ public actor MemoryStore: MetricStore {
         var oldest = rollups.values.lazy.compactMap { $0.first?.minute }.min() ?? .max
         while rollupCount > target && oldest < newestMinute {
             capHorizon = max(capHorizon, oldest)
-            var next = Int64.max
-            var emptied: [SeriesKey] = []
-            for key in Array(rollups.keys) {
-                guard rollups[key]!.first!.minute <= capHorizon else {
-                    next = min(next, rollups[key]!.first!.minute)
-                    continue
-                }
-                var list = rollups.removeValue(forKey: key)!
-                while let first = list.first, first.minute <= capHorizon {
-                    list.removeFirst()
-                    rollupCount -= 1
-                }
-                if let first = list.first {
-                    next = min(next, first.minute)
-                    rollups[key] = list
-                } else {
-                    emptied.append(key)
-                }
-            }
-            forget(emptied)
-            oldest = next
+            oldest = dropMinutes(through: capHorizon)
         }
     }
 

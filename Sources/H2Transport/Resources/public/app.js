@@ -597,12 +597,14 @@ $("theme").addEventListener("click", () => {
 $("d-close").addEventListener("click", closeServer);
 document.addEventListener("keydown", e => { if (e.key === "Escape" && view.server) closeServer(); });
 for (const b of document.querySelectorAll(".ranges button")) b.addEventListener("click", () => { view.range = b.dataset.range; writeHash(); loadHistory(); });
+/** What the drill-down's history chart shows (a change reloads it). */
+const chartKey = () => [view.dmetric, view.dlabels, view.range].join("\u0000");
 window.addEventListener("hashchange", () => {
-  const before = streamURL(), server = view.server, chart = [view.dmetric, view.dlabels, view.range].join("\u0000");
+  const before = streamURL(), server = view.server, chart = chartKey();
   readHash(); applyControls(); applyTheme();
   if (streamURL() !== before) connect();
   if (view.server !== server) { if (view.server) { const s = view.server; view.server = ""; openServer(s, true); } else closeServer(); }
-  else if (view.server && [view.dmetric, view.dlabels, view.range].join("\u0000") !== chart) loadHistory();
+  else if (view.server && chartKey() !== chart) loadHistory();
   schedule();
 });
 window.addEventListener("resize", () => schedule());
