@@ -36,6 +36,13 @@ let package = Package(
             pkgConfig: "libmariadb",
             providers: [.apt(["libmariadb-dev"])]
         ),
+        // jemalloc as the server's allocator (Debian libjemalloc-dev 5.3, the allocator nghttpd and
+        // h2load link too). Linked into the executable only: the libraries stay allocator-neutral.
+        .systemLibrary(
+            name: "CJemalloc",
+            pkgConfig: "jemalloc",
+            providers: [.apt(["libjemalloc-dev"])]
+        ),
         // Model, parsers, aggregation, storage protocol, broadcaster. No NIO, no SQL.
         .target(
             name: "MetricsCore",
@@ -73,6 +80,7 @@ let package = Package(
         .executableTarget(
             name: "DashboardServer",
             dependencies: [
+                .target(name: "CJemalloc", condition: .when(platforms: [.linux])),
                 "MetricsCore",
                 "H2Transport",
                 "MySQLStore",

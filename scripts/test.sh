@@ -12,7 +12,7 @@ log() { printf '\n==> %s\n' "$*"; }
 
 # 1. System packages (idempotent; only installs what is missing).
 need=()
-for pkg in libnghttp2-dev libmariadb-dev mariadb-server mariadb-client nghttp2-client nghttp2-server curl openssl zlib1g-dev \
+for pkg in libnghttp2-dev libmariadb-dev libjemalloc-dev mariadb-server mariadb-client nghttp2-client nghttp2-server curl openssl zlib1g-dev \
            chromium chromium-driver haproxy; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done

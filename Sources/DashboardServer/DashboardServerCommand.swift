@@ -106,6 +106,9 @@ struct DashboardServerCommand: AsyncParsableCommand {
     @Option(help: "Request-body bytes per second per connection; a faster client is slowed through flow control; 0: no limit (RTD_MAX_BODY_RATE).")
     var maxBodyRate: Int = env("RTD_MAX_BODY_RATE").flatMap(Int.init) ?? 64 << 20
 
+    @Option(help: "Bytes of gzip request bodies held in memory across the server (compressed while they arrive, inflated until durable); a request past it gets 503 (RTD_MAX_GZIP_MEMORY).")
+    var maxGzipMemory: Int = env("RTD_MAX_GZIP_MEMORY").flatMap(Int.init) ?? 256 << 20
+
     @Option(help: "Most labels (tags) per sample, 1...32; lines with more are rejected invalid_labels (RTD_MAX_LABELS).")
     var maxLabels: Int = env("RTD_MAX_LABELS").flatMap(Int.init) ?? 32
 
@@ -167,6 +170,7 @@ struct DashboardServerCommand: AsyncParsableCommand {
         guard (1...100).contains(stagesPerTick) else { throw ValidationError("--stages-per-tick must be 1...100") }
         guard (1...86_400).contains(staleAfter) else { throw ValidationError("--stale-after must be 1...86400 seconds") }
         guard maxLineLength >= 256 else { throw ValidationError("--max-line-length must be at least 256") }
+        guard maxGzipMemory >= 1 else { throw ValidationError("--max-gzip-memory must be at least 1 byte") }
         guard maxBodyRate == 0 || maxBodyRate >= 4096 else { throw ValidationError("--max-body-rate must be 0 (no limit) or ≥ 4096 bytes/s") }
         guard (1...32).contains(maxLabels) else { throw ValidationError("--max-labels must be 1...32") }
         guard (0...256).contains(maxLabelValueLength) else { throw ValidationError("--max-label-value-length must be 0...256") }
@@ -272,16 +276,18 @@ struct DashboardServerCommand: AsyncParsableCommand {
             stagesPerTick: stagesPerTick))
         let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads))
         let exporter = PrometheusExporter(registry: registry, engine: engine)
+        var httpConfiguration = HTTPServerConfiguration(host: host, port: port, tlsPort: tls == nil ? nil : tlsPort, tls: tls,
+            maxLineLength: maxLineLength, maxConcurrentStreams: maxConcurrentStreams,
+            drainTimeoutSeconds: drainTimeout, access: access,
+            maxTimestampFutureMilliseconds: maxFuture == 0 ? nil : Int64(maxFuture) * 1000,
+            maxTimestampAgeMilliseconds: maxAge == 0 ? nil : Int64(maxAge) * 1000,
+            maxConnectionsPerAddress: maxConnectionsPerAddress, idleTimeoutSeconds: idleTimeout,
+            maxBodyBytesPerSecond: maxBodyRate, maxLabels: maxLabels,
+            maxLabelValueLength: maxLabelValueLength)
+        httpConfiguration.maxGzipMemory = maxGzipMemory
+        httpConfiguration.memoryStatistics = { (Allocator.name, Allocator.statistics()) }
         let server = HTTPServer(
-            engine: engine,
-            configuration: HTTPServerConfiguration(host: host, port: port, tlsPort: tls == nil ? nil : tlsPort, tls: tls,
-                                                   maxLineLength: maxLineLength, maxConcurrentStreams: maxConcurrentStreams,
-                                                   drainTimeoutSeconds: drainTimeout, access: access,
-                                                   maxTimestampFutureMilliseconds: maxFuture == 0 ? nil : Int64(maxFuture) * 1000,
-                                                   maxTimestampAgeMilliseconds: maxAge == 0 ? nil : Int64(maxAge) * 1000,
-                                                   maxConnectionsPerAddress: maxConnectionsPerAddress, idleTimeoutSeconds: idleTimeout,
-                                                   maxBodyBytesPerSecond: maxBodyRate, maxLabels: maxLabels,
-                                                   maxLabelValueLength: maxLabelValueLength),
+            engine: engine, configuration: httpConfiguration,
             group: group, logger: logger, prometheusText: { exporter.render() })
         exporter.server = server
 

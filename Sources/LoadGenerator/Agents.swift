@@ -82,7 +82,7 @@ final class LoopState {
         // How late this step fires after the previous one (the generator's own slip on busy cores:
         // agents then write late, and stamp their samples when they write).
         let now = monotonicMicros()
-        if lastStepMicros != 0 && measuring {
+        if lastStepMicros != 0 && measuring && !connections.isEmpty {  // loops with agents only
             let step = UInt64(max(1, plan.tickMilliseconds * 1000 / Self.phases))
             let late = now - lastStepMicros > step ? now - lastStepMicros - step : 0
             _ = stats.timerSlip.record(late)
@@ -96,7 +96,7 @@ final class LoopState {
     func snapshot() -> LoadStats {
         var s = stats
         s.openConnections = connections.filter { $0.connection != nil }.count
-        s.openStreams = connections.reduce(0) { $0 + $1.agents.filter { $0.stream != nil }.count }
+        s.openStreams = connections.reduce(0) { $0 + $1.agents.filter { $0.stream != nil && $0.responded }.count }
         s.pendingLines = connections.reduce(0) { $0 + $1.agents.reduce(0) { $0 + $1.pendingLines } }
         s.viewersConnected = viewers.filter { $0.stream != nil }.count
         return s
@@ -187,8 +187,18 @@ final class LoadConnection {
     }
 
     func generate(phase: Int, phases: Int) {
+        if phase == 0, !warnedStreamLimit, let c = connection, agents.count > c.maxConcurrentStreams {
+            // nghttp2 queues streams past the server's SETTINGS_MAX_CONCURRENT_STREAMS until others
+            // end, and agent streams never end: those agents would wait the whole run.
+            warnedStreamLimit = true
+            state.stats.streamError("server allows \(c.maxConcurrentStreams) streams per connection; \(agents.count - c.maxConcurrentStreams) agents of a connection wait (use more --connections)")
+            let line = "metrics-loadgen: warning: \(agents.count) agents on one connection but the server allows \(c.maxConcurrentStreams) concurrent streams; raise --connections\n"
+            _ = line.withCString { write(2, $0, strlen($0)) }
+        }
         for a in agents where a.index % phases == phase { a.generate() }
     }
+
+    private var warnedStreamLimit = false
 
     func finish() {
         for a in agents { a.finish() }
@@ -220,6 +230,10 @@ final class Agent: H2StreamDelegate {
     private var pending = Deque<Chunk>()
     private(set) var pendingLines = 0
     private var lastAck = 0
+    /// The stream's cumulative durable samples in the server's last ack (`"samples"`).
+    private var lastDurableSamples = 0
+    /// `error` lines received on this stream (the server details the first 100 per request).
+    private var errorLines = 0
     private var credit = 0.0
     private var counter = 0
     private var partial: [UInt8] = []
@@ -254,9 +268,12 @@ final class Agent: H2StreamDelegate {
             return
         }
         stream = id
+        responded = false
         partial.removeAll(keepingCapacity: true)
         // Resend what was never acknowledged, renumbered for the new request.
         lastAck = 0
+        lastDurableSamples = 0
+        errorLines = 0
         nextLine = 1
         var resent = 0
         for i in pending.indices {
@@ -375,8 +392,13 @@ final class Agent: H2StreamDelegate {
     // MARK: - Responses
 
     func responseStatus(_ status: Int) {
+        responded = true
         if status != 200 { owner.state.stats.streamError("status \(status)") }
     }
+
+    /// Whether the server answered the current stream (a stream past the server's concurrency
+    /// limit is queued by nghttp2 and never started; it does not count as open).
+    private(set) var responded = false
 
     func responseData(_ bytes: UnsafeRawBufferPointer) {
         var start = 0
@@ -394,24 +416,49 @@ final class Agent: H2StreamDelegate {
     }
 
     /// `{"ack":L,"samples":S}`, `{"error":{"line":L,"code":"…",…}}` or `{"summary":…}`.
+    ///
+    /// An ack covers lines that are durable *or* rejected: the samples acknowledged are the
+    /// server's count of durable ones (`samples`, cumulative per request), and the samples of the
+    /// covered lines beyond it were rejected (a bad line, a refused new series). Rejected lines
+    /// are counted from the `error` lines and, past the 100 the server details per request, from
+    /// the summary's `rejected`.
     private func handleLine(_ line: UnsafeRawBufferPointer) {
         if let l = Self.integer(after: Self.ackKey, in: line) {
-            acknowledge(through: l)
+            acknowledge(through: l, durableSamples: Self.integer(after: Self.samplesKey, in: line))
         } else if Self.find(Self.errorKey, in: line) != nil {
             owner.state.stats.linesRejected += 1
+            errorLines += 1
             if let code = Self.string(after: Self.codeKey, in: line) { owner.state.stats.rejectedByCode[code, default: 0] += 1 }
+        } else if Self.find(Self.summaryKey, in: line) != nil {
+            // The request ended: its last lines are acknowledged by the summary, not an ack line.
+            if let l = Self.integer(after: Self.ackedLinesKey, in: line) {
+                acknowledge(through: l, durableSamples: Self.integer(after: Self.ackedSamplesKey, in: line))
+            }
+            if let r = Self.integer(after: Self.rejectedKey, in: line), r > errorLines {
+                owner.state.stats.linesRejected += r - errorLines
+                errorLines = r
+            }
         }
     }
 
-    private func acknowledge(through l: Int) {
+    private func acknowledge(through l: Int, durableSamples: Int?) {
         guard l > lastAck else { return }
         lastAck = l
+        let coveredBefore = owner.state.stats.samplesCovered
+        defer {
+            // Durable samples as the server counts them; the rest of the covered ones were rejected.
+            let covered = owner.state.stats.samplesCovered - coveredBefore
+            let durable = durableSamples.map { max(0, $0 - lastDurableSamples) } ?? covered
+            if let d = durableSamples { lastDurableSamples = max(lastDurableSamples, d) }
+            owner.state.stats.samplesAcked += min(durable, covered)
+            owner.state.stats.samplesRejected += max(0, covered - durable)
+        }
         let now = monotonicMicros()
         while let first = pending.first, first.firstLine + first.lines - 1 <= l {
             pending.removeFirst()
             pendingLines -= first.lines
             owner.state.stats.linesAcked += first.lines
-            owner.state.stats.samplesAcked += first.samples
+            owner.state.stats.samplesCovered += first.samples
             if owner.state.measuring { _ = owner.state.stats.ackLatency.record(now > first.sentAt ? now - first.sentAt : 0, count: UInt64(first.lines)) }
         }
         // A chunk acknowledged in part: drop its acknowledged lines so a resend skips them.
@@ -432,7 +479,7 @@ final class Agent: H2StreamDelegate {
             pending[pending.startIndex] = first
             pendingLines -= done
             owner.state.stats.linesAcked += done
-            owner.state.stats.samplesAcked += done * perLine
+            owner.state.stats.samplesCovered += done * perLine
             if owner.state.measuring { _ = owner.state.stats.ackLatency.record(now > first.sentAt ? now - first.sentAt : 0, count: UInt64(done)) }
         }
     }
@@ -457,6 +504,11 @@ final class Agent: H2StreamDelegate {
     static let ackKey: [UInt8] = Array("\"ack\":".utf8)
     static let errorKey: [UInt8] = Array("\"error\":{".utf8)
     static let codeKey: [UInt8] = Array("\"code\":\"".utf8)
+    static let samplesKey: [UInt8] = Array("\"samples\":".utf8)
+    static let summaryKey: [UInt8] = Array("{\"summary\":".utf8)
+    static let ackedLinesKey: [UInt8] = Array("\"acked_lines\":".utf8)
+    static let ackedSamplesKey: [UInt8] = Array("\"acked_samples\":".utf8)
+    static let rejectedKey: [UInt8] = Array("\"rejected\":".utf8)
 
     /// The offset just past the first `key` in `line`. Candidates are found with `memchr` on the
     /// key's byte at `anchor`: pass the position of a byte that is rare in the text searched (in
@@ -524,6 +576,19 @@ final class Viewer: H2StreamDelegate {
         stream = c.request(method: "GET", path: "/api/dashboard/stream?" + plan.viewerQuery, authority: plan.authority,
                            scheme: plan.tls ? "https" : "http", headers: [("accept", "text/event-stream")] + (plan.viewerAuthorization.map { [("authorization", $0)] } ?? []),
                            body: false, delegate: self)
+        if stream == nil {
+            // The session refused the request (it is closing): reconnect rather than sit on a
+            // connection without a stream.
+            state.stats.streamError("viewer stream refused by the local session")
+            closeChannelSoon()
+        }
+    }
+
+    /// Closes the channel (to reconnect through `inactive()`) once the current nghttp2 call has
+    /// returned: this is called from nghttp2's callbacks.
+    private func closeChannelSoon() {
+        let bound = NIOLoopBound(self, eventLoop: state.loop)
+        state.loop.execute { bound.value.channel?.close(promise: nil) }
     }
 
     private func inactive() {
@@ -628,6 +693,6 @@ final class Viewer: H2StreamDelegate {
 
     func streamClosed(error: UInt32) {
         stream = nil
-        if !closing && !state.finishing { channel?.close(promise: nil) }  // reconnect through inactive()
+        if !closing && !state.finishing { closeChannelSoon() }  // reconnect through inactive()
     }
 }

@@ -150,6 +150,12 @@ final class H2ClientConnection {
             nghttp2_session_mem_recv(session, bytes.baseAddress?.assumingMemoryBound(to: UInt8.self), bytes.count)
         }
         inRead = false
+        if closed {
+            // A callback closed the connection while nghttp2 was on the stack (e.g. a viewer
+            // closing its channel when its stream ended): the session is freed now it returned.
+            freeSessionIfIdle()
+            return
+        }
         if rv < 0 {
             closeCause = closeCause ?? "nghttp2 receive error: " + String(cString: nghttp2_strerror(Int32(truncatingIfNeeded: rv)))
             connectionLost()
@@ -169,7 +175,10 @@ final class H2ClientConnection {
         guard !closed, !inRead else { return }
         if inFlush { flushAgain = true; return }
         inFlush = true
-        defer { inFlush = false }
+        defer {
+            inFlush = false
+            freeSessionIfIdle()
+        }
         var wrote = false
         repeat {
             flushAgain = false
@@ -216,8 +225,18 @@ final class H2ClientConnection {
         let open = streams
         streams.removeAll()
         for (_, s) in open { s.delegate.streamClosed(error: UInt32(NGHTTP2_INTERNAL_ERROR.rawValue)) }
-        if let session { nghttp2_session_del(session) }
-        session = nil
+        freeSessionIfIdle()
+    }
+
+    /// Deletes the session of a closed connection, unless nghttp2 is on the stack: a callback
+    /// (a delegate closing its channel, which on a cleartext channel fires `channelInactive` at
+    /// once) can end the connection inside `mem_recv` or `mem_send`, and deleting the session
+    /// there freed memory nghttp2 went on using. `read` and `flush` call this again when
+    /// nghttp2 has returned.
+    private func freeSessionIfIdle() {
+        guard closed, !inRead, !inFlush, let session else { return }
+        nghttp2_session_del(session)
+        self.session = nil
     }
 
     // MARK: - Callbacks (C)
@@ -364,6 +383,9 @@ final class H2ClientHandler: ChannelInboundHandler {
     func channelInactive(context: ChannelHandlerContext) {
         connection?.connectionLost()
         onInactive(connection?.closeCause ?? channelError ?? "closed by the server")
+        // The connection holds the channel context, which holds this handler: drop the cycle so a
+        // closed connection is freed (reconnect storms leaked ~20 KB per connection).
+        connection = nil
         context.fireChannelInactive()
     }
 

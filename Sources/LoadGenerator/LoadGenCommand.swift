@@ -254,7 +254,8 @@ struct Report {
         var out = """
         metrics-loadgen: \(plan.agents) agents on \(connections) connections, \(plan.format.rawValue), \(plan.metrics.count) metrics, \
         \(plan.samplesPerSecond) samples/s each, \(String(format: "%.1f", seconds)) s measured
-          samples: sent \(final.samplesSent), acknowledged \(final.samplesAcked), lines rejected \(final.linesRejected), \
+          samples: sent \(final.samplesSent), acknowledged (durable) \(final.samplesAcked), rejected \(final.samplesRejected) \
+        (lines \(final.linesRejected)), \
         resent \(final.linesResent), unacknowledged at end \(final.pendingLines) lines
           throughput: sent \(human(sentPerSecond))/s, acknowledged \(human(ackedPerSecond))/s
           ack latency (sent → committed, after ramp-up): \(final.ackLatency.short())
@@ -281,7 +282,7 @@ struct Report {
         [
             "agents": plan.agents, "connections": connections, "format": plan.format.rawValue, "metrics": plan.metrics.count,
             "rate_per_agent": plan.samplesPerSecond, "measured_seconds": seconds,
-            "samples_sent": final.samplesSent, "samples_acked": final.samplesAcked, "lines_sent": final.linesSent,
+            "samples_sent": final.samplesSent, "samples_acked": final.samplesAcked, "samples_rejected": final.samplesRejected, "lines_sent": final.linesSent,
             "lines_acked": final.linesAcked, "lines_rejected": final.linesRejected, "rejected_by_code": final.rejectedByCode,
             "lines_resent": final.linesResent, "unacked_lines_at_end": final.pendingLines, "reconnects": final.reconnects,
             "stream_errors": final.streamErrors, "error_causes": final.errorCauses, "throttled_agent_ticks": final.throttledTicks, "bytes_sent": final.bytesSent,

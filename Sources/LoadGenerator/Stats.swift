@@ -6,7 +6,12 @@ struct LoadStats: Sendable {
     var linesSent = 0
     var samplesSent = 0
     var linesAcked = 0
+    /// Samples the server reports durable (its acks' `samples`).
     var samplesAcked = 0
+    /// Samples of acknowledged lines the server did not store (rejected lines, refused series).
+    var samplesRejected = 0
+    /// Samples of the lines acks covered (durable + rejected); internal to the accounting.
+    var samplesCovered = 0
     var linesRejected = 0
     var rejectedByCode: [String: Int] = [:]
     var linesResent = 0
@@ -51,6 +56,7 @@ struct LoadStats: Sendable {
     mutating func merge(_ o: LoadStats) {
         linesSent += o.linesSent; samplesSent += o.samplesSent
         linesAcked += o.linesAcked; samplesAcked += o.samplesAcked
+        samplesRejected += o.samplesRejected; samplesCovered += o.samplesCovered
         linesRejected += o.linesRejected
         for (k, v) in o.rejectedByCode { rejectedByCode[k, default: 0] += v }
         linesResent += o.linesResent; reconnects += o.reconnects; streamErrors += o.streamErrors

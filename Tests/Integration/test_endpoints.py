@@ -28,6 +28,12 @@ def test_stats_shape_and_counters(server, ids):
     assert 0 <= s["writer"]["buffer_fill"] <= 1
     assert s["store"]["backend"] == "memory"
     assert s["memory"]["rss_bytes"] > 1 << 20
+    # The server runs on jemalloc (linked into the executable): its heap figures are reported,
+    # which they would not be if glibc's malloc served the process.
+    m = s["memory"]
+    assert m["allocator"] == "jemalloc"
+    assert 0 < m["heap_allocated_bytes"] <= m["heap_active_bytes"] <= m["heap_mapped_bytes"]
+    assert 0 < m["heap_resident_bytes"] <= m["rss_bytes"]
 
     before = s["ingest"]["samples_total"]
     h.ingest(server, h.ndjson({"server_id": f"{ids}-st", "metric_name": "m", "value": i} for i in range(7)), "curl-h2c")

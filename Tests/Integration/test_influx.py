@@ -185,3 +185,56 @@ def test_expect_100_continue_is_answered(server, ids, proto, tmp_path):
     # past --max-time).
     assert re.search(r"^< HTTP/(1\.1|2) 100", out.stderr, re.M), out.stderr[-2000:]
     h.sse_rows(server, [host], lambda s: len(s) == 1 and next(iter(s.values()))["count"] == 30_000)
+
+
+def _stored_gzip(host: str, n: int) -> bytes:
+    """A valid gzip body of `n` line-protocol lines, stored without compression (its compressed
+    size is its inflated size, so a test controls both)."""
+    import gzip
+    import time
+    t0 = int(time.time() * 1000) - n
+    lines = "".join(f"gz,host={host} v={i}i {t0 + i}\n" for i in range(n))
+    return gzip.compress(lines.encode(), compresslevel=0)
+
+
+def test_gzip_bodies_in_memory_are_bounded_across_the_server(server_factory, ids):
+    """A gzip body is held whole until its end; many at once (1,000 streams of 32 MiB on one
+    connection) were unbounded. Past --max-gzip-memory a request gets 503, and the bytes of the
+    held body count until its samples are durable."""
+    import socket
+    srv = server_factory("--max-gzip-memory", "1500000")
+    first = _stored_gzip(f"{ids}-a", 30_000)  # ~1 MB
+    assert 900_000 < len(first) < 1_400_000
+    s = socket.create_connection((h.HOST, srv.port))
+    try:
+        s.sendall(b"POST /write?db=x&precision=ms HTTP/1.1\r\nHost: x\r\nContent-Encoding: gzip\r\n"
+                  + f"Content-Length: {len(first)}\r\n\r\n".encode() + first[:700_000])
+        h.wait_until(lambda: srv.stats()["ingest"]["gzip_bytes_held"] >= 700_000, what="the first body held")
+        second = _stored_gzip(f"{ids}-b", 27_000)  # ~900 kB: over the bound beside the first
+        resp = h.curl(srv, "/write?db=x&precision=ms", method="POST", data=second, headers={"Content-Encoding": "gzip"})
+        assert resp.status == 503 and "held in memory" in resp.json()["error"], resp.body
+        s.sendall(first[700_000:])
+        reply = b""
+        while b"\r\n\r\n" not in reply:
+            chunk = s.recv(4096)
+            assert chunk, "connection closed before the reply"
+            reply += chunk
+        assert reply.startswith(b"HTTP/1.1 204"), reply
+    finally:
+        s.close()
+    h.wait_until(lambda: srv.stats()["ingest"]["gzip_bytes_held"] == 0, what="nothing held once durable")
+    resp = h.curl(srv, "/write?db=x&precision=ms", method="POST", data=second, headers={"Content-Encoding": "gzip"})
+    assert resp.status == 204, resp.body
+
+
+def test_large_gzip_body_reaches_the_store_in_batches_of_the_usual_size(server_factory, ids):
+    """An inflated body is parsed in slices: its samples are submitted ~16k at a time, so the
+    store gets several batches of at most --max-batch samples, not one of the whole body."""
+    srv = server_factory("--max-batch", "20000")
+    before = srv.stats()["writer"]
+    body = _stored_gzip(f"{ids}-big", 100_000)
+    resp = h.curl(srv, "/write?db=x&precision=ms", method="POST", data=body, headers={"Content-Encoding": "gzip"})
+    assert resp.status == 204, resp.body
+    after = srv.stats()["writer"]
+    assert after["samples_written_total"] - before["samples_written_total"] == 100_000
+    assert after["batches_written_total"] - before["batches_written_total"] >= 5

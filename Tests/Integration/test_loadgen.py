@@ -63,6 +63,32 @@ def test_line_protocol_with_labels(server_factory, tmp_path):
     assert cat["system_cpu_usage"]["series"] == 4 * 3 and cat["system_mem_used"]["servers"] == 4
 
 
+def test_rejected_samples_are_not_counted_as_acknowledged(server_factory, tmp_path):
+    """An ack covers durable *and* rejected lines: samples refused at the series cap are reported
+    as rejected, and what the report calls acknowledged is what the server stored."""
+    srv = server_factory("--max-series", "10", name="lg-cap", tick_ms=250)
+    prefix = h.uid("cap") + "-"
+    report, text = run_loadgen(tmp_path, "--url", srv.base, "--agents", "4", "--rate", "50", "--duration", "2",
+                               "--server-prefix", prefix)
+    assert report["samples_rejected"] > 0 and report["lines_rejected"] > 0, report
+    assert report["samples_acked"] + report["samples_rejected"] == report["samples_sent"], report
+    assert report["unacked_lines_at_end"] == 0, report
+    h.wait_until(lambda: srv.stats()["writer"]["samples_written_total"] == report["samples_acked"],
+                 what="the server stored exactly what the report acknowledged")
+    assert "rejected" in text
+
+
+def test_viewers_refused_by_the_server_retry_without_crashing(server_factory, tmp_path):
+    """A viewer's stream answered 400 ends while its connection stays up; the viewer closes the
+    connection to retry. Over h2c that close ran inside nghttp2's receive call and freed the
+    session under it."""
+    srv = server_factory(name="lg-v400", tick_ms=250)
+    report, _ = run_loadgen(tmp_path, "--url", srv.base, "--agents", "1", "--rate", "10", "--duration", "2",
+                            "--viewers", "3", "--viewer-query", "top=abc", "--server-prefix", h.uid("v400") + "-")
+    assert report["sse_updates"] == 0 and report["samples_acked"] == report["samples_sent"] > 0, report
+    assert srv.proc.poll() is None
+
+
 def test_reconnects_and_resends_across_a_server_restart(server_factory, tmp_path):
     first = server_factory(name="lg-a", tick_ms=250)
     port = first.port

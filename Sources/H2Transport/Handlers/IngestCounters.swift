@@ -12,10 +12,32 @@ final class IngestCounters: Sendable {
     let bodyThrottled = Atomic<Int>(0)
     /// The live series cap, named in ``ParseError/Code/tooManySeries`` rejections.
     let maxSeries: Int
+    /// Bytes of gzip request bodies held in memory across the server: compressed while they
+    /// arrive, then inflated until their samples are durable.
+    private let gzipHeld = Atomic<Int>(0)
+    /// The bound on ``gzipBytesHeld``; a request that would pass it is answered 503.
+    let gzipBudget: Int
 
-    init(maxSeries: Int) {
+    init(maxSeries: Int, gzipBudget: Int = 256 << 20) {
         self.maxSeries = maxSeries
+        self.gzipBudget = gzipBudget
     }
+
+    /// Takes `n` bytes of the gzip budget; false when that would pass it (unless nothing is
+    /// held: one body within the per-request bounds always fits).
+    func reserveGzip(_ n: Int) -> Bool {
+        var current = gzipHeld.load(ordering: .relaxed)
+        while true {
+            if current > 0 && current + n > gzipBudget { return false }
+            let (done, seen) = gzipHeld.compareExchange(expected: current, desired: current + n, ordering: .relaxed)
+            if done { return true }
+            current = seen
+        }
+    }
+
+    func releaseGzip(_ n: Int) { gzipHeld.wrappingAdd(-n, ordering: .relaxed) }
+    /// Bytes of gzip bodies in memory now.
+    var gzipBytesHeld: Int { gzipHeld.load(ordering: .relaxed) }
 
     func addOpenStreams(_ delta: Int) { open.wrappingAdd(delta, ordering: .relaxed) }
     /// Ingest requests in progress.

@@ -95,11 +95,16 @@ final class IngestHandler: RequestHandler {
         }
         batcher.pendingBytes += bytes.count
         if let gzip {
-            // Compressed bodies are buffered (bounded) and parsed at the end.
-            if !gzip.append(bytes) {
+            // Compressed bodies are buffered and parsed at the end, bounded per request
+            // (`maxCompressed`) and across the server (`gzipBudget`, inflated bodies included until
+            // their samples are durable). Their credit goes back as they arrive, at the body rate:
+            // holding it until the end would stall any body larger than the stream window.
+            if !holdGzip(bytes.count) {
+                fail(status: 503, message: "gzip request bodies held in memory are at the server's bound (\(counters.gzipBudget) bytes); retry later")
+            } else if !gzip.append(bytes) {
                 fail(status: 413, message: "compressed body larger than \(gzip.maxCompressed) bytes")
             }
-            writer.releaseRequestBytes(bytes.count)
+            releaseCredit(bytes.count)
             return
         }
         parse(bytes, releasing: bytes.count)
@@ -111,7 +116,23 @@ final class IngestHandler: RequestHandler {
         if let gzip {
             switch gzip.decompress() {
             case .success(let plain):
-                plain.withUnsafeReadableBytes { parse($0, releasing: 0) }
+                // What is held changes from the compressed bytes to the inflated ones.
+                releaseGzip()
+                guard holdGzip(plain.readableBytes) else {
+                    fail(status: 503, message: "gzip request bodies held in memory are at the server's bound (\(counters.gzipBudget) bytes); retry later")
+                    return
+                }
+                // In slices, so the batcher submits at most ~maxSamplesPerSubmission samples at a
+                // time (one parse of a 64 MiB body was one submission of millions of samples: one
+                // store batch far past its size).
+                plain.withUnsafeReadableBytes { all in
+                    var at = 0
+                    while at < all.count {
+                        let n = min(Self.inflatedSlice, all.count - at)
+                        parse(UnsafeRawBufferPointer(rebasing: all[at..<(at + n)]), releasing: 0)
+                        at += n
+                    }
+                }
             case .failure(let status, let message):
                 fail(status: status, message: message)
                 return
@@ -133,6 +154,7 @@ final class IngestHandler: RequestHandler {
     func cancelled() {
         if !finished { batcher.pendingOpenStreams -= 1 }
         finished = true
+        releaseGzip()
         recycleParser()
     }
 
@@ -206,15 +228,36 @@ final class IngestHandler: RequestHandler {
 
     func accepted(_ part: IngestBatcher.Part) {
         guard part.bytes > 0 else { return }
-        // Over the connection's body rate: hand the flow-control credit back later, so the client
-        // slows to the rate (nothing is refused or dropped).
-        if let limiter = batcher.bodyLimiter, let wait = limiter.delay(for: part.bytes) {
+        releaseCredit(part.bytes)
+    }
+
+    /// Hands `bytes` of flow-control credit back to the client; over the connection's body rate,
+    /// later, so the client slows to the rate (nothing is refused or dropped).
+    private func releaseCredit(_ bytes: Int) {
+        if let limiter = batcher.bodyLimiter, let wait = limiter.delay(for: bytes) {
             counters.bodyThrottled.add(1, ordering: .relaxed)
-            let writer = self.writer, bytes = part.bytes
+            let writer = self.writer
             writer.eventLoop.assumeIsolated().scheduleTask(in: wait) { writer.releaseRequestBytes(bytes) }
             return
         }
-        writer.releaseRequestBytes(part.bytes)
+        writer.releaseRequestBytes(bytes)
+    }
+
+    /// Slice of an inflated body parsed at a time.
+    static let inflatedSlice = 64 << 10
+    /// Bytes of this request's gzip body counted in the server's gzip budget.
+    private var gzipHeld = 0
+
+    private func holdGzip(_ n: Int) -> Bool {
+        guard counters.reserveGzip(n) else { return false }
+        gzipHeld += n
+        return true
+    }
+
+    private func releaseGzip() {
+        guard gzipHeld > 0 else { return }
+        counters.releaseGzip(gzipHeld)
+        gzipHeld = 0
     }
 
     /// `refused`: samples of this part the writer refused at the series cap (in line order);
@@ -275,6 +318,7 @@ final class IngestHandler: RequestHandler {
     private func maybeFinish() {
         guard !finished, partsInFlight == 0, requestEnded || draining || failed != nil else { return }
         finished = true
+        releaseGzip()  // its samples are durable (or the request failed)
         batcher.pendingOpenStreams -= 1
         defer { recycleParser() }
         switch style {
@@ -338,6 +382,7 @@ final class IngestHandler: RequestHandler {
         guard !finished else { return }
         if style == .influx && partsInFlight == 0 {
             finished = true
+            releaseGzip()
             batcher.pendingOpenStreams -= 1
             respondInflux(status: status, error: message)
         } else {

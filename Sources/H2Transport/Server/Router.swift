@@ -31,7 +31,7 @@ final class Router: Sendable {
     init(engine: MetricsEngine, configuration: HTTPServerConfiguration, prometheusText: @escaping @Sendable () -> String) {
         self.engine = engine
         self.configuration = configuration
-        self.counters = IngestCounters(maxSeries: engine.aggregator.configuration.maxSeries)
+        self.counters = IngestCounters(maxSeries: engine.aggregator.configuration.maxSeries, gzipBudget: configuration.maxGzipMemory)
         self.prometheusText = prometheusText
         self.staticFiles = StaticFiles.load()
     }
@@ -316,7 +316,7 @@ final class Router: Sendable {
             if i > 0 { j.byte(UInt8(ascii: ",")) }
             j.string(k); j.raw(":\(v)")
         }
-        j.raw("},\"open_streams\":\(counters.openStreams),\"body_rate_throttled_total\":\(counters.bodyThrottled.load(ordering: .relaxed))}")
+        j.raw("},\"open_streams\":\(counters.openStreams),\"gzip_bytes_held\":\(counters.gzipBytesHeld),\"body_rate_throttled_total\":\(counters.bodyThrottled.load(ordering: .relaxed))}")
         j.raw(",\"series\":{\"count\":\(series),\"rejected_new_series_samples\":\(rejectedSeries),\"max\":\(engine.aggregator.configuration.maxSeries)")
         j.raw(",\"expired_total\":\(expiredSeries),\"idle_timeout_ms\":\(engine.aggregator.configuration.idleSeriesTimeout)")
         j.raw(",\"rollups_held_from_minute\":\(heldMinute.map(String.init) ?? "null")}")
@@ -350,7 +350,12 @@ final class Router: Sendable {
         for (k, v) in store.counters.sorted(by: { $0.key < $1.key }) {
             j.byte(UInt8(ascii: ",")); j.string(k); j.raw(":\(v)")
         }
-        j.raw("},\"memory\":{\"rss_bytes\":\(ProcessInfoLite.residentBytes())}}\n")
+        j.raw("},\"memory\":{\"rss_bytes\":\(ProcessInfoLite.residentBytes())")
+        if let heap = configuration.memoryStatistics?() {
+            j.raw(",\"allocator\":"); j.string(heap.allocator)
+            for (k, v) in heap.figures { j.byte(UInt8(ascii: ",")); j.string(k); j.raw(":\(v)") }
+        }
+        j.raw("}}\n")
         return j.bytes
     }
 }

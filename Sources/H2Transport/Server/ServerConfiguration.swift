@@ -23,6 +23,10 @@ public struct HTTPServerConfiguration: Sendable {
     /// Largest inflated `/write` body, bytes. Default 64 MiB (Telegraf batches are far smaller; each
     /// concurrent gzip request may hold this much while it is parsed).
     public var maxDecompressedBody: Int
+    /// Bytes of gzip bodies held in memory across the server: compressed while they arrive, then
+    /// inflated until their samples are durable. A request that would pass it gets 503 (Telegraf
+    /// retries). Default 256 MiB (four inflated bodies of the largest size).
+    public var maxGzipMemory: Int = 256 << 20
     /// Open connections allowed per client IP address; 0: no limit. Default 2,000. Behind a proxy
     /// every connection comes from the proxy's address (HAProxy multiplexes its streams onto few).
     public var maxConnectionsPerAddress: Int
@@ -50,6 +54,9 @@ public struct HTTPServerConfiguration: Sendable {
     /// library leaves the choice to its user; the `dashboard-server` executable refuses to start
     /// without credentials unless development mode is asked for explicitly.
     public var access: AccessControl
+    /// Extra figures for `/api/stats`' `memory` object, read on each request: the executable reports
+    /// its allocator's heap here (name and byte counts). Default `nil`: RSS only.
+    public var memoryStatistics: (@Sendable () -> (allocator: String, figures: [(String, Int)]))?
 
     /// PEM files for TLS.
     public struct TLSFiles: Sendable {

@@ -54,3 +54,40 @@ final class AsyncSignal: Sendable {
         _ = state.withLock { $0.expired.remove(id) }
     }
 }
+
+/// Lets one task at a time through a section of async code; the others wait in arrival order.
+/// (Not reentrant; no cancellation: the sections it guards are short and always finish.)
+final class AsyncGate: Sendable {
+    private struct State {
+        var busy = false
+        var waiters: [CheckedContinuation<Void, Never>] = []
+        var head = 0
+    }
+    private let state = Mutex(State())
+
+    /// Runs `body` once no other caller is inside.
+    func run<R: Sendable>(_ body: () async -> R) async -> R {
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            let enter = state.withLock { s -> Bool in
+                if !s.busy { s.busy = true; return true }
+                s.waiters.append(c)
+                return false
+            }
+            if enter { c.resume() }
+        }
+        let result = await body()
+        let next = state.withLock { s -> CheckedContinuation<Void, Never>? in
+            guard s.head < s.waiters.count else {
+                s.waiters.removeAll()
+                s.head = 0
+                s.busy = false
+                return nil
+            }
+            let n = s.waiters[s.head]
+            s.head += 1
+            return n
+        }
+        next?.resume()
+        return result
+    }
+}

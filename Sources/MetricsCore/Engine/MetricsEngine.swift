@@ -150,9 +150,11 @@ public final class MetricsEngine: Sendable {
                 if clock.now >= deadline - leads[k - 1] { continue }
                 await stopSignal.wait(until: at, clock: clock)
                 if stopSignal.isFired { return }
-                await maintainIfDue()
-                let snapshots = await aggregator.stage(now: ProcessInfoLite.nowMilliseconds(), seq: broadcaster.nextSequence)
-                broadcaster.stage(snapshots)
+                await tickGate.run {  // not beside a tick called from outside
+                    await maintainIfDue()
+                    let snapshots = await aggregator.stage(now: ProcessInfoLite.nowMilliseconds(), seq: broadcaster.nextSequence)
+                    broadcaster.stage(snapshots)
+                }
             }
             await stopSignal.wait(until: deadline, clock: clock)
             if stopSignal.isFired { return }
@@ -190,7 +192,18 @@ public final class MetricsEngine: Sendable {
 
     /// Runs one tick now: collect changes, publish them, queue sealed rollups. (The pass over
     /// every series runs first unless it ran since the last tick, see `maintainIfDue`.)
+    ///
+    /// Safe to call while ``run()`` ticks on its own: ticks never overlap (a call waits for the
+    /// tick in progress). Two overlapping ticks took the same sequence number and split one
+    /// tick's changes over two `update` events with the same `id`, which confused
+    /// `Last-Event-ID` resume.
     public func tick() async {
+        await tickGate.run { await tickAlone() }
+    }
+
+    private let tickGate = AsyncGate()
+
+    private func tickAlone() async {
         await maintainIfDue()
         let seq = broadcaster.nextSequence
         let now = ProcessInfoLite.nowMilliseconds()

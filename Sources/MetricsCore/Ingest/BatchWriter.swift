@@ -124,6 +124,9 @@ public final class BatchWriter: Sendable {
         var closed = false
         var nextSequence: UInt64 = 1
         var stats = Statistics()
+        /// Batches currently between a failed write and its successful retry (several with
+        /// write lanes): `lastError` clears only when none is.
+        var failingBatches = 0
     }
 
     private let state: Mutex<State>
@@ -383,6 +386,7 @@ public final class BatchWriter: Sendable {
         let batch = StoreBatch(samples: stored, rollups: taken.rollups, sequence: taken.sequence)
         var delay = configuration.retryInitialDelay
         let started = ProcessInfoLite.monotonicNanoseconds()
+        var failed = false
         if !batch.isEmpty {
             while true {
                 do {
@@ -392,7 +396,9 @@ public final class BatchWriter: Sendable {
                     state.withLock { s in
                         s.stats.writeFailures += 1
                         s.stats.lastError = String(describing: error)
+                        if !failed { s.failingBatches += 1 }
                     }
+                    failed = true
                     // In a task of its own: a cancelled writer task's own sleep would return at
                     // once and turn the backoff into a busy loop against a failing store.
                     let pause = delay
@@ -414,7 +420,8 @@ public final class BatchWriter: Sendable {
             s.stats.samplesRefused += refused.count
             s.stats.rollupsWritten += taken.rollups.count
             if !batch.isEmpty { s.stats.batchesWritten += 1 }
-            s.stats.lastError = ""
+            if failed { s.failingBatches -= 1 }
+            if s.failingBatches == 0 { s.stats.lastError = "" }
             s.stats.lastWriteSeconds = Double(finished - started) / 1e9
             if let oldest = subs.first {
                 let lag = Double(finished - oldest.acceptedAt) / 1e9

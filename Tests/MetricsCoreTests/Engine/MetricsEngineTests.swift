@@ -44,6 +44,27 @@ struct MetricsEngineTests {
         await run.value
     }
 
+    @Test("ticks called at once never overlap: each takes its own sequence number")
+    func concurrentTicksAreSerialised() async throws {
+        let engine = MetricsEngine(store: MemoryStore(), configuration: Self.manualConfig())
+        let run = Task { await engine.run() }
+        let now = ProcessInfoLite.nowMilliseconds()
+        let before = engine.broadcaster.currentSequence
+        await withTaskGroup(of: Void.self) { group in
+            for i in 0..<16 {
+                group.addTask {
+                    _ = await engine.writer.write([T.sample("web-\(i)", "cpu", Double(i), now)])
+                    await engine.tick()
+                }
+            }
+        }
+        // Overlapping ticks read the same next sequence and published one tick's changes twice
+        // under one `seq` (and one SSE `id`).
+        #expect(engine.broadcaster.currentSequence == before + 16)
+        engine.shutdown()
+        await run.value
+    }
+
     @Test("write → tick → snapshot, broadcast and history; shutdown flushes and run() returns")
     func endToEnd() async throws {
         let store = MemoryStore()

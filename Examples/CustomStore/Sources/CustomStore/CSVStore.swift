@@ -6,17 +6,17 @@ import MetricsCore
 /// What a backend must honour (see `MetricStore`):
 /// - `write(_:)` returns only when the batch is durable by the store's own standard: here the
 ///   rows are appended and `fsync`ed. The server acknowledges samples to agents right after.
-/// - A failed write must leave nothing applied, because the writer retries the same batch:
-///   here the whole batch is encoded first and written with one `write(2)` per file; a batch
-///   whose `sequence` was already written is skipped, so a retry after an ambiguous failure
-///   cannot duplicate rows.
+/// - A failed write must leave nothing applied, because the writer retries the same batch
+///   (the writer never repeats a batch that succeeded): here both files' lengths are noted
+///   before the batch is appended, and any failure (an append, or the `fsync` after it) cuts
+///   both files back to those lengths before the error is thrown, so a retry cannot count a
+///   sample twice.
 /// - Rollups are mergeable: several rows may exist for one series and minute (late data);
 ///   `history` merges them. Sketches are stored with `QuantileSketch.serialized()` (hex).
 public actor CSVStore: MetricStore {
     private let samplesFile: FileHandle
     private let rollupsFile: FileHandle
     private let rollupsPath: URL
-    private var lastSequence: UInt64 = 0
     private var written = 0
 
     public init(directory: URL) throws {
@@ -36,7 +36,6 @@ public actor CSVStore: MetricStore {
     }
 
     public func write(_ batch: StoreBatch) async throws {
-        if batch.sequence != 0 && batch.sequence <= lastSequence { return }  // a retry of a batch already written
         var samples = ""
         for s in batch.samples {
             samples += "\(s.serverID),\(s.metricName),\"\(s.labels)\",\(s.timestamp),\(s.value)\n"
@@ -46,11 +45,18 @@ public actor CSVStore: MetricStore {
             let hex = r.sketch.serialized().map { String(format: "%02x", $0) }.joined()
             rollups += "\(r.key.serverID),\(r.key.metricName),\"\(r.key.labels)\",\(r.minute),\(r.count),\(r.sum),\(r.min),\(r.max),\(hex)\n"
         }
-        try samplesFile.write(contentsOf: Data(samples.utf8))
-        try rollupsFile.write(contentsOf: Data(rollups.utf8))
-        try samplesFile.synchronize()
-        try rollupsFile.synchronize()
-        lastSequence = batch.sequence
+        let samplesEnd = try samplesFile.offset(), rollupsEnd = try rollupsFile.offset()
+        do {
+            try samplesFile.write(contentsOf: Data(samples.utf8))
+            try rollupsFile.write(contentsOf: Data(rollups.utf8))
+            try samplesFile.synchronize()
+            try rollupsFile.synchronize()
+        } catch {
+            // Nothing of a failed batch stays: the retry appends it whole, once.
+            try? samplesFile.truncate(atOffset: samplesEnd)
+            try? rollupsFile.truncate(atOffset: rollupsEnd)
+            throw error
+        }
         written += batch.samples.count
     }
 
