@@ -332,20 +332,38 @@ final class HTTP2Connection {
         let s = HTTP2Stream(id: id, connection: self)
         swap(&s.headers, &spareHeaders)
         streams.insert(s, for: id)
-        lastStream = s
+        lastStream = Unmanaged.passUnretained(s)
+        lastStreamID = id
     }
 
     /// The stream of the previous lookup: nghttp2 calls back for one stream several times in a
-    /// row (begin, each header, end of headers, data, end of request, reading the reply), and a
-    /// dictionary lookup hashes the id (SipHash) every time.
-    @exclusivity(unchecked) private var lastStream: HTTP2Stream?
+    /// row (begin, each header, end of headers, data, end of request, reading the reply). Not
+    /// retained: `streams` holds it, and it is cleared whenever a stream leaves `streams`
+    /// (``streamClosed(_:errorCode:)``, ``close()``), so it never outlives its stream.
+    @exclusivity(unchecked) private var lastStream: Unmanaged<HTTP2Stream>?
+    @exclusivity(unchecked) private var lastStreamID: Int32 = 0
 
+    /// The stream with `id`, retained (for work that may reach its handler).
     @inline(__always)
     private func stream(_ id: Int32) -> HTTP2Stream? {
-        if let s = lastStream, s.id == id { return s }
+        if let u = lastStream, lastStreamID == id { return u.takeUnretainedValue() }
         let s = streams[id]
-        lastStream = s
+        lastStream = s.map { Unmanaged.passUnretained($0) }
+        lastStreamID = id
         return s
+    }
+
+    /// Runs `body` on the stream with `id` without retaining it: only for work that cannot close
+    /// the stream or the connection (no handler calls, no nghttp2 calls that end streams). Each
+    /// header and each read of the reply body took a retain and a release otherwise (~10 per
+    /// tiny request).
+    @inline(__always)
+    private func withStream<R>(_ id: Int32, _ body: (HTTP2Stream) -> R) -> R? {
+        if let u = lastStream, lastStreamID == id { return u._withUnsafeGuaranteedRef(body) }
+        guard let s = streams[id] else { return nil }
+        lastStream = Unmanaged.passUnretained(s)
+        lastStreamID = id
+        return body(s)
     }
 
     /// The largest request header list accepted (advertised in SETTINGS; nghttp2 leaves the check
@@ -354,7 +372,10 @@ final class HTTP2Connection {
     static let maxHeaderListSize = 64 << 10
 
     func header(stream id: Int32, name: UnsafeBufferPointer<UInt8>, value: UnsafeBufferPointer<UInt8>) {
-        guard let s = stream(id) else { return }
+        withStream(id) { header(into: $0, name: name, value: value) }
+    }
+
+    private func header(into s: HTTP2Stream, name: UnsafeBufferPointer<UInt8>, value: UnsafeBufferPointer<UInt8>) {
         s.headerListSize += name.count + value.count + 32
         if s.headerListSize > Self.maxHeaderListSize {
             s.headers = []
@@ -456,7 +477,7 @@ final class HTTP2Connection {
 
     func streamClosed(_ id: Int32, errorCode: UInt32) {
         guard let s = streams.removeValue(forKey: id) else { return }
-        if lastStream === s { lastStream = nil }
+        if lastStreamID == id { lastStream = nil }
         s.closed = true
         if !writableWaiters.isEmpty { writableWaiters.remove(id) }
         if let session, s.unreleased > 0 { nghttp2_session_consume_connection(session, s.unreleased) }
@@ -484,7 +505,11 @@ final class HTTP2Connection {
     }
 
     func readBody(stream id: Int32, into buf: UnsafeMutableRawBufferPointer, flags: UnsafeMutablePointer<UInt32>) -> Int {
-        guard let s = stream(id) else { return Int(NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE.rawValue) }
+        withStream(id) { readBody(from: $0, into: buf, flags: flags) } ?? Int(NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE.rawValue)
+    }
+
+    private func readBody(from s: HTTP2Stream, into buf: UnsafeMutableRawBufferPointer, flags: UnsafeMutablePointer<UInt32>) -> Int {
+        let id = s.id
         let n = min(buf.count, s.out.readableBytes)
         s.bytesTaken &+= n
         if n > 0 {

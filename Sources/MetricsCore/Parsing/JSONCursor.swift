@@ -31,7 +31,9 @@ enum JSONValueToken {
     case array
 
     /// The JSON type with an article, for messages: "a string", "an object", "null".
-    var kind: String {
+    /// What the token is, for messages (a `StaticString`: the parser's field states hold it,
+    /// and a `String` payload made every copy of them a retain and release).
+    var kind: StaticString {
         switch self {
         case .string: return "a string"
         case .number, .nonFinite: return "a number"

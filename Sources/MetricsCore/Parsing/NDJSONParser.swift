@@ -117,23 +117,36 @@ struct NDJSONLineParser: LineHandler {
 
     private enum Key { case serverID, metricName, value, ts, labels, other }
 
+    // The field states are plain values (no String payloads): they are copied several times per
+    // line, and a String payload made each copy an outlined retain and release.
     private enum NameField {
         case absent
         case string(JSONStringToken)
-        case wrongType(String)
+        case wrongType(StaticString)
     }
 
     private enum ValueField {
         case absent
         case number(Double)
         case nonFinite
-        case wrongType(String)
+        case wrongType(StaticString)
     }
 
     private enum TimestampField {
         case absent
         case valid(Int64)
-        case invalid(String)
+        case outOfRange
+        case notFinite
+        case wrongType(StaticString)
+
+        var problem: String {
+            switch self {
+            case .outOfRange: return "ts must be epoch milliseconds with 0 < ts < 1e15"
+            case .notFinite: return "ts is not finite"
+            case .wrongType(let kind): return "ts must be a number, not \(kind)"
+            case .absent, .valid: return ""
+            }
+        }
     }
 
     /// True when the cursor is at a JSON number (not at `-Infinity`).
@@ -269,7 +282,7 @@ struct NDJSONLineParser: LineHandler {
             timestamp = t
             try limits.checkTimestamp(t, now: now)
         case .absent: timestamp = now
-        case .invalid(let why): throw ParseError(code: .invalidTimestamp, message: why)
+        case .outOfRange, .notFinite, .wrongType: throw ParseError(code: .invalidTimestamp, message: tsField.problem)
         }
 
         if let labelsError { throw labelsError }
@@ -367,7 +380,7 @@ struct NDJSONLineParser: LineHandler {
     @inline(__always)
     private static func timestampField(_ n: DecimalNumber) -> TimestampField {
         guard !n.negative || n.mantissa == 0, let m = n.truncatedMagnitude(), m >= 1, m < 1_000_000_000_000_000 else {
-            return .invalid("ts must be epoch milliseconds with 0 < ts < 1e15")
+            return .outOfRange
         }
         return .valid(Int64(m))
     }
@@ -376,8 +389,8 @@ struct NDJSONLineParser: LineHandler {
         switch token {
         case .number(let n, _, _): return timestampField(n)
         case .null: return .absent
-        case .nonFinite: return .invalid("ts is not finite")
-        default: return .invalid("ts must be a number, not \(token.kind)")
+        case .nonFinite: return .notFinite
+        default: return .wrongType(token.kind)
         }
     }
 
