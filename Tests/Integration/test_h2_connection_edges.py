@@ -98,6 +98,29 @@ def test_goaway_with_replies_queued_delivers_every_byte(server):
     assert len(ended) == len(ids) and not short, f"{len(ended)} of {len(ids)} ended; short replies: {list(short.items())[:5]}"
 
 
+def test_no_rfc7540_priorities_and_priority_signals_are_ignored(server):
+    """The server announces SETTINGS_NO_RFC7540_PRIORITIES (RFC 9218): nghttp2 keeps no priority
+    tree and no closed streams for it. Clients that still send RFC 7540 priorities (nghttp does:
+    PRIORITY frames, dependencies in HEADERS, on streams already closed) are served all the same."""
+    sock, conn = _client(server)
+    events, _ = _pump(sock, conn, lambda evs: any(isinstance(e, h2.events.RemoteSettingsChanged) for e in evs))
+    changed = next(e for e in events if isinstance(e, h2.events.RemoteSettingsChanged)).changed_settings
+    assert changed[0x9].new_value == 1, changed
+    sids = []
+    for i in range(30):
+        sid = conn.get_next_available_stream_id()
+        conn.send_headers(sid, [(":method", "GET"), (":path", "/health"), *AUTH], end_stream=True,
+                          priority_weight=1 + i * 8, priority_depends_on=sids[-1] if sids else 0, priority_exclusive=i % 2 == 0)
+        sids.append(sid)
+        if i % 10 == 9:
+            conn.prioritize(sids[0], weight=200, depends_on=sids[-1])  # a stream that may have closed already
+            sock.sendall(conn.data_to_send())
+            ended = set(sids[-10:])
+            events, _ = _pump(sock, conn, lambda evs: ended <= {e.stream_id for e in evs if isinstance(e, h2.events.StreamEnded)})
+            assert [dict(e.headers).get(":status") for e in events if isinstance(e, h2.events.ResponseReceived)].count("200") >= 10
+    sock.close()
+
+
 def test_oversized_header_list_is_refused_with_431(server):
     """HPACK lets a client repeat one indexed 4 KB header with one-byte references: 15,000 of them
     are 60 MB of header list in a few KB of frames. The list is capped at the advertised

@@ -65,6 +65,10 @@ final class HTTP2Connection {
         // per burst, refilled at 33 per second.
         nghttp2_option_set_stream_reset_rate_limit(option, 1000, 33)
         nghttp2_option_set_max_settings(option, 32)
+        // No RFC 7540 priority tree (also announced below, RFC 9218): nothing here is scheduled
+        // by priority (ingest replies are small, SSE streams independent), and the tree cost
+        // nghttp2 work per stream plus closed streams kept per connection to maintain it.
+        nghttp2_option_set_no_closed_streams(option, 1)
         var s: OpaquePointer?
         let rv = nghttp2_session_server_new2(&s, callbacks, Unmanaged.passUnretained(self).toOpaque(), option)
         precondition(rv == 0, "nghttp2_session_server_new2 failed: \(NGHTTP2Error(rv))")
@@ -74,6 +78,7 @@ final class HTTP2Connection {
             nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS.rawValue), value: UInt32(cfg.maxConcurrentStreams)),
             nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE.rawValue), value: UInt32(cfg.streamWindow)),
             nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE.rawValue), value: UInt32(Self.maxHeaderListSize)),
+            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_NO_RFC7540_PRIORITIES.rawValue), value: 1),
         ]
         nghttp2_submit_settings(s, UInt8(NGHTTP2_FLAG_NONE.rawValue), &settings, settings.count)
         nghttp2_session_set_local_window_size(s, UInt8(NGHTTP2_FLAG_NONE.rawValue), 0, Int32(cfg.connectionWindow))
