@@ -106,7 +106,7 @@ struct DashboardServerCommand: AsyncParsableCommand {
     @Option(help: "Request-body bytes per second per connection; a faster client is slowed through flow control; 0: no limit (RTD_MAX_BODY_RATE).")
     var maxBodyRate: Int = env("RTD_MAX_BODY_RATE").flatMap(Int.init) ?? 64 << 20
 
-    @Option(help: "Bytes of gzip request bodies held in memory across the server (compressed while they arrive, inflated until durable); a request past it gets 503 (RTD_MAX_GZIP_MEMORY).")
+    @Option(help: "Bytes of gzip request bodies held in memory across the server (compressed while they arrive, inflated until durable); past it /write answers 503 and a stream request ends with an error (RTD_MAX_GZIP_MEMORY).")
     var maxGzipMemory: Int = env("RTD_MAX_GZIP_MEMORY").flatMap(Int.init) ?? 256 << 20
 
     @Option(help: "Most labels (tags) per sample, 1...32; lines with more are rejected invalid_labels (RTD_MAX_LABELS).")

@@ -187,7 +187,8 @@ final class LoadConnection {
     }
 
     func generate(phase: Int, phases: Int) {
-        if phase == 0, !warnedStreamLimit, let c = connection, agents.count > c.maxConcurrentStreams {
+        if phase == 0, !warnedStreamLimit, let c = connection, !c.closed, c.maxConcurrentStreams > 0,
+           agents.count > c.maxConcurrentStreams {
             // nghttp2 queues streams past the server's SETTINGS_MAX_CONCURRENT_STREAMS until others
             // end, and agent streams never end: those agents would wait the whole run.
             warnedStreamLimit = true

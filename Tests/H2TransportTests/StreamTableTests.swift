@@ -55,6 +55,12 @@ import Testing
         check(ops)
     }
 
+    @Test func anIDReinsertedAfterItsSlotFreedIsKeptOnce() {
+        // 33 shares slot 0 of a 16-slot table with 1: it goes to the overflow; 1 leaves; 33 is
+        // inserted again (into the free slot) and must not stay in the overflow as well.
+        check([(true, 1), (true, 33), (false, 1), (true, 33), (false, 33), (true, 65), (false, 65)])
+    }
+
     @Test func removeAllForgetsEverything() {
         var table = StreamTable<S>()
         for id in stride(from: Int32(1), to: 200, by: 2) { table.insert(S(id), for: id) }

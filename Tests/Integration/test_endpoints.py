@@ -33,7 +33,7 @@ def test_stats_shape_and_counters(server, ids):
     m = s["memory"]
     assert m["allocator"] == "jemalloc"
     assert 0 < m["heap_allocated_bytes"] <= m["heap_active_bytes"] <= m["heap_mapped_bytes"]
-    assert 0 < m["heap_resident_bytes"] <= m["rss_bytes"]
+    assert m["heap_resident_bytes"] > 0  # jemalloc's figure is an upper bound: not compared with RSS
 
     before = s["ingest"]["samples_total"]
     h.ingest(server, h.ndjson({"server_id": f"{ids}-st", "metric_name": "m", "value": i} for i in range(7)), "curl-h2c")

@@ -238,3 +238,14 @@ def test_large_gzip_body_reaches_the_store_in_batches_of_the_usual_size(server_f
     after = srv.stats()["writer"]
     assert after["samples_written_total"] - before["samples_written_total"] == 100_000
     assert after["batches_written_total"] - before["batches_written_total"] >= 5
+
+
+def test_one_gzip_body_larger_than_the_budget_is_taken_when_nothing_else_is_held(server_factory, ids):
+    """The budget bounds what many requests hold together; one body within the per-request bounds
+    still fits an idle server whose budget is smaller than that body (it was refused from its
+    second chunk on, by its own first chunks)."""
+    srv = server_factory("--max-gzip-memory", "100000")
+    body = _stored_gzip(f"{ids}-one", 30_000)  # ~1 MB, ten times the budget
+    resp = h.curl(srv, "/write?db=x&precision=ms", method="POST", data=body, headers={"Content-Encoding": "gzip"})
+    assert resp.status == 204, resp.body
+    h.wait_until(lambda: srv.stats()["ingest"]["gzip_bytes_held"] == 0, what="nothing held once durable")

@@ -39,6 +39,8 @@ struct StreamTable<Stream> {
         if (count + 1) * 2 > slots.count { grow() }
         let i = slot(id)
         if slots[i] == nil {
+            // An id re-inserted after its slot's holder left may still be in the overflow.
+            if !overflow.isEmpty, overflow.removeValue(forKey: id) != nil { count -= 1 }
             ids[i] = id
             slots[i] = stream
             count += 1

@@ -20,6 +20,11 @@ final class GzipBody {
         return true
     }
 
+    /// Frees the compressed bytes (after ``decompress()``).
+    func discardCompressed() {
+        buffer = ByteBuffer()
+    }
+
     enum Result {
         case success(ByteBuffer)
         /// HTTP status (413 for a body that inflates past the bound, 400 for broken gzip) and why.

@@ -23,12 +23,13 @@ final class IngestCounters: Sendable {
         self.gzipBudget = gzipBudget
     }
 
-    /// Takes `n` bytes of the gzip budget; false when that would pass it (unless nothing is
-    /// held: one body within the per-request bounds always fits).
-    func reserveGzip(_ n: Int) -> Bool {
+    /// Takes `n` more bytes of the gzip budget for a request that holds `own` bytes of it already;
+    /// false when that would pass the budget, unless nothing but the request's own bytes is held
+    /// (one body within the per-request bounds always fits, whatever the budget).
+    func reserveGzip(_ n: Int, own: Int) -> Bool {
         var current = gzipHeld.load(ordering: .relaxed)
         while true {
-            if current > 0 && current + n > gzipBudget { return false }
+            if current - own > 0 && current + n > gzipBudget { return false }
             let (done, seen) = gzipHeld.compareExchange(expected: current, desired: current + n, ordering: .relaxed)
             if done { return true }
             current = seen

@@ -116,7 +116,10 @@ final class IngestHandler: RequestHandler {
         if let gzip {
             switch gzip.decompress() {
             case .success(let plain):
-                // What is held changes from the compressed bytes to the inflated ones.
+                // What is held changes from the compressed bytes (freed now) to the inflated ones.
+                // (Inflating itself peaks outside the budget: at most one body per event loop at a
+                // time, up to about twice the inflated bound.)
+                gzip.discardCompressed()
                 releaseGzip()
                 guard holdGzip(plain.readableBytes) else {
                     fail(status: 503, message: "gzip request bodies held in memory are at the server's bound (\(counters.gzipBudget) bytes); retry later")
@@ -249,7 +252,7 @@ final class IngestHandler: RequestHandler {
     private var gzipHeld = 0
 
     private func holdGzip(_ n: Int) -> Bool {
-        guard counters.reserveGzip(n) else { return false }
+        guard counters.reserveGzip(n, own: gzipHeld) else { return false }
         gzipHeld += n
         return true
     }
