@@ -193,8 +193,7 @@ final class LoadConnection {
             // end, and agent streams never end: those agents would wait the whole run.
             warnedStreamLimit = true
             state.stats.streamError("server allows \(c.maxConcurrentStreams) streams per connection; \(agents.count - c.maxConcurrentStreams) agents of a connection wait (use more --connections)")
-            let line = "metrics-loadgen: warning: \(agents.count) agents on one connection but the server allows \(c.maxConcurrentStreams) concurrent streams; raise --connections\n"
-            _ = line.withCString { write(2, $0, strlen($0)) }
+            H2ClientConnection.stderrLine("metrics-loadgen: warning: \(agents.count) agents on one connection but the server allows \(c.maxConcurrentStreams) concurrent streams; raise --connections")
         }
         for a in agents where a.index % phases == phase { a.generate() }
     }

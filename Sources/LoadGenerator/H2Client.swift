@@ -294,18 +294,19 @@ final class H2ClientConnection {
         return "type=\(hd.type) stream=\(hd.stream_id) length=\(hd.length) flags=\(hd.flags)\(extra)"
     }
 
-    static func traceLine(_ s: String) {
+    /// Writes `s` and a newline to stderr (trace lines, warnings).
+    static func stderrLine(_ s: String) {
         let line = s + "\n"
         _ = line.withCString { Glibc.write(2, $0, strlen($0)) }
     }
 
     static let onFrameSendTrace: nghttp2_on_frame_send_callback = { _, frame, _ in
-        if let frame { traceLine("send \(describe(frame))") }
+        if let frame { stderrLine("send \(describe(frame))") }
         return 0
     }
 
     static let onFrameRecvTrace: nghttp2_on_frame_recv_callback = { _, frame, _ in
-        if let frame { traceLine("recv \(describe(frame))") }
+        if let frame { stderrLine("recv \(describe(frame))") }
         return 0
     }
 

@@ -197,6 +197,10 @@ def _stored_gzip(host: str, n: int) -> bytes:
     return gzip.compress(lines.encode(), compresslevel=0)
 
 
+def _write_gzip(srv, body: bytes):
+    return h.curl(srv, "/write?db=x&precision=ms", method="POST", data=body, headers={"Content-Encoding": "gzip"})
+
+
 def test_gzip_bodies_in_memory_are_bounded_across_the_server(server_factory, ids):
     """A gzip body is held whole until its end; many at once (1,000 streams of 32 MiB on one
     connection) were unbounded. Past --max-gzip-memory a request gets 503, and the bytes of the
@@ -211,7 +215,7 @@ def test_gzip_bodies_in_memory_are_bounded_across_the_server(server_factory, ids
                   + f"Content-Length: {len(first)}\r\n\r\n".encode() + first[:700_000])
         h.wait_until(lambda: srv.stats()["ingest"]["gzip_bytes_held"] >= 700_000, what="the first body held")
         second = _stored_gzip(f"{ids}-b", 27_000)  # ~900 kB: over the bound beside the first
-        resp = h.curl(srv, "/write?db=x&precision=ms", method="POST", data=second, headers={"Content-Encoding": "gzip"})
+        resp = _write_gzip(srv, second)
         assert resp.status == 503 and "held in memory" in resp.json()["error"], resp.body
         s.sendall(first[700_000:])
         reply = b""
@@ -223,7 +227,7 @@ def test_gzip_bodies_in_memory_are_bounded_across_the_server(server_factory, ids
     finally:
         s.close()
     h.wait_until(lambda: srv.stats()["ingest"]["gzip_bytes_held"] == 0, what="nothing held once durable")
-    resp = h.curl(srv, "/write?db=x&precision=ms", method="POST", data=second, headers={"Content-Encoding": "gzip"})
+    resp = _write_gzip(srv, second)
     assert resp.status == 204, resp.body
 
 
@@ -233,7 +237,7 @@ def test_large_gzip_body_reaches_the_store_in_batches_of_the_usual_size(server_f
     srv = server_factory("--max-batch", "20000")
     before = srv.stats()["writer"]
     body = _stored_gzip(f"{ids}-big", 100_000)
-    resp = h.curl(srv, "/write?db=x&precision=ms", method="POST", data=body, headers={"Content-Encoding": "gzip"})
+    resp = _write_gzip(srv, body)
     assert resp.status == 204, resp.body
     after = srv.stats()["writer"]
     assert after["samples_written_total"] - before["samples_written_total"] == 100_000
@@ -246,6 +250,6 @@ def test_one_gzip_body_larger_than_the_budget_is_taken_when_nothing_else_is_held
     second chunk on, by its own first chunks)."""
     srv = server_factory("--max-gzip-memory", "100000")
     body = _stored_gzip(f"{ids}-one", 30_000)  # ~1 MB, ten times the budget
-    resp = h.curl(srv, "/write?db=x&precision=ms", method="POST", data=body, headers={"Content-Encoding": "gzip"})
+    resp = _write_gzip(srv, body)
     assert resp.status == 204, resp.body
     h.wait_until(lambda: srv.stats()["ingest"]["gzip_bytes_held"] == 0, what="nothing held once durable")

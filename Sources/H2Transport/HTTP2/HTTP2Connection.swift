@@ -351,11 +351,7 @@ final class HTTP2Connection {
     /// The stream with `id`, retained (for work that may reach its handler).
     @inline(__always)
     private func stream(_ id: Int32) -> HTTP2Stream? {
-        if let u = lastStream, lastStreamID == id { return u.takeUnretainedValue() }
-        let s = streams[id]
-        lastStream = s.map { Unmanaged.passUnretained($0) }
-        lastStreamID = id
-        return s
+        withStream(id) { $0 }
     }
 
     /// Runs `body` on the stream with `id` without retaining it: only for work that cannot close

@@ -15,7 +15,7 @@ final class IngestCounters: Sendable {
     /// Bytes of gzip request bodies held in memory across the server: compressed while they
     /// arrive, then inflated until their samples are durable.
     private let gzipHeld = Atomic<Int>(0)
-    /// The bound on ``gzipBytesHeld``; a request that would pass it is answered 503.
+    /// The bound on ``gzipBytesHeld`` (``HTTPServerConfiguration/maxGzipMemory``).
     let gzipBudget: Int
 
     init(maxSeries: Int, gzipBudget: Int = 256 << 20) {

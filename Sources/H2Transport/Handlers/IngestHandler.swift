@@ -100,7 +100,7 @@ final class IngestHandler: RequestHandler {
             // their samples are durable). Their credit goes back as they arrive, at the body rate:
             // holding it until the end would stall any body larger than the stream window.
             if !holdGzip(bytes.count) {
-                fail(status: 503, message: "gzip request bodies held in memory are at the server's bound (\(counters.gzipBudget) bytes); retry later")
+                failOverGzipBudget()
             } else if !gzip.append(bytes) {
                 fail(status: 413, message: "compressed body larger than \(gzip.maxCompressed) bytes")
             }
@@ -122,7 +122,7 @@ final class IngestHandler: RequestHandler {
                 gzip.discardCompressed()
                 releaseGzip()
                 guard holdGzip(plain.readableBytes) else {
-                    fail(status: 503, message: "gzip request bodies held in memory are at the server's bound (\(counters.gzipBudget) bytes); retry later")
+                    failOverGzipBudget()
                     return
                 }
                 // In slices, so the batcher submits at most ~maxSamplesPerSubmission samples at a
@@ -255,6 +255,10 @@ final class IngestHandler: RequestHandler {
         guard counters.reserveGzip(n, own: gzipHeld) else { return false }
         gzipHeld += n
         return true
+    }
+
+    private func failOverGzipBudget() {
+        fail(status: 503, message: "gzip request bodies held in memory are at the server's bound (\(counters.gzipBudget) bytes); retry later")
     }
 
     private func releaseGzip() {

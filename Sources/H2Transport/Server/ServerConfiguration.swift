@@ -24,8 +24,9 @@ public struct HTTPServerConfiguration: Sendable {
     /// concurrent gzip request may hold this much while it is parsed).
     public var maxDecompressedBody: Int
     /// Bytes of gzip bodies held in memory across the server: compressed while they arrive, then
-    /// inflated until their samples are durable. A request that would pass it gets 503 (Telegraf
-    /// retries). Default 256 MiB (four inflated bodies of the largest size).
+    /// inflated until their samples are durable. A `/write` that would pass it gets 503 (Telegraf
+    /// retries), a stream request ends with an error in its summary; a request's own bytes never
+    /// count against it. Default 256 MiB (four inflated bodies of the largest size).
     public var maxGzipMemory: Int = 256 << 20
     /// Open connections allowed per client IP address; 0: no limit. Default 2,000. Behind a proxy
     /// every connection comes from the proxy's address (HAProxy multiplexes its streams onto few).

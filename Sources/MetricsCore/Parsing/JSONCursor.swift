@@ -30,9 +30,9 @@ enum JSONValueToken {
     case object
     case array
 
-    /// The JSON type with an article, for messages: "a string", "an object", "null".
-    /// What the token is, for messages (a `StaticString`: the parser's field states hold it,
-    /// and a `String` payload made every copy of them a retain and release).
+    /// The JSON type with an article, for messages: "a string", "an object", "null". A
+    /// `StaticString`: the parser's field states hold it, and a `String` payload made every copy
+    /// of them a retain and release.
     var kind: StaticString {
         switch self {
         case .string: return "a string"
