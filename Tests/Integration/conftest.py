@@ -7,6 +7,7 @@ Run:  python3 -m pytest -q Tests/Integration        (binary: $RTD_SERVER_BIN or 
 from __future__ import annotations
 
 import shutil
+from typing import Optional
 
 import pytest
 
@@ -48,9 +49,10 @@ def server_factory(tmp_path):
     """Starts dedicated servers: `server_factory("--max-line-length", "256")`. All are killed at teardown."""
     started: list[h.ServerProcess] = []
 
-    def start(*extra_args: str, name: str = "own", tick_ms: int = h.TICK_MS, port: int = 0) -> h.ServerProcess:
+    def start(*extra_args: str, name: str = "own", tick_ms: int = h.TICK_MS, port: int = 0,
+              nofile: Optional[tuple[int, int]] = None) -> h.ServerProcess:
         srv = h.ServerProcess(tmp_path / f"{name}-{len(started)}", name=f"{name}-{len(started)}", extra_args=extra_args,
-                              tick_ms=tick_ms, port=port)
+                              tick_ms=tick_ms, port=port, nofile=nofile)
         started.append(srv)
         _active_servers.append(srv)
         return srv

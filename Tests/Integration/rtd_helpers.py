@@ -125,7 +125,7 @@ class ServerProcess:
     """One `dashboard-server` subprocess on ephemeral ports (cleartext + self-signed TLS)."""
 
     def __init__(self, workdir: Path, name: str = "server", extra_args: Iterable[str] = (), tick_ms: int = TICK_MS,
-                 start_timeout: float = 60.0, port: int = 0):
+                 start_timeout: float = 60.0, port: int = 0, nofile: Optional[tuple[int, int]] = None):
         self.name = name
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -138,6 +138,9 @@ class ServerProcess:
         auth = [] if any(str(a).startswith("--auth-file") for a in extra_args) else ["--no-auth"]
         self.cmd = [SERVER_BIN, "--host", HOST, "--port", str(port), "--tls-port", "0", "--tls-self-signed",
                     "--tick-ms", str(tick_ms), *auth, *extra_args]
+        if nofile is not None:
+            # The open-file limit (soft, hard) the server starts with (util-linux's prlimit execs it).
+            self.cmd = ["prlimit", f"--nofile={nofile[0]}:{nofile[1]}", "--", *self.cmd]
         if not os.access(SERVER_BIN, os.X_OK):
             raise RuntimeError(f"server binary not found or not executable: {SERVER_BIN} (set RTD_SERVER_BIN)")
         self._stderr = open(self.stderr_path, "wb")

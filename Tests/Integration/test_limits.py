@@ -1,6 +1,8 @@
 """Limits against the real server: connections per client address, dashboard subscribers, HTTP/2
 streams per connection. Each is configurable, answers clearly when hit, is counted in
 /api/stats, and leaves the clients within the limit unaffected."""
+import json
+import re
 import socket
 import time
 
@@ -60,6 +62,60 @@ def test_connections_per_address_are_limited_and_counted(server_factory):
             return 0
 
     h.wait_until(lambda: refusals() >= 1, timeout=10, what="refusal counted")
+
+
+def test_connections_in_all_are_limited_and_counted(server_factory):
+    # No per-address limit: the total alone refuses the fourth connection.
+    srv = server_factory("--max-connections", "3", "--max-connections-per-address", "0", name="total-limit")
+    held = [open_socket(srv) for _ in range(3)]
+    try:
+        for s in held:
+            s.settimeout(5)
+            s.sendall(b"GET /ready HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert b"200" in s.recv(4096).split(b"\r\n")[0]
+        extra = open_socket(srv)
+        assert closed_by_peer(extra)
+        extra.close()
+        # The held connections are unaffected, and one of them reads the counters.
+        conn = held[0]
+        conn.sendall(b"GET /api/stats HTTP/1.1\r\nHost: x\r\n\r\n")
+        reply = b""
+        while b"\r\n\r\n" not in reply or len(reply.split(b"\r\n\r\n", 1)[1]) < int(
+                re.search(rb"content-length: (\d+)", reply.split(b"\r\n\r\n", 1)[0], re.I).group(1)):
+            chunk = conn.recv(65536)
+            assert chunk, "stats connection closed"
+            reply += chunk
+        stats = json.loads(reply.split(b"\r\n\r\n", 1)[1])["connections"]
+        assert stats["limit"] == 3 and stats["open"] == 3 and stats["refused_at_limit_total"] >= 1
+        assert stats["refused_per_address_total"] == 0
+        # Once one closes there is room again.
+        held.pop().close()
+        h.wait_until(lambda: not closed_by_peer(x := open_socket(srv), timeout=1) and (held.append(x) or True),
+                     timeout=10, what="a slot freed by a closed connection")
+    finally:
+        for s in held:
+            s.close()
+    h.wait_until(lambda: _stats_or_none(srv) is not None, timeout=10, what="stats once the held connections closed")
+    assert "rtd_connections_refused_at_limit_total" in h.http_get(srv.url("/metrics"))[2].decode()
+
+
+def _stats_or_none(srv):
+    try:
+        return srv.stats()
+    except (ConnectionError, OSError):
+        return None
+
+
+def test_connection_limit_fits_the_open_file_limit(server_factory):
+    # Soft 300 of hard 700: the server raises its soft limit to 700 and keeps 256 descriptors
+    # for the store and the rest, so 444 connections at most, whatever was asked for.
+    srv = server_factory("--max-connections", "20000", name="nofile", nofile=(300, 700))
+    assert srv.stats()["connections"]["limit"] == 700 - 256
+    assert "connections limited to 444" in srv.stderr_text()
+    # Asked for fewer than fit: kept.
+    srv2 = server_factory("--max-connections", "100", name="nofile-small", nofile=(300, 700))
+    assert srv2.stats()["connections"]["limit"] == 100
+    assert "connections limited" not in srv2.stderr_text()
 
 
 def test_dashboard_subscribers_are_capped_with_503_and_retry_after(server_factory):

@@ -100,7 +100,7 @@ public final class HTTPServer: Sendable {
     }
 
     private func bootstrap(_ initializer: @escaping @Sendable (Channel) throws -> Void) -> ServerBootstrap {
-        let limit = configuration.maxConnectionsPerAddress
+        let limit = configuration.maxConnectionsPerAddress, total = configuration.maxConnections
         let perAddress = self.perAddress, statistics = router.statistics
         let idle = configuration.idleTimeoutSeconds
         return ServerBootstrap(group: group)
@@ -110,8 +110,16 @@ public final class HTTPServer: Sendable {
             .childChannelOption(.maxMessagesPerRead, value: 16)
             .childChannelOption(.writeBufferWaterMark, value: .init(low: 256 << 10, high: 1 << 20))
             .childChannelInitializer { channel in
-                // Connections per client address: beyond the limit a connection is closed before
-                // a byte is read (and counted), so one client cannot take every descriptor.
+                // Connections in all, then per client address: beyond a limit a connection is
+                // closed before a byte is read (and counted), so neither a flood of clients nor one
+                // client can take every descriptor.
+                let open = statistics.accepted.wrappingAdd(1, ordering: .relaxed).newValue
+                guard total == 0 || open <= total else {
+                    statistics.accepted.wrappingSubtract(1, ordering: .relaxed)
+                    statistics.connectionsRefusedLimit.add(1, ordering: .relaxed)
+                    return channel.close()
+                }
+                channel.closeFuture.whenComplete { _ in statistics.accepted.wrappingSubtract(1, ordering: .relaxed) }
                 if limit > 0, let address = channel.remoteAddress?.ipAddress {
                     guard perAddress.admit(address, limit: limit) else {
                         statistics.connectionsRefused.add(1, ordering: .relaxed)

@@ -330,7 +330,7 @@ final class Router: Sendable {
             j.raw(",\"connected\":\(st.connected),\"events_total\":\(st.events),\"rows_total\":\(st.rows)}")
         }
         j.raw("]")
-        j.raw(",\"connections\":{\"http1\":\(statistics.http1Connections),\"http2\":\(statistics.http2Connections),\"requests_total\":\(statistics.requestCount),\"protocol_errors_total\":\(statistics.protocolErrorCount),\"refused_per_address_total\":\(statistics.refusedConnectionCount)")
+        j.raw(",\"connections\":{\"http1\":\(statistics.http1Connections),\"http2\":\(statistics.http2Connections),\"requests_total\":\(statistics.requestCount),\"protocol_errors_total\":\(statistics.protocolErrorCount),\"refused_per_address_total\":\(statistics.refusedConnectionCount),\"open\":\(statistics.openConnections),\"limit\":\(configuration.maxConnections),\"refused_at_limit_total\":\(statistics.refusedAtLimitCount)")
         let idle = statistics.idleClosures
         j.raw(",\"closed_idle\":{\"no_request\":\(idle["no_request"] ?? 0),\"idle\":\(idle["idle"] ?? 0),\"stalled_reader\":\(idle["stalled_reader"] ?? 0)}}")
         let auth = statistics.authRejections

@@ -28,6 +28,11 @@ public struct HTTPServerConfiguration: Sendable {
     /// retries), a stream request ends with an error in its summary; a request's own bytes never
     /// count against it. Default 256 MiB (four inflated bodies of the largest size).
     public var maxGzipMemory: Int = 256 << 20
+    /// Open connections allowed in all (every port and protocol); beyond it a new connection is
+    /// closed before a byte is read, so a flood of clients cannot take the memory (about 32 KiB
+    /// an idle HTTP/2 connection) or the file descriptors the store and the other clients need.
+    /// 0: no limit. Default 20,000. (`dashboard-server` also lowers it to fit `ulimit -n`.)
+    public var maxConnections: Int = 20_000
     /// Open connections allowed per client IP address; 0: no limit. Default 2,000. Behind a proxy
     /// every connection comes from the proxy's address (HAProxy multiplexes its streams onto few).
     public var maxConnectionsPerAddress: Int

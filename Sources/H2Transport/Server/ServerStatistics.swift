@@ -10,6 +10,8 @@ public final class ServerStatistics: Sendable {
     let authInvalid = Atomic<Int>(0)
     let authForbidden = Atomic<Int>(0)
     let connectionsRefused = Atomic<Int>(0)
+    let connectionsRefusedLimit = Atomic<Int>(0)
+    let accepted = Atomic<Int>(0)
     let closedNoRequest = Atomic<Int>(0)
     let closedIdle = Atomic<Int>(0)
     let closedStalled = Atomic<Int>(0)
@@ -24,6 +26,11 @@ public final class ServerStatistics: Sendable {
     public var requestCount: Int { requests.load(ordering: .relaxed) }
     /// Connections closed for protocol errors since start.
     public var protocolErrorCount: Int { protocolErrors.load(ordering: .relaxed) }
+    /// Accepted connections open now, whatever their protocol (counted from accept, before a
+    /// byte is read; what ``HTTPServerConfiguration/maxConnections`` bounds).
+    public var openConnections: Int { accepted.load(ordering: .relaxed) }
+    /// Connections closed at once because ``HTTPServerConfiguration/maxConnections`` were open.
+    public var refusedAtLimitCount: Int { connectionsRefusedLimit.load(ordering: .relaxed) }
     /// Connections closed at once because their client address had `maxConnectionsPerAddress` open.
     public var refusedConnectionCount: Int { connectionsRefused.load(ordering: .relaxed) }
     /// Connections the idle guard closed, by reason: `no_request` (none within 10 s of
