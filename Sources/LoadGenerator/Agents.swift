@@ -234,6 +234,10 @@ final class Agent: H2StreamDelegate {
     private var lastDurableSamples = 0
     /// `error` lines received on this stream (the server details the first 100 per request).
     private var errorLines = 0
+    /// Rejected lines (number, code) not yet covered by an ack: counted once an ack covers them,
+    /// dropped on a reconnect (the lines are resent and judged again, so a line rejected before
+    /// and after a reconnect counts once).
+    private var unackedErrors: [(line: Int, code: String?)] = []
     private var credit = 0.0
     private var counter = 0
     private var partial: [UInt8] = []
@@ -274,6 +278,7 @@ final class Agent: H2StreamDelegate {
         lastAck = 0
         lastDurableSamples = 0
         errorLines = 0
+        unackedErrors.removeAll()
         nextLine = 1
         var resent = 0
         for i in pending.indices {
@@ -426,9 +431,13 @@ final class Agent: H2StreamDelegate {
         if let l = Self.integer(after: Self.ackKey, in: line) {
             acknowledge(through: l, durableSamples: Self.integer(after: Self.samplesKey, in: line))
         } else if Self.find(Self.errorKey, in: line) != nil {
-            owner.state.stats.linesRejected += 1
             errorLines += 1
-            if let code = Self.string(after: Self.codeKey, in: line) { owner.state.stats.rejectedByCode[code, default: 0] += 1 }
+            let code = Self.string(after: Self.codeKey, in: line)
+            if let n = Self.integer(after: Self.lineKey, in: line), n > lastAck {
+                unackedErrors.append((n, code))
+            } else {
+                countRejected(code)
+            }
         } else if Self.find(Self.summaryKey, in: line) != nil {
             // The request ended: its last lines are acknowledged by the summary, not an ack line.
             if let l = Self.integer(after: Self.ackedLinesKey, in: line) {
@@ -441,9 +450,23 @@ final class Agent: H2StreamDelegate {
         }
     }
 
+    private func countRejected(_ code: String?) {
+        owner.state.stats.linesRejected += 1
+        if let code { owner.state.stats.rejectedByCode[code, default: 0] += 1 }
+    }
+
     private func acknowledge(through l: Int, durableSamples: Int?) {
         guard l > lastAck else { return }
         lastAck = l
+        if !unackedErrors.isEmpty {
+            // Errors arrive in line order, before the ack that covers their lines.
+            var covered = 0
+            while covered < unackedErrors.count && unackedErrors[covered].line <= l {
+                countRejected(unackedErrors[covered].code)
+                covered += 1
+            }
+            unackedErrors.removeFirst(covered)
+        }
         let coveredBefore = owner.state.stats.samplesCovered
         defer {
             // Durable samples as the server counts them; the rest of the covered ones were rejected.
@@ -504,6 +527,7 @@ final class Agent: H2StreamDelegate {
     static let ackKey: [UInt8] = Array("\"ack\":".utf8)
     static let errorKey: [UInt8] = Array("\"error\":{".utf8)
     static let codeKey: [UInt8] = Array("\"code\":\"".utf8)
+    static let lineKey: [UInt8] = Array("\"line\":".utf8)
     static let samplesKey: [UInt8] = Array("\"samples\":".utf8)
     static let summaryKey: [UInt8] = Array("{\"summary\":".utf8)
     static let ackedLinesKey: [UInt8] = Array("\"acked_lines\":".utf8)

@@ -522,3 +522,32 @@ def test_prepared_statements_stay_bounded_with_varied_batch_sizes(server_factory
     prepared = int(mariadb.sql("SHOW GLOBAL STATUS LIKE 'Prepared_stmt_count'")[0][1]) - before
     assert prepared <= 100, f"{prepared} statements prepared"
     assert series_count(mariadb, mysql_db, sid)[0] == n
+
+
+def test_a_line_rejected_before_and_after_a_reconnect_counts_once_in_the_load_report(server_factory, mariadb, mysql_db, tmp_path):
+    """The load generator counts a rejected line once an ack covers it. Here half the lines carry
+    an invalid metric name (rejected as they are parsed, their `error` lines sent at once) and the
+    database is stopped, so no ack comes: the server is killed, the lines are resent to a new
+    process and rejected again. NDJSON has one sample per line, so rejected lines must equal
+    rejected samples (before the fix the lines were counted twice)."""
+    first = start(server_factory, mariadb, mysql_db, name="rej-a")
+    port = first.port
+    # 5 bad lines/s per agent: every request stays within the 100 rejections the server details.
+    load = LoadInBackground(tmp_path, first.base, "rej-", "--agents", "4", "--connections", "2", "--rate", "10",
+                            "--metrics", "cpu_usage,bad@name", "--duration", "12", "--drain", "40", timeout=120)
+    h.wait_until(lambda: first.stats()["ingest"]["rejected_lines_total"] >= 8, timeout=30, what="rejections")
+    mariadb.pause()
+    try:
+        seen = first.stats()["ingest"]["rejected_lines_total"]
+        h.wait_until(lambda: first.stats()["ingest"]["rejected_lines_total"] >= seen + 20, timeout=30,
+                     what="lines rejected while nothing is acknowledged")
+        first.kill()
+    finally:
+        mariadb.resume()
+    server_factory("--store", mariadb.url_for(mysql_db), name="rej-b", port=port)
+    report = load.join(timeout=150)
+    assert report["reconnects"] >= 1 and report["unacked_lines_at_end"] == 0, report
+    assert report["samples_rejected"] > 0, report
+    assert report["lines_rejected"] == report["samples_rejected"], report
+    assert sum(report["rejected_by_code"].values()) == report["lines_rejected"], report
+    assert report["samples_acked"] + report["samples_rejected"] == report["samples_sent"], report
