@@ -97,8 +97,8 @@ struct DashboardServerCommand: AsyncParsableCommand {
     @Option(help: "Oldest accepted sample timestamp behind the server clock, seconds; 0: no bound (RTD_MAX_AGE).")
     var maxAge: Int = env("RTD_MAX_AGE").flatMap(Int.init) ?? 604_800
 
-    @Option(help: "Open connections in all; beyond it new ones are closed at once; lowered to fit the open-file limit less 256 (the soft limit is first raised to the hard one); 0: only that bound (RTD_MAX_CONNECTIONS).")
-    var maxConnections: Int = env("RTD_MAX_CONNECTIONS").flatMap(Int.init) ?? 20_000
+    @Option(help: "Open connections in all; beyond it new ones are closed at once; lowered to fit the open-file limit less 256 (the soft limit is first raised to the hard one); 0: only that bound; default 20000 (RTD_MAX_CONNECTIONS).")
+    var maxConnections: Int?
 
     @Option(help: "Open connections per client IP address; beyond it new ones are closed at once; 0: no limit (RTD_MAX_CONNECTIONS_PER_ADDRESS).")
     var maxConnectionsPerAddress: Int = env("RTD_MAX_CONNECTIONS_PER_ADDRESS").flatMap(Int.init) ?? 2_000
@@ -179,7 +179,7 @@ struct DashboardServerCommand: AsyncParsableCommand {
         guard (0...256).contains(maxLabelValueLength) else { throw ValidationError("--max-label-value-length must be 0...256") }
         guard (0...31_536_000).contains(seriesIdleTimeout) else { throw ValidationError("--series-idle-timeout must be 0...31536000 seconds") }
         guard idleTimeout >= 0 else { throw ValidationError("--idle-timeout must be ≥ 0 (0: never)") }
-        guard maxConnections >= 0 else { throw ValidationError("--max-connections must be ≥ 0 (0: only the open-file limit)") }
+        guard (maxConnections ?? env("RTD_MAX_CONNECTIONS").flatMap(Int.init) ?? 0) >= 0 else { throw ValidationError("--max-connections must be ≥ 0 (0: only the open-file limit)") }
         guard maxConnectionsPerAddress >= 0 else { throw ValidationError("--max-connections-per-address must be ≥ 0 (0: no limit)") }
         guard (1...100_000).contains(maxConcurrentStreams) else { throw ValidationError("--max-concurrent-streams must be 1...100000") }
         guard maxSSEClients >= 1, sseQueueBytes >= 64 << 10 else { throw ValidationError("--max-sse-clients ≥ 1 and --sse-queue-bytes ≥ 65536") }
@@ -290,9 +290,13 @@ struct DashboardServerCommand: AsyncParsableCommand {
             maxLabelValueLength: maxLabelValueLength)
         httpConfiguration.maxGzipMemory = maxGzipMemory
         let fileLimit = FileLimit.raiseSoftLimit()
-        httpConfiguration.maxConnections = FileLimit.connectionLimit(requested: maxConnections, fileLimit: fileLimit)
-        if let fileLimit, maxConnections == 0 || httpConfiguration.maxConnections < maxConnections {
-            logger.warning("connections limited to \(httpConfiguration.maxConnections): the process may open \(fileLimit) files (ulimit -n), \(FileLimit.reserve) kept for the store and the rest")
+        let askedConnections = maxConnections ?? env("RTD_MAX_CONNECTIONS").flatMap(Int.init)
+        let requestedConnections = askedConnections ?? 20_000
+        httpConfiguration.maxConnections = FileLimit.connectionLimit(requested: requestedConnections, fileLimit: fileLimit)
+        if let fileLimit, requestedConnections == 0 || httpConfiguration.maxConnections < requestedConnections {
+            // A warning when asked for (the default lowered a little is the usual case: info).
+            logger.log(level: askedConnections == nil ? .info : .warning,
+                       "connections limited to \(httpConfiguration.maxConnections): the process may open \(fileLimit) files (ulimit -n), \(FileLimit.reserve) kept for the store and the rest")
         }
         httpConfiguration.memoryStatistics = { (Allocator.name, Allocator.statistics()) }
         let server = HTTPServer(
