@@ -330,26 +330,57 @@ public final class Broadcaster: Sendable {
         state.withLock { s in
             finishPending(&s)  // before the layouts move on from the published tick
             s.staging.count += snapshots.count
+            // Room for this call at once, growing geometrically over a tick's calls (a tick's
+            // staged snapshots are ~200 bytes each; growing by appends copied them over and over).
+            let needed = s.staging.snapshots.count + snapshots.count
+            if s.staging.snapshots.capacity < needed {
+                let room = Swift.max(needed, 2 * s.staging.snapshots.capacity)
+                s.staging.snapshots.reserveCapacity(room)
+                s.staging.ids.reserveCapacity(room)
+            }
+            s.staging.at.reserveCapacity(needed)  // (power-of-two growth)
+            // The snapshots' metrics, each looked up in `metricServers` once per call (nothing is
+            // inserted there here, so a dictionary index stays valid for the whole call), with the
+            // positions staged for it: no hashing of the metric name per snapshot.
+            var groups = MetricGroups()
+            var metricIndex: [Dictionary<String, MetricServers>.Index?] = []
             for snap in snapshots {
                 let m = snap.key.metricName
-                guard let id = s.entries.id(of: snap.key), s.entries[id].origin == 0, s.staging.at[id] == nil,
-                      s.metricServers[m] != nil else {
-                    if let at = s.staging.laterAt[snap.key] {
-                        s.staging.later[at] = snap
-                    } else {
-                        s.staging.laterAt[snap.key] = s.staging.later.count
-                        s.staging.later.append(snap)
-                    }
+                let g = groups.group(of: m)
+                if g == metricIndex.count { metricIndex.append(s.metricServers.index(forKey: m)) }
+                let position = s.staging.snapshots.count
+                guard let mi = metricIndex[g], let id = s.entries.id(of: snap.key), s.entries[id].origin == 0 else {
+                    Self.stageLater(snap, &s.staging)
+                    continue
+                }
+                if let previous = s.staging.at.updateValue(position, forKey: id) {
+                    // Staged already this tick (the aggregator stages a series once a tick, so
+                    // only another caller does this): it keeps its place, the newer one waits.
+                    s.staging.at[id] = previous
+                    Self.stageLater(snap, &s.staging)
                     continue
                 }
                 s.entries[id].snapshot = snap
                 let slot = s.entries[id].slot
-                s.metricServers[m]!.update(snap, at: (Int(slot.server), Int(slot.index)))
-                s.staging.at[id] = s.staging.snapshots.count
-                s.staging.byMetric[m, default: []].append(s.staging.snapshots.count)
+                s.metricServers.values[mi].update(snap, at: (Int(slot.server), Int(slot.index)))
+                groups.positions[g].append(position)
                 s.staging.snapshots.append(snap)
                 s.staging.ids.append(id)
             }
+            for (g, name) in groups.names.enumerated() where !groups.positions[g].isEmpty {
+                s.staging.byMetric[name, default: []].append(contentsOf: groups.positions[g])
+            }
+        }
+    }
+
+    /// Hands a snapshot `stage` cannot record over to the tick (a new series, one last reported by
+    /// a peer, one staged already); a series handed over twice keeps one place, the newer snapshot.
+    private static func stageLater(_ snap: SeriesSnapshot, _ staging: inout Staging) {
+        if let at = staging.laterAt[snap.key] {
+            staging.later[at] = snap
+        } else {
+            staging.laterAt[snap.key] = staging.later.count
+            staging.later.append(snap)
         }
     }
 
@@ -489,13 +520,17 @@ public final class Broadcaster: Sendable {
             }
             // Index this tick's changes by metric (also lets filtered subscribers skip the rest);
             // record in the fleet layouts what was not recorded when staged.
+            // (Grouped by comparing metric names, not hashing each: see `MetricGroups`.)
             var changedByMetric = staged.byMetric
-            var recordByMetric: [String: [Int]] = [:]
-            for k in restaged { recordByMetric[changed[k].key.metricName, default: []].append(k) }
+            var record = MetricGroups(), fresh = MetricGroups()
+            for k in restaged { record.add(k, metric: changed[k].key.metricName) }
             for i in applied..<changed.count {
-                changedByMetric[changed[i].key.metricName, default: []].append(i)
-                recordByMetric[changed[i].key.metricName, default: []].append(i)
+                let m = changed[i].key.metricName
+                fresh.add(i, metric: m)
+                record.add(i, metric: m)
             }
+            for (g, name) in fresh.names.enumerated() { changedByMetric[name, default: []].append(contentsOf: fresh.positions[g]) }
+            let recordByMetric = record.byName
             // Rows are encoded lazily, once, for the series some subscriber selects (`RowCache`): a
             // dashboard watching the top 20 of 50,000 changed series costs 20 encodings, not 50,000.
             let cache = RowCache(changed, localCount: localCount)
