@@ -97,7 +97,7 @@ struct DashboardServerCommand: AsyncParsableCommand {
     @Option(help: "Oldest accepted sample timestamp behind the server clock, seconds; 0: no bound (RTD_MAX_AGE).")
     var maxAge: Int = env("RTD_MAX_AGE").flatMap(Int.init) ?? 604_800
 
-    @Option(help: "Open connections in all; beyond it new ones are closed at once; lowered to fit the open-file limit less 256 (the soft limit is first raised to the hard one); 0: only that bound; default 20000 (RTD_MAX_CONNECTIONS).")
+    @Option(help: "Open connections in all; beyond it new ones are closed at once; lowered to fit the open-file limit less 256 descriptors, or a quarter of a smaller limit (the soft limit is first raised to the hard one); 0: only that bound; default 20000 (RTD_MAX_CONNECTIONS).")
     var maxConnections: Int?
 
     @Option(help: "Open connections per client IP address; beyond it new ones are closed at once; 0: no limit (RTD_MAX_CONNECTIONS_PER_ADDRESS).")
@@ -294,11 +294,11 @@ struct DashboardServerCommand: AsyncParsableCommand {
         let requestedConnections = askedConnections ?? 20_000
         httpConfiguration.maxConnections = FileLimit.connectionLimit(requested: requestedConnections, fileLimit: fileLimit)
         if let fileLimit, requestedConnections == 0 || httpConfiguration.maxConnections < requestedConnections {
-            // A warning when asked for (the default lowered a little is the usual case: info).
-            logger.log(level: askedConnections == nil ? .info : .warning,
-                       "connections limited to \(httpConfiguration.maxConnections): the process may open \(fileLimit) files (ulimit -n), \(FileLimit.reserve) kept for the store and the rest")
+            // A warning when a limit asked for was lowered; the default lowered a little, or the
+            // file limit asked for with 0, is the usual case: info.
+            logger.log(level: (askedConnections ?? 0) > 0 ? .warning : .info,
+                       "connections limited to \(httpConfiguration.maxConnections): the process may open \(fileLimit) files (ulimit -n), \(FileLimit.reserve(for: fileLimit)) kept for the store and the rest")
         }
-        httpConfiguration.memoryStatistics = { (Allocator.name, Allocator.statistics()) }
         let server = HTTPServer(
             engine: engine, configuration: httpConfiguration,
             group: group, logger: logger, prometheusText: { exporter.render() })

@@ -58,6 +58,7 @@ final class PrometheusExporter: Sendable {
                 counter(&st.last, "rtd_connections_refused_per_address_total", server.statistics.refusedConnectionCount)
                 counter(&st.last, "rtd_connections_refused_at_limit_total", server.statistics.refusedAtLimitCount)
                 gauge("rtd_connections_open", server.statistics.openConnections)
+                gauge("rtd_connections_limit", server.connectionLimit)
                 for (reason, n) in server.statistics.idleClosures { counter(&st.last, "rtd_connections_closed_idle_total", n, [("reason", reason)]) }
                 counter(&st.last, "rtd_ingest_body_rate_throttled_total", t.bodyRateThrottled)
             }

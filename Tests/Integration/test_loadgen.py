@@ -111,4 +111,3 @@ def test_reconnects_and_resends_across_a_server_restart(server_factory, tmp_path
     # After the restart the new process received the rest, the resent lines included.
     assert second.stats()["ingest"]["samples_total"] > 0
     assert "reconnects" in result["text"]
-

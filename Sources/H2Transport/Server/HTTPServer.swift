@@ -54,6 +54,9 @@ public final class HTTPServer: Sendable {
     /// Server-wide counters.
     public var statistics: ServerStatistics { router.statistics }
 
+    /// Open connections allowed in all (``HTTPServerConfiguration/maxConnections``; 0: no limit).
+    public var connectionLimit: Int { configuration.maxConnections }
+
     /// The peers this instance follows, listed in `/api/stats` (`peers`).
     public func reportPeers(_ feeds: [PeerFeed]) { router.peerFeeds.withLock { $0 = feeds } }
 
@@ -113,13 +116,20 @@ public final class HTTPServer: Sendable {
                 // Connections in all, then per client address: beyond a limit a connection is
                 // closed before a byte is read (and counted), so neither a flood of clients nor one
                 // client can take every descriptor.
-                let open = statistics.accepted.wrappingAdd(1, ordering: .relaxed).newValue
-                guard total == 0 || open <= total else {
-                    statistics.accepted.wrappingSubtract(1, ordering: .relaxed)
-                    statistics.connectionsRefusedLimit.add(1, ordering: .relaxed)
-                    return channel.close()
+                // (Compare-and-exchange: a refused connection never holds a place, so one is
+                // refused only while `total` are really open.)
+                var open = statistics.openCount.load(ordering: .relaxed)
+                while true {
+                    guard total == 0 || open < total else {
+                        statistics.connectionsRefusedLimit.add(1, ordering: .relaxed)
+                        return channel.close()
+                    }
+                    let (exchanged, original) = statistics.openCount.compareExchange(
+                        expected: open, desired: open + 1, ordering: .relaxed)
+                    if exchanged { break }
+                    open = original
                 }
-                channel.closeFuture.whenComplete { _ in statistics.accepted.wrappingSubtract(1, ordering: .relaxed) }
+                channel.closeFuture.whenComplete { _ in statistics.openCount.wrappingSubtract(1, ordering: .relaxed) }
                 if limit > 0, let address = channel.remoteAddress?.ipAddress {
                     guard perAddress.admit(address, limit: limit) else {
                         statistics.connectionsRefused.add(1, ordering: .relaxed)

@@ -11,7 +11,7 @@ public final class ServerStatistics: Sendable {
     let authForbidden = Atomic<Int>(0)
     let connectionsRefused = Atomic<Int>(0)
     let connectionsRefusedLimit = Atomic<Int>(0)
-    let accepted = Atomic<Int>(0)
+    let openCount = Atomic<Int>(0)
     let closedNoRequest = Atomic<Int>(0)
     let closedIdle = Atomic<Int>(0)
     let closedStalled = Atomic<Int>(0)
@@ -28,7 +28,7 @@ public final class ServerStatistics: Sendable {
     public var protocolErrorCount: Int { protocolErrors.load(ordering: .relaxed) }
     /// Accepted connections open now, whatever their protocol (counted from accept, before a
     /// byte is read; what ``HTTPServerConfiguration/maxConnections`` bounds).
-    public var openConnections: Int { accepted.load(ordering: .relaxed) }
+    public var openConnections: Int { openCount.load(ordering: .relaxed) }
     /// Connections closed at once because ``HTTPServerConfiguration/maxConnections`` were open.
     public var refusedAtLimitCount: Int { connectionsRefusedLimit.load(ordering: .relaxed) }
     /// Connections closed at once because their client address had `maxConnectionsPerAddress` open.

@@ -530,12 +530,12 @@ public final class Broadcaster: Sendable {
                 record.add(i, metric: m)
             }
             for (g, name) in fresh.names.enumerated() { changedByMetric[name, default: []].append(contentsOf: fresh.positions[g]) }
-            let recordByMetric = record.byName
             // Rows are encoded lazily, once, for the series some subscriber selects (`RowCache`): a
             // dashboard watching the top 20 of 50,000 changed series costs 20 encodings, not 50,000.
             let cache = RowCache(changed, localCount: localCount)
             var newKeys: [(Int, (server: Int, index: Int))] = []
-            for (m, indices) in recordByMetric {
+            // (In the order the metrics first appear this tick, not a dictionary's hash order.)
+            for (m, indices) in zip(record.names, record.positions) {
                 Self.record(changed, indices, slots: slots, into: &s.metricServers[m, default: MetricServers()], new: &newKeys)
                 if s.metricServers[m]!.membersChanged {
                     s.metricServers[m]!.version = s.nextMembersVersion()

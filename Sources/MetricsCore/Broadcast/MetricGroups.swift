@@ -24,14 +24,20 @@ struct MetricGroups {
                 current = g
                 return g
             }
-        } else if let g = groupOf[metric] {
-            current = g
-            return g
+        } else {
+            if groupOf.isEmpty {
+                // Past the names compared one by one: index them all, from now on by hash.
+                for (g, name) in names.enumerated() { groupOf[name] = g }
+            }
+            if let g = groupOf[metric] {
+                current = g
+                return g
+            }
         }
         names.append(metric)
         positions.append([])
-        groupOf[metric] = names.count - 1
         current = names.count - 1
+        if !groupOf.isEmpty { groupOf[metric] = current }
         return current
     }
 
@@ -41,7 +47,7 @@ struct MetricGroups {
         positions[g].append(position)
     }
 
-    /// The groups by name.
+    /// The groups by name (for tests: hashes every name).
     var byName: [String: [Int]] {
         var out: [String: [Int]] = [:]
         out.reserveCapacity(names.count)

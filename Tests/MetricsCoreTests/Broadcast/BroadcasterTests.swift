@@ -532,13 +532,13 @@ struct BroadcasterStagingTests {
             [("servers", "srv-1,srv-2")], [("metrics", "m0"), ("heatmap", "1"), ("series", "0")], [("every", "3")],
         ]
         var rng = T.SeededRNG(seed: UInt64(seed))
-        // Seeds 9-12 use more metrics than `stage` compares by name (it hashes them beyond 16);
-        // even seeds stage some series twice in a tick.
+        // Seeds 9-12 use more metrics than `stage` compares by name (it hashes them beyond 16),
+        // in stage calls of up to 40 series; even seeds stage some series twice in a tick.
         let metrics = seed > 8 ? 24 : 3, twice = seed % 2 == 0
         let t0: Int64 = 1_700_000_000_000
         var known = Set<SeriesKey>()  // series the broadcasters hold (published, not removed)
         var subs: [(Subscription, Subscription)] = []
-        var stagedRecorded = 0, restaged = 0, stagedNew = 0, restagedNew = 0
+        var stagedRecorded = 0, restaged = 0, stagedNew = 0, restagedNew = 0, stagedTwiceKnown = 0
         for tick in 1...60 {
             let seq = UInt64(tick)
             func snap(_ key: SeriesKey) -> SeriesSnapshot {
@@ -554,10 +554,15 @@ struct BroadcasterStagingTests {
             var seen = Set<SeriesKey>()
             for _ in 0..<rng.int(0...3) {
                 var batch: [SeriesSnapshot] = []
-                for _ in 0..<rng.int(0...12) {
+                for _ in 0..<rng.int(0...(metrics > 16 ? 40 : 12)) {
                     let k = randomKey()
                     // The aggregator stages a series once per tick; other callers may twice.
-                    if seen.insert(k).inserted || (twice && rng.chance(0.2)) { batch.append(snap(k)) }
+                    if seen.insert(k).inserted {
+                        batch.append(snap(k))
+                    } else if twice && rng.chance(0.2) {
+                        batch.append(snap(k))
+                        if known.contains(k) { stagedTwiceKnown += 1 }
+                    }
                 }
                 stages.append(batch)
             }
@@ -610,6 +615,7 @@ struct BroadcasterStagingTests {
         #expect(try Self.normalized(try #require(a.next())) == (try Self.normalized(try #require(b.next()))))
         // The run staged known and new series and changed staged ones again.
         #expect(stagedRecorded > 50 && stagedNew > 10 && restaged > 10 && restagedNew > 3, "\(stagedRecorded) \(stagedNew) \(restaged) \(restagedNew)")
+        if twice { #expect(stagedTwiceKnown > 3, "\(stagedTwiceKnown) known series staged twice in a tick") }
         for (a, b) in subs { a.cancel(); b.cancel() }
         a.cancel(); b.cancel()
     }
