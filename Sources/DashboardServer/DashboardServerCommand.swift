@@ -299,6 +299,7 @@ struct DashboardServerCommand: AsyncParsableCommand {
             logger.log(level: (askedConnections ?? 0) > 0 ? .warning : .info,
                        "connections limited to \(httpConfiguration.maxConnections): the process may open \(fileLimit) files (ulimit -n), \(FileLimit.reserve(for: fileLimit)) kept for the store and the rest")
         }
+        httpConfiguration.memoryStatistics = { (Allocator.name, Allocator.statistics()) }
         let server = HTTPServer(
             engine: engine, configuration: httpConfiguration,
             group: group, logger: logger, prometheusText: { exporter.render() })

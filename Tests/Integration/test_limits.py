@@ -35,23 +35,43 @@ def closed_by_peer(s: socket.socket, timeout: float = 3) -> bool:
         return False
 
 
+def answers_ready(s: socket.socket, timeout: float = 5) -> bool:
+    s.settimeout(timeout)
+    try:
+        s.sendall(b"GET /ready HTTP/1.1\r\nHost: x\r\n\r\n")
+        return b"200" in s.recv(4096).split(b"\r\n")[0]
+    except OSError:
+        return False
+
+
+def fill_to_the_limit(srv, limit: int) -> list[socket.socket]:
+    """Opens `limit` connections (each answered) and checks that one more is closed before
+    anything is read; returns the held ones."""
+    held = [open_socket(srv) for _ in range(limit)]
+    assert all(answers_ready(s) for s in held)
+    extra = open_socket(srv)
+    assert closed_by_peer(extra)
+    extra.close()
+    return held
+
+
+def wait_for_a_freed_slot(srv, held: list[socket.socket]) -> None:
+    """Closes one held connection; a new one is then answered (kept in `held`)."""
+    held.pop().close()
+
+    def answered() -> bool:
+        s = open_socket(srv)
+        held.append(s)
+        return answers_ready(s, timeout=2)
+
+    h.wait_until(answered, timeout=10, what="a slot freed by a closed connection")
+
+
 def test_connections_per_address_are_limited_and_counted(server_factory):
     srv = server_factory("--max-connections-per-address", "3", name="conn-limit")
-    held = [open_socket(srv) for _ in range(3)]
+    held = fill_to_the_limit(srv, 3)
     try:
-        # The three within the limit work...
-        for s in held:
-            s.settimeout(5)
-            s.sendall(b"GET /ready HTTP/1.1\r\nHost: x\r\n\r\n")
-            assert b"200" in s.recv(4096).split(b"\r\n")[0]
-        # ...a fourth is closed before anything is read...
-        extra = open_socket(srv)
-        assert closed_by_peer(extra)
-        extra.close()
-        # ...and once one closes there is room again.
-        held.pop().close()
-        h.wait_until(lambda: not closed_by_peer(x := open_socket(srv), timeout=1) and (held.append(x) or True),
-                     timeout=10, what="a slot freed by a closed connection")
+        wait_for_a_freed_slot(srv, held)
         # Stats over a fourth connection would be refused now: read them after closing the held ones.
     finally:
         for s in held:
@@ -71,15 +91,8 @@ def test_connections_per_address_are_limited_and_counted(server_factory):
 def test_connections_in_all_are_limited_and_counted(server_factory):
     # No per-address limit: the total alone refuses the fourth connection.
     srv = server_factory("--max-connections", "3", "--max-connections-per-address", "0", name="total-limit")
-    held = [open_socket(srv) for _ in range(3)]
+    held = fill_to_the_limit(srv, 3)
     try:
-        for s in held:
-            s.settimeout(5)
-            s.sendall(b"GET /ready HTTP/1.1\r\nHost: x\r\n\r\n")
-            assert b"200" in s.recv(4096).split(b"\r\n")[0]
-        extra = open_socket(srv)
-        assert closed_by_peer(extra)
-        extra.close()
         # The held connections are unaffected, and one of them reads the counters.
         conn = held[0]
         conn.sendall(b"GET /api/stats HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -92,20 +105,7 @@ def test_connections_in_all_are_limited_and_counted(server_factory):
         stats = json.loads(reply.split(b"\r\n\r\n", 1)[1])["connections"]
         assert stats["limit"] == 3 and stats["open"] == 3 and stats["refused_at_limit_total"] >= 1
         assert stats["refused_per_address_total"] == 0
-        # Once one closes there is room again: a new connection is answered.
-        held.pop().close()
-
-        def answered() -> bool:
-            s = open_socket(srv)
-            held.append(s)
-            s.settimeout(2)
-            try:
-                s.sendall(b"GET /ready HTTP/1.1\r\nHost: x\r\n\r\n")
-                return b"200" in s.recv(4096).split(b"\r\n")[0]
-            except OSError:
-                return False
-
-        h.wait_until(answered, timeout=10, what="a slot freed by a closed connection")
+        wait_for_a_freed_slot(srv, held)
     finally:
         for s in held:
             s.close()
