@@ -100,6 +100,10 @@ struct DashboardServerCommand: AsyncParsableCommand {
     @Option(help: "Open connections in all; beyond it new ones are closed at once; lowered to fit the open-file limit less 256 descriptors, or a quarter of a smaller limit (the soft limit is first raised to the hard one); 0: only that bound; default 20000 (RTD_MAX_CONNECTIONS).")
     var maxConnections: Int?
 
+    /// `--max-connections`, else `RTD_MAX_CONNECTIONS`; `nil` when neither is given (the default
+    /// applies, and lowering it to fit the file limit is not worth a warning).
+    private var askedConnections: Int? { maxConnections ?? env("RTD_MAX_CONNECTIONS").flatMap(Int.init) }
+
     @Option(help: "Open connections per client IP address; beyond it new ones are closed at once; 0: no limit (RTD_MAX_CONNECTIONS_PER_ADDRESS).")
     var maxConnectionsPerAddress: Int = env("RTD_MAX_CONNECTIONS_PER_ADDRESS").flatMap(Int.init) ?? 2_000
 
@@ -179,7 +183,7 @@ struct DashboardServerCommand: AsyncParsableCommand {
         guard (0...256).contains(maxLabelValueLength) else { throw ValidationError("--max-label-value-length must be 0...256") }
         guard (0...31_536_000).contains(seriesIdleTimeout) else { throw ValidationError("--series-idle-timeout must be 0...31536000 seconds") }
         guard idleTimeout >= 0 else { throw ValidationError("--idle-timeout must be ≥ 0 (0: never)") }
-        guard (maxConnections ?? env("RTD_MAX_CONNECTIONS").flatMap(Int.init) ?? 0) >= 0 else { throw ValidationError("--max-connections must be ≥ 0 (0: only the open-file limit)") }
+        guard (askedConnections ?? 0) >= 0 else { throw ValidationError("--max-connections must be ≥ 0 (0: only the open-file limit)") }
         guard maxConnectionsPerAddress >= 0 else { throw ValidationError("--max-connections-per-address must be ≥ 0 (0: no limit)") }
         guard (1...100_000).contains(maxConcurrentStreams) else { throw ValidationError("--max-concurrent-streams must be 1...100000") }
         guard maxSSEClients >= 1, sseQueueBytes >= 64 << 10 else { throw ValidationError("--max-sse-clients ≥ 1 and --sse-queue-bytes ≥ 65536") }
@@ -290,7 +294,6 @@ struct DashboardServerCommand: AsyncParsableCommand {
             maxLabelValueLength: maxLabelValueLength)
         httpConfiguration.maxGzipMemory = maxGzipMemory
         let fileLimit = FileLimit.raiseSoftLimit()
-        let askedConnections = maxConnections ?? env("RTD_MAX_CONNECTIONS").flatMap(Int.init)
         let requestedConnections = askedConnections ?? 20_000
         httpConfiguration.maxConnections = FileLimit.connectionLimit(requested: requestedConnections, fileLimit: fileLimit)
         if let fileLimit, requestedConnections == 0 || httpConfiguration.maxConnections < requestedConnections {

@@ -522,14 +522,13 @@ public final class Broadcaster: Sendable {
             // record in the fleet layouts what was not recorded when staged.
             // (Grouped by comparing metric names, not hashing each: see `MetricGroups`.)
             var changedByMetric = staged.byMetric
-            var record = MetricGroups(), fresh = MetricGroups()
-            for k in restaged { record.add(k, metric: changed[k].key.metricName) }
-            for i in applied..<changed.count {
-                let m = changed[i].key.metricName
-                fresh.add(i, metric: m)
-                record.add(i, metric: m)
-            }
+            var fresh = MetricGroups()
+            for i in applied..<changed.count { fresh.add(i, metric: changed[i].key.metricName) }
             for (g, name) in fresh.names.enumerated() { changedByMetric[name, default: []].append(contentsOf: fresh.positions[g]) }
+            // To record: the restaged ones, then the fresh ones (each metric's in that order).
+            var record = MetricGroups()
+            for k in restaged { record.add(k, metric: changed[k].key.metricName) }
+            for (g, name) in fresh.names.enumerated() { record.add(contentsOf: fresh.positions[g], metric: name) }
             // Rows are encoded lazily, once, for the series some subscriber selects (`RowCache`): a
             // dashboard watching the top 20 of 50,000 changed series costs 20 encodings, not 50,000.
             let cache = RowCache(changed, localCount: localCount)

@@ -47,6 +47,12 @@ struct MetricGroups {
         positions[g].append(position)
     }
 
+    /// Adds `list` to `metric`'s group, in order.
+    mutating func add(contentsOf list: [Int], metric: String) {
+        let g = group(of: metric)
+        positions[g].append(contentsOf: list)
+    }
+
     /// The groups by name (for tests: hashes every name).
     var byName: [String: [Int]] {
         var out: [String: [Int]] = [:]
